@@ -1,0 +1,3 @@
+from profiler.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Pure functions over captured data: no I/O, no clock."""

@@ -1,0 +1,1 @@
+"""Wrappers around the external profilers (py-spy, memray) and /proc samplers."""

@@ -1,0 +1,49 @@
+"""The two consoles: ``out`` carries data (tables, JSON), ``err`` carries talk.
+
+Keeping them apart is what makes ``profiler ... --json | jq`` work while
+progress and warnings still reach the terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from rich.console import Console
+
+_no_color = bool(os.environ.get("NO_COLOR"))
+
+out = Console(no_color=_no_color, soft_wrap=True, highlight=False)
+err = Console(stderr=True, no_color=_no_color, soft_wrap=True, highlight=False)
+
+# -1 quiet, 0 normal, 1 verbose (-v), 2 debug (-vv: tracebacks, external commands)
+verbosity = 0
+
+
+def set_verbosity(level: int) -> None:
+    global verbosity  # noqa: PLW0603 - one process-wide knob, set once by the root callback
+    verbosity = level
+
+
+def info(message: str) -> None:
+    """Progress and results talk; silenced by ``-q``."""
+    if verbosity >= 0:
+        err.print(message)
+
+
+def detail(message: str) -> None:
+    """What ``-v`` adds: exact external commands, timings, paths."""
+    if verbosity >= 1:
+        err.print(f"[dim]{message}[/dim]")
+
+
+def warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/yellow] {message}")
+
+
+def print_json(data: Any) -> None:
+    """Sorted keys and a trailing newline: stable bytes for scripts and diffs."""
+    sys.stdout.write(json.dumps(data, sort_keys=True, indent=2, default=str) + "\n")
+    sys.stdout.flush()
