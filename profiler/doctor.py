@@ -16,8 +16,6 @@ from profiler.capture.tools import DEBUGGERS, find_debugger, find_tool
 from profiler.errors import ExitCode, ProfilerError, error_class
 from profiler.model import Check, CheckStatus, RolePrivileges
 
-GUIDE = "docs/how-to/fix-doctor-findings.md"
-
 
 def diagnose(dsn: str | None) -> list[Check]:
     """Run every check; never raises for what it finds, only reports it."""

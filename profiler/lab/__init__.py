@@ -1,0 +1,4 @@
+"""The lab: a gateway that reproduces connection holding, its database, and load.
+
+Needs the ``lab`` extra (``pip install 'profiler[lab]'``).
+"""
