@@ -88,13 +88,15 @@ def test_held_saturates_the_pool_and_fresh_does_not(postgres_dsn: str, capsys) -
                 f"idle in tx max {seen.max_idle_in_tx} for up to {seen.max_idle_in_tx_seconds:.2f}s"
             )
 
-    # THEN held: every pooled connection in use, idle in transaction for >= ~1 s
-    capacity = WORKERS * (POOL_SIZE + MAX_OVERFLOW)
-    assert held.max_connections == capacity
-    assert held.max_idle_in_tx >= capacity // 2
+    # THEN held: the pool of every worker that took requests is used up, all of it
+    # idle in transaction for >= ~1 s. (asyncio accepts every pending connection at
+    # once, so one worker may take all 40 users while the other stays idle.)
+    per_worker = POOL_SIZE + MAX_OVERFLOW
+    assert held.max_connections in range(per_worker, WORKERS * per_worker + 1, per_worker)
+    assert held.max_idle_in_tx == held.max_connections
     assert held.max_idle_in_tx_seconds >= 0.9
     # ... while requests wait: more requests stuck at the end than there are connections
-    assert held.load.unfinished > capacity
+    assert held.load.unfinished > WORKERS * per_worker
     # AND fresh: nothing idle in transaction beyond a fraction of a second
     assert fresh.max_idle_in_tx_seconds < 0.5
     # AND fresh serves more
