@@ -159,7 +159,7 @@ def _check_monitor_role(role: RolePrivileges) -> Check:
         "pg_monitor",
         CheckStatus.WARN,
         f"{role.role_name} sees other roles' sessions as <insufficient privilege>: "
-        "states and ages only, no query texts",
+        "their state, ages and query are hidden; its own sessions stay visible",
         fix=f"GRANT pg_monitor TO {role.role_name};",
         required=False,
         exit_code=ExitCode.POSTGRES,

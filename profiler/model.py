@@ -7,9 +7,16 @@ reader's back. Dicts appear only at the edges (JSON output, templates).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from profiler.errors import ExitCode
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from profiler.targets.ownership import Owner
 
 
 class CheckStatus(str, Enum):
@@ -52,3 +59,98 @@ class RolePrivileges:
     @property
     def sees_all_queries(self) -> bool:
         return self.is_superuser or self.can_read_all_stats
+
+
+@dataclass(frozen=True, slots=True)
+class ActivitySample:
+    """One backend's row of ``pg_stat_activity`` in one snapshot.
+
+    Field names are the view's. Times are epoch seconds on the server's clock
+    (``sampled_at`` is that clock when the row was read, so every age below is
+    measured on one clock); :func:`as_datetime` turns them into datetimes for
+    display. Floats, because decoding datetimes was most of a snapshot's cost.
+    """
+
+    sampled_at: float
+    pid: int
+    leader_pid: int | None
+    datname: str | None
+    usename: str | None
+    application_name: str | None
+    client_addr: str | None
+    client_hostname: str | None
+    client_port: int | None
+    backend_start: float | None
+    xact_start: float | None
+    query_start: float | None
+    state_change: float | None
+    wait_event_type: str | None
+    wait_event: str | None
+    state: str | None
+    backend_xid: str | None
+    backend_xmin: str | None
+    query_id: int | None
+    query: str | None
+    query_truncated: bool
+    backend_type: str | None
+
+    @property
+    def state_age_seconds(self) -> float | None:
+        return _seconds_between(self.state_change, self.sampled_at)
+
+    @property
+    def xact_age_seconds(self) -> float | None:
+        return _seconds_between(self.xact_start, self.sampled_at)
+
+    @property
+    def in_transaction(self) -> bool:
+        """Holding a transaction open: what keeps a pooled connection from being reused."""
+        return self.xact_start is not None
+
+    @property
+    def query_hidden(self) -> bool:
+        """The row belongs to a role we may not inspect (no pg_monitor)."""
+        return self.query == INSUFFICIENT_PRIVILEGE
+
+
+INSUFFICIENT_PRIVILEGE = "<insufficient privilege>"
+IDLE_IN_TRANSACTION = ("idle in transaction", "idle in transaction (aborted)")
+
+
+def _seconds_between(start: float | None, end: float) -> float | None:
+    return None if start is None else end - start
+
+
+def as_datetime(epoch: float | None) -> datetime | None:
+    """A sample's epoch seconds as an aware UTC datetime."""
+    return None if epoch is None else datetime.fromtimestamp(epoch, timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Every backend at one instant, with who owns each one and who blocks whom.
+
+    ``owners`` is keyed by backend pid; ``blocked_by`` only has entries for
+    backends waiting on a lock when lock detail was fetched (at most once a
+    second). ``fetch_seconds`` and ``owner_seconds`` are our own costs.
+    """
+
+    taken_at: datetime
+    server_version: int
+    backends: tuple[ActivitySample, ...]
+    owners: Mapping[int, Owner]
+    blocked_by: Mapping[int, tuple[int, ...]]
+    fetch_seconds: float = 0.0
+    owner_seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Sampling stopped between two instants (server restart, network): recorded, not hidden.
+
+    Times come from our clock: the server's was unreachable.
+    """
+
+    started_at: datetime
+    ended_at: datetime
+    reason: str

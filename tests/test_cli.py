@@ -12,7 +12,7 @@ def test_version(run_cli) -> None:
 def test_help_lists_the_commands(run_cli) -> None:
     result = run_cli("--help")
     assert result.exit_code == 0, result.output
-    for command in ("doctor", "lab"):
+    for command in ("doctor", "db", "lab"):
         assert command in result.stdout
 
 
@@ -24,7 +24,17 @@ def test_bad_option_is_a_usage_error_without_traceback(run_cli) -> None:
 
 
 def test_every_command_has_an_example_in_its_help(run_cli) -> None:
-    for command in (["doctor"], ["lab", "up"], ["lab", "down"], ["lab", "status"], ["lab", "load"]):
+    commands = [
+        ["doctor"],
+        ["db", "snapshot"],
+        ["db", "watch"],
+        ["db", "check"],
+        ["lab", "up"],
+        ["lab", "down"],
+        ["lab", "status"],
+        ["lab", "load"],
+    ]
+    for command in commands:
         result = run_cli(*command, "--help")
         assert result.exit_code == 0, result.output
         assert "Example: profiler" in result.stdout, command

@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +95,16 @@ def _run_as() -> str | None:
     return SYSTEM_USER
 
 
+def _require_traversable(directory: Path, user: str) -> None:
+    """As root the server runs as ``user``, who must be able to reach pgdata."""
+    for parent in (directory, *directory.parents):
+        if not parent.stat().st_mode & 0o001:
+            raise EmbeddedPostgresError(
+                f"{parent} is not traversable by {user}, the system user the server runs as",
+                hint="put the data directory under /tmp (the default) or chmod o+x that directory",
+            )
+
+
 def _pg(tool: str, args: list[str], user: str | None, timeout: float) -> str:
     command = [str(_bin_dir() / tool), *args]
     # pg_ctl's forked postmaster inherits stdout; capturing it through a pipe
@@ -109,7 +120,7 @@ def _pg(tool: str, args: list[str], user: str | None, timeout: float) -> str:
             said = errs.read().strip().splitlines()
             raise EmbeddedPostgresError(
                 f"{tool} failed (exit {exc.returncode}): {said[-1] if said else 'no output'}",
-                hint="run with -v to see the server log path",
+                hint=f"see the server log in the data directory ({args[1]})",
             ) from None
         except subprocess.TimeoutExpired:
             raise EmbeddedPostgresError(f"{tool} did not finish within {timeout:.0f}s") from None
@@ -117,13 +128,22 @@ def _pg(tool: str, args: list[str], user: str | None, timeout: float) -> str:
         return out.read()
 
 
-def start(pgdata: Path | None = None, *, port: int | None = None) -> EmbeddedServer:
-    """Initialise (if new) and start a server in ``pgdata``; return once it accepts connections."""
+def start(
+    pgdata: Path | None = None,
+    *,
+    port: int | None = None,
+    settings: Mapping[str, str] | None = None,
+) -> EmbeddedServer:
+    """Initialise (if new) and start a server in ``pgdata``; return once it accepts connections.
+
+    ``settings`` override the server's (``{"max_connections": "2100"}`` for benchmarks).
+    """
     user = _run_as()
     if pgdata is None:
         pgdata = Path(tempfile.mkdtemp(prefix="profiler-pg-"))
     pgdata.mkdir(parents=True, exist_ok=True)
     if user is not None:
+        _require_traversable(pgdata.resolve().parent, user)
         shutil.chown(pgdata, user=user, group=user)
         pgdata.chmod(0o700)
     if not (pgdata / "PG_VERSION").exists():
@@ -136,7 +156,7 @@ def start(pgdata: Path | None = None, *, port: int | None = None) -> EmbeddedSer
     port = port or free_port()
     options = " ".join(
         [f"-h {HOST}", f"-p {port}", f"-k {pgdata}"]
-        + [f"-c {key}={value}" for key, value in _SERVER_SETTINGS.items()]
+        + [f"-c {key}={value}" for key, value in {**_SERVER_SETTINGS, **(settings or {})}.items()]
     )
     log = pgdata / "server.log"
     _pg(

@@ -1,0 +1,237 @@
+"""How long mapping backends to their client processes takes: cold, warm, and with churn.
+
+Opens N connections from this process, then times ``OwnershipResolver.resolve``
+on every row of ``pg_stat_activity``, as the sampler calls it:
+
+* cold:  a new resolver, so a full /proc scan for every backend;
+* warm:  the same backends again, answered from the cache;
+* churn: 10% of the connections replaced by new ones, so a scan for those only.
+
+Wall time (``perf_counter``) and CPU time (``process_time``), median over repeats.
+
+    python benchmarks/ownership.py --connections 200
+    python benchmarks/ownership.py --dsn postgresql://postgres@127.0.0.1:5432/test
+
+Without ``--dsn`` a throwaway embedded server is started, sized for N, and
+removed at the end; with ``--dsn`` nothing is changed on the server, and if it
+has fewer free slots than N the benchmark says how many it could open.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+
+import psycopg
+
+from profiler.pg import embedded
+from profiler.targets.ownership import BackendClient, Owner, OwnershipResolver
+
+APPLICATION = "ownership-benchmark"
+ROWS = "SELECT pid, backend_start, client_addr::text, client_port FROM pg_stat_activity"
+USED = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+
+Connection = psycopg.Connection[tuple[object, ...]]
+
+
+@dataclass(frozen=True)
+class Timing:
+    wall_ms: float
+    cpu_ms: float
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--connections", type=int, default=500, help="backends to open")
+    parser.add_argument("--dsn", help="an existing server (default: an embedded one)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs per case")
+    parser.add_argument("--churn", type=float, default=0.10, help="share of new backends")
+    parser.add_argument(
+        "--no-sock-diag",
+        dest="sock_diag",
+        action="store_false",
+        help="find sockets through the /proc/net/tcp tables only",
+    )
+    args = parser.parse_args()
+
+    with ExitStack() as stack:
+        dsn = args.dsn or stack.enter_context(_embedded_server(args.connections))
+        conns: list[Connection] = []
+        stack.callback(_close_all, conns)
+        opened, limit = _open(dsn, args.connections, conns)
+        if opened < args.connections:
+            print(f"-- opened {opened} of {args.connections} connections: {limit}")
+        with psycopg.connect(dsn, autocommit=True) as monitor:
+            port = int(str(_one(monitor, "SELECT inet_server_port()")))
+            print(
+                f"-- {opened} connections from pid {os.getpid()} to port {port}; "
+                f"{len(_clients(monitor))} rows in pg_stat_activity; "
+                f"{len([p for p in os.listdir('/proc') if p.isdigit()])} processes on this host"
+            )
+            repeats, sock_diag = args.repeats, args.sock_diag
+            print(f"-- sockets found through {'sock_diag' if sock_diag else '/proc/net/tcp*'}")
+            _report("cold (new resolver)", *_cold(monitor, port, conns, repeats, sock_diag))
+            _report("warm (all cached)", *_warm(monitor, port, conns, repeats, sock_diag))
+            churn = _churn(dsn, monitor, port, conns, repeats, args.churn, sock_diag)
+            _report(f"churn ({args.churn:.0%} new backends)", *churn)
+    return 0
+
+
+# -- the three cases --------------------------------------------------------------
+
+
+def _cold(
+    monitor: Connection, port: int, conns: list[Connection], repeats: int, sock_diag: bool
+) -> tuple[list[Timing], str]:
+    clients = _clients(monitor)
+    timings = []
+    resolver = OwnershipResolver(server_port=port, sock_diag=sock_diag)
+    for _ in range(repeats):
+        resolver = OwnershipResolver(server_port=port, sock_diag=sock_diag)
+        timings.append(_timed(_resolving(resolver, clients, conns)))
+    return timings, _scanned(resolver)
+
+
+def _warm(
+    monitor: Connection, port: int, conns: list[Connection], repeats: int, sock_diag: bool
+) -> tuple[list[Timing], str]:
+    clients = _clients(monitor)
+    resolver = OwnershipResolver(server_port=port, sock_diag=sock_diag)
+    _check(resolver.resolve(clients), conns)
+    scans = resolver.scans
+    timings = [_timed(lambda: resolver.resolve(clients)) for _ in range(repeats)]
+    assert resolver.scans == scans, "a warm resolve scanned /proc"
+    return timings, f"no /proc scan, {len(clients)} cache hits per call"
+
+
+def _churn(
+    dsn: str,
+    monitor: Connection,
+    port: int,
+    conns: list[Connection],
+    repeats: int,
+    share: float,
+    sock_diag: bool,
+) -> tuple[list[Timing], str]:
+    resolver = OwnershipResolver(server_port=port, sock_diag=sock_diag)
+    resolver.resolve(_clients(monitor))
+    replaced = max(1, round(len(conns) * share))
+    timings = []
+    for _ in range(repeats):
+        for conn in conns[:replaced]:
+            conn.close()
+        del conns[:replaced]
+        for _ in range(replaced):
+            conns.append(_connect(dsn))
+        clients = _clients(monitor)
+        timings.append(_timed(_resolving(resolver, clients, conns)))
+    return timings, _scanned(resolver)
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+@contextmanager
+def _embedded_server(connections: int) -> Iterator[str]:
+    # Room for our connections, the monitor and the churn's overlap.
+    settings = {"max_connections": str(max(300, connections + 50))}
+    print(f"-- starting an embedded PostgreSQL (max_connections={settings['max_connections']})")
+    try:
+        server = embedded.start(settings=settings)  # type: ignore[call-arg, unused-ignore]
+    except TypeError:  # an embedded.start() without settings: its fixed 300 slots
+        server = embedded.start()
+    try:
+        yield server.dsn
+    finally:
+        embedded.stop(server.pgdata, pid=server.pid)
+
+
+def _resolving(
+    resolver: OwnershipResolver, clients: list[BackendClient], conns: list[Connection]
+) -> Callable[[], None]:
+    return lambda: _check(resolver.resolve(clients), conns)
+
+
+def _close_all(conns: list[Connection]) -> None:
+    for conn in conns:
+        conn.close()
+
+
+def _connect(dsn: str) -> Connection:
+    return psycopg.connect(dsn, autocommit=True, application_name=APPLICATION)
+
+
+def _open(dsn: str, wanted: int, conns: list[Connection]) -> tuple[int, str]:
+    """Open up to ``wanted`` connections; keep two slots free for the monitor and churn."""
+    with psycopg.connect(dsn, autocommit=True) as probe:
+        limit = int(str(_one(probe, "SHOW max_connections")))
+        used = int(str(_one(probe, USED)))
+    room = max(0, limit - used - 2)
+    why = f"the server's max_connections is {limit}, {used} in use"
+    for _ in range(min(wanted, room)):
+        try:
+            conns.append(_connect(dsn))
+        except psycopg.OperationalError as exc:
+            why = str(exc).strip().splitlines()[0]
+            break
+    return len(conns), why
+
+
+def _clients(monitor: Connection) -> list[BackendClient]:
+    return [
+        BackendClient(int(str(pid)), start, addr, port)  # type: ignore[arg-type]
+        for pid, start, addr, port in monitor.execute(ROWS).fetchall()
+    ]
+
+
+def _one(conn: Connection, sql: str) -> object:
+    row = conn.execute(sql).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def _check(owners: dict[int, Owner], conns: list[Connection]) -> None:
+    """Every connection we opened must be ours, or the timing measured a wrong answer."""
+    me = os.getpid()
+    wrong = [
+        (conn.info.backend_pid, owners.get(conn.info.backend_pid))
+        for conn in conns
+        if owners.get(conn.info.backend_pid, Owner("unknown")).pid != me
+    ]
+    assert not wrong, f"{len(wrong)} backends not resolved to this process, e.g. {wrong[:3]}"
+
+
+def _timed(work: Callable[[], object]) -> Timing:
+    cpu, wall = time.process_time(), time.perf_counter()
+    work()
+    return Timing(1000 * (time.perf_counter() - wall), 1000 * (time.process_time() - cpu))
+
+
+def _scanned(resolver: OwnershipResolver) -> str:
+    scan = resolver.last_scan
+    if scan is None:
+        return "no /proc scan"
+    return (
+        f"scan of {scan.backends} backends: {scan.processes} processes, "
+        f"{scan.fd_dirs_read} fd dirs, {scan.fd_links_read} fd links, "
+        f"tables {', '.join(table for _, table in scan.tables_read) or 'none'}"
+    )
+
+
+def _report(case: str, timings: list[Timing], note: str) -> None:
+    wall = statistics.median(t.wall_ms for t in timings)
+    cpu = statistics.median(t.cpu_ms for t in timings)
+    fastest = min(t.wall_ms for t in timings)
+    print(
+        f"{case:<26} wall {wall:7.3f} ms  cpu {cpu:7.3f} ms  "
+        f"(median of {len(timings)}, min {fastest:.3f})  {note}"
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

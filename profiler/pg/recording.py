@@ -1,0 +1,166 @@
+"""Activity recordings: every snapshot of a ``db watch`` (or a session), on disk.
+
+JSON Lines, one snapshot or gap per line, appended and flushed as it is taken.
+Append-only lines are what a capture that may be killed needs: a crash or
+SIGKILL costs at most the last, torn line, which the reader drops, and every
+line before it stays readable; no footer or index has to be written at the
+end. Rows are positional arrays under a column list given once in the header
+(half the bytes of objects), and an owner is written only the first time its
+backend appears. Analysis loads a recording once into records; the session
+format (issue 6) converts to columnar storage for hour-long captures.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+from profiler.errors import InputError, UsageError
+from profiler.model import ActivitySample, Gap, Snapshot
+from profiler.targets.ownership import Owner
+
+FORMAT = "profiler-activity"
+VERSION = 1
+COLUMNS = tuple(f.name for f in fields(ActivitySample))
+
+
+@dataclass(frozen=True, slots=True)
+class Recording:
+    header: dict[str, Any]
+    snapshots: list[Snapshot]
+    gaps: list[Gap]
+    torn_tail: bool = False  # the last line was cut off (capture killed mid-write)
+
+
+@dataclass
+class RecordingWriter:
+    """Appends snapshots and gaps to ``path``; refuses to overwrite unless told to."""
+
+    path: Path
+    header: dict[str, Any]
+    force: bool = False
+    _file: IO[str] | None = field(default=None, init=False)
+    _owners_written: set[tuple[int, float | None]] = field(default_factory=set, init=False)
+    snapshots: int = field(default=0, init=False)
+
+    def __enter__(self) -> RecordingWriter:
+        if self.path.exists() and not self.force:
+            raise UsageError(
+                f"{self.path} exists", hint="choose another -o, or pass --force to replace it"
+            )
+        try:
+            self._file = self.path.open("w", encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(
+                f"cannot write {self.path}: {exc.strerror}", hint="choose a writable -o path"
+            ) from None
+        header = {"format": FORMAT, "version": VERSION, "columns": list(COLUMNS), **self.header}
+        self._write({"kind": "header", **header})
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def add(self, item: Snapshot | Gap) -> None:
+        if isinstance(item, Gap):
+            self._write(
+                {
+                    "kind": "gap",
+                    "started_at": item.started_at.isoformat(),
+                    "ended_at": item.ended_at.isoformat(),
+                    "reason": item.reason,
+                }
+            )
+            return
+        new_owners = {}
+        for backend in item.backends:
+            key = (backend.pid, backend.backend_start)
+            owner = item.owners.get(backend.pid)
+            if key not in self._owners_written and owner is not None:
+                self._owners_written.add(key)
+                new_owners[str(backend.pid)] = owner.to_record()
+        self._write(
+            {
+                "kind": "snapshot",
+                "taken_at": item.taken_at.isoformat(),
+                "server_version": item.server_version,
+                "fetch_seconds": round(item.fetch_seconds, 6),
+                "owner_seconds": round(item.owner_seconds, 6),
+                "rows": [[getattr(b, c) for c in COLUMNS] for b in item.backends],
+                "owners": new_owners,
+                "blocked_by": {str(pid): list(by) for pid, by in item.blocked_by.items()},
+            }
+        )
+        self.snapshots += 1
+
+    def _write(self, record: dict[str, Any]) -> None:
+        assert self._file is not None
+        self._file.write(json.dumps(record, separators=(",", ":"), sort_keys=True) + "\n")
+        self._file.flush()
+
+
+def read(path: Path) -> Recording:
+    """Load a recording; a torn last line is dropped, anything else corrupt is an error."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}", hint="check the path") from None
+    lines = text.split("\n")
+    torn = bool(lines[-1])  # a complete file ends with a newline
+    records = list(_parse(path, lines[:-1]))
+    if not records or records[0].get("kind") != "header" or records[0].get("format") != FORMAT:
+        raise InputError(
+            f"{path} is not a profiler activity recording", hint="pass a db watch -o file"
+        )
+    header = records[0]
+    if header.get("version") != VERSION:
+        raise InputError(f"{path} has format version {header.get('version')}, expected {VERSION}")
+    columns = header["columns"]
+    owners: dict[tuple[int, float | None], Owner] = {}  # by backend identity: PIDs are reused
+    snapshots: list[Snapshot] = []
+    gaps: list[Gap] = []
+    for record in records[1:]:
+        if record["kind"] == "gap":
+            gaps.append(
+                Gap(
+                    datetime.fromisoformat(record["started_at"]),
+                    datetime.fromisoformat(record["ended_at"]),
+                    record["reason"],
+                )
+            )
+            continue
+        backends = tuple(_sample(columns, row) for row in record["rows"])
+        keys = {b.pid: (b.pid, b.backend_start) for b in backends}
+        for pid, owner in record["owners"].items():
+            owners[keys[int(pid)]] = Owner.from_record(owner)
+        snapshots.append(
+            Snapshot(
+                taken_at=datetime.fromisoformat(record["taken_at"]),
+                server_version=record["server_version"],
+                backends=backends,
+                owners={pid: owners[key] for pid, key in keys.items() if key in owners},
+                blocked_by={int(p): tuple(by) for p, by in record["blocked_by"].items()},
+                fetch_seconds=record["fetch_seconds"],
+                owner_seconds=record["owner_seconds"],
+            )
+        )
+    return Recording(header=header, snapshots=snapshots, gaps=gaps, torn_tail=torn)
+
+
+def _parse(path: Path, lines: list[str]) -> Iterator[dict[str, Any]]:
+    for number, line in enumerate(lines, start=1):
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError:
+            raise InputError(
+                f"{path} line {number} is corrupt", hint="the lines before it are intact"
+            ) from None
+
+
+def _sample(columns: list[str], row: list[Any]) -> ActivitySample:
+    return ActivitySample(**dict(zip(columns, row, strict=True)))

@@ -1,0 +1,1 @@
+"""Renderers: JSON, tables, Markdown, plots. Deterministic: same data, same bytes."""

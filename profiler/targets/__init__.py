@@ -1,0 +1,1 @@
+"""Finding workers: local processes, namespaces, containers."""
