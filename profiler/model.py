@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from profiler.errors import ExitCode
 
@@ -61,14 +61,15 @@ class RolePrivileges:
         return self.is_superuser or self.can_read_all_stats
 
 
-@dataclass(frozen=True, slots=True)
-class ActivitySample:
+class ActivitySample(NamedTuple):
     """One backend's row of ``pg_stat_activity`` in one snapshot.
 
     Field names are the view's. Times are epoch seconds on the server's clock
     (``sampled_at`` is that clock when the row was read, so every age below is
     measured on one clock); :func:`as_datetime` turns them into datetimes for
-    display. Floats, because decoding datetimes was most of a snapshot's cost.
+    display. Floats, and a NamedTuple rather than a frozen dataclass, because
+    hundreds are built per snapshot: datetime decoding and the dataclass's
+    per-field ``__setattr__`` were most of a snapshot's CPU at 500 backends.
     """
 
     sampled_at: float

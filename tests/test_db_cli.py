@@ -210,3 +210,52 @@ def test_watch_records_a_server_restart_as_a_gap_and_keeps_sampling(tmp_path: Pa
     assert len(before) >= 5 and len(after) >= 3
     assert len(before) + len(after) == len(recorded.snapshots)
     assert (gap.ended_at - gap.started_at).total_seconds() >= 0.9
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_watch_stopped_early_keeps_every_sample_and_exits_6(postgres_dsn, tmp_path, signal_name):
+    import signal
+
+    # GIVEN a watch recording for longer than we will let it run
+    output = tmp_path / "activity.jsonl"
+    watch = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "profiler",
+            "db",
+            "watch",
+            "--dsn",
+            postgres_dsn,
+            "-i",
+            "0.1",
+            "-d",
+            "60",
+            "-o",
+            str(output),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        retry(
+            lambda: output.exists() and output.read_text().count('"kind":"snapshot"') >= 3,
+            timeout=20,
+            what="three snapshots",
+        )
+        # WHEN it is interrupted
+        watch.send_signal(getattr(signal, signal_name))
+        _, stderr = watch.communicate(timeout=20)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait()
+    # THEN exit 6, one error line, and a complete, readable recording
+    assert watch.returncode == 6, stderr
+    assert len([line for line in stderr.splitlines() if line.startswith("error:")]) == 1
+    recorded = recording.read(output)
+    assert not recorded.torn_tail
+    assert len(recorded.snapshots) >= 3
+    assert output.read_text().count('"kind":"snapshot"') == len(recorded.snapshots)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -25,7 +25,7 @@ from profiler.targets.ownership import Owner
 
 FORMAT = "profiler-activity"
 VERSION = 1
-COLUMNS = tuple(f.name for f in fields(ActivitySample))
+COLUMNS = ActivitySample._fields
 
 
 @dataclass(frozen=True, slots=True)
