@@ -158,13 +158,9 @@ def test_watch_never_overwrites_without_force(run_cli, postgres_dsn, tmp_path):
     assert target.read_text() == "precious\n"
 
 
-@pytest.mark.slow
-def test_watch_records_a_server_restart_as_a_gap_and_keeps_sampling(tmp_path: Path):
-    # GIVEN a server of our own, and a watch recording it
-    server = embedded.start()  # under /tmp: the server's system user must reach it
-    dsn = build(host=embedded.HOST, port=server.port, user=embedded.SUPERUSER, dbname="postgres")
-    output = tmp_path / "activity.jsonl"
-    watch = subprocess.Popen(
+def _start_watch(dsn: str, output: Path, *, interval: str, duration: str) -> subprocess.Popen[str]:
+    """``profiler db watch`` recording to ``output``, as a real process we can signal."""
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -174,9 +170,9 @@ def test_watch_records_a_server_restart_as_a_gap_and_keeps_sampling(tmp_path: Pa
             "--dsn",
             dsn,
             "-i",
-            "0.2",
+            interval,
             "-d",
-            "8",
+            duration,
             "-o",
             str(output),
         ],
@@ -184,12 +180,25 @@ def test_watch_records_a_server_restart_as_a_gap_and_keeps_sampling(tmp_path: Pa
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def _wait_for_snapshots(output: Path, count: int) -> None:
+    retry(
+        lambda: output.exists() and output.read_text().count('"kind":"snapshot"') >= count,
+        timeout=20,
+        what=f"{count} recorded snapshots",
+    )
+
+
+@pytest.mark.slow
+def test_watch_records_a_server_restart_as_a_gap_and_keeps_sampling(tmp_path: Path):
+    # GIVEN a server of our own, and a watch recording it
+    server = embedded.start()  # under /tmp: the server's system user must reach it
+    dsn = build(host=embedded.HOST, port=server.port, user=embedded.SUPERUSER, dbname="postgres")
+    output = tmp_path / "activity.jsonl"
+    watch = _start_watch(dsn, output, interval="0.2", duration="8")
     try:
-        retry(
-            lambda: output.exists() and output.read_text().count('"kind":"snapshot"') >= 5,
-            timeout=20,
-            what="five snapshots before the restart",
-        )
+        _wait_for_snapshots(output, 5)
         # WHEN the server restarts under it
         embedded.stop(server.pgdata, pid=server.pid, remove=False)
         time.sleep(1.0)
@@ -219,32 +228,9 @@ def test_watch_stopped_early_keeps_every_sample_and_exits_6(postgres_dsn, tmp_pa
 
     # GIVEN a watch recording for longer than we will let it run
     output = tmp_path / "activity.jsonl"
-    watch = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "profiler",
-            "db",
-            "watch",
-            "--dsn",
-            postgres_dsn,
-            "-i",
-            "0.1",
-            "-d",
-            "60",
-            "-o",
-            str(output),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    watch = _start_watch(postgres_dsn, output, interval="0.1", duration="60")
     try:
-        retry(
-            lambda: output.exists() and output.read_text().count('"kind":"snapshot"') >= 3,
-            timeout=20,
-            what="three snapshots",
-        )
+        _wait_for_snapshots(output, 3)
         # WHEN it is interrupted
         watch.send_signal(getattr(signal, signal_name))
         _, stderr = watch.communicate(timeout=20)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -27,6 +26,7 @@ from fastapi import FastAPI
 from psycopg import sql
 
 from profiler.lab import seed
+from profiler.lab.downstream import command as downstream_command
 from profiler.lab.gateway.app import create_app
 from profiler.lab.gateway.db import APPLICATION_NAME
 from profiler.lab.seed import create_and_seed
@@ -126,17 +126,7 @@ def downstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[f
         log = log_dir / f"latency-{latency:g}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "profiler.lab.downstream",
-                    "--host",
-                    HOST,
-                    "--port",
-                    str(port),
-                    "--latency",
-                    str(latency),
-                ],
+                downstream_command(HOST, port, latency),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=Path(__file__).parent.parent,

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import math
+import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
@@ -130,6 +131,21 @@ async def _respond(send: Send, status: int, payload: dict[str, Any]) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def command(host: str, port: int, latency: float) -> list[str]:
+    """The command line serving the downstream on ``host:port``, one spelling for all callers."""
+    return [
+        sys.executable,
+        "-m",
+        "profiler.lab.downstream",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--latency",
+        str(latency),
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,6 +24,7 @@ import psutil
 
 from profiler.capture.processes import create_time, spawn_detached, stop_pid
 from profiler.errors import ProfilerError, UsageError
+from profiler.lab import downstream
 from profiler.lab import state as lab_state
 from profiler.lab.settings import GatewaySettings, Mode
 from profiler.lab.state import LabState, OwnedProcess
@@ -199,17 +200,7 @@ def _start_downstream(state: LabState, latency: float, step: Step) -> LabState:
     step(f"starting the downstream service ({latency:g}s latency)")
     proc = _spawn(
         "downstream",
-        [
-            sys.executable,
-            "-m",
-            "profiler.lab.downstream",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--latency",
-            str(latency),
-        ],
+        downstream.command(HOST, port, latency),
         Path(state.log_dir),
     )
     state = replace(state, downstream=proc, downstream_url=url)
