@@ -100,6 +100,7 @@ def test_snapshot_json_has_the_documented_shape(run_cli, postgres_dsn, open_sess
     ("args", "code", "says"),
     [
         (["db", "snapshot", "--dsn", "mysql://x@h/x"], 2, "not a PostgreSQL DSN"),
+        (["db", "snapshot", "--dsn", "not a dsn password=Zq9secret"], 2, "invalid DSN"),
         (["db", "snapshot", "--dsn", "postgresql://x@127.0.0.1:{closed}/x"], 4, "unreachable"),
         (
             ["db", "watch", "--dsn", "postgresql://x@127.0.0.1:{closed}/x", "-i", "0"],
@@ -123,6 +124,7 @@ def test_bad_input_is_one_line_and_a_distinct_code(run_cli, args, code, says):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and says in errors[0], result.stderr
     assert "Traceback" not in result.stderr
+    assert "Zq9secret" not in result.stderr
 
 
 @pytest.mark.postgres
@@ -245,3 +247,46 @@ def test_watch_stopped_early_keeps_every_sample_and_exits_6(postgres_dsn, tmp_pa
     assert not recorded.torn_tail
     assert len(recorded.snapshots) >= 3
     assert output.read_text().count('"kind":"snapshot"') == len(recorded.snapshots)
+
+
+@pytest.mark.slow
+def test_a_wrong_password_is_exit_4_and_never_printed(run_cli):
+    # GIVEN a server that checks passwords on TCP, and a role with one
+    server = embedded.start()
+    try:
+        with psycopg.connect(server.dsn, autocommit=True) as admin:
+            admin.execute("CREATE ROLE app LOGIN PASSWORD 'right-one'")
+            hba = Path(admin.execute("SHOW hba_file").fetchone()[0])
+            hba.write_text(
+                "local all all trust\n"
+                "host all postgres 127.0.0.1/32 trust\n"
+                "host all all 127.0.0.1/32 scram-sha-256\n"
+            )
+            admin.execute("SELECT pg_reload_conf()")
+        wrong = build(
+            host=embedded.HOST,
+            port=server.port,
+            user="app",
+            dbname="postgres",
+            password="Wr0ng-Secret",
+        )
+        right = build(
+            host=embedded.HOST,
+            port=server.port,
+            user="app",
+            dbname="postgres",
+            password="right-one",
+        )
+        retry(
+            lambda: run_cli("db", "snapshot", "--dsn", right).exit_code == 0,
+            what="the reloaded pg_hba.conf",
+        )
+        # WHEN
+        result = run_cli("db", "snapshot", "--dsn", wrong)
+        # THEN
+        assert result.exit_code == 4, result.output
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "refused the login" in errors[0], result.stderr
+        assert "Wr0ng-Secret" not in result.output
+    finally:
+        embedded.stop(server.pgdata, pid=server.pid)

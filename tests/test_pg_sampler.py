@@ -114,3 +114,25 @@ def test_interval_below_ten_hertz_is_refused(postgres_dsn):
 
     with pytest.raises(UsageError, match=r"at least 0\.1"):
         ActivitySampler(postgres_dsn, interval=0.05)
+
+
+def test_query_texts_cut_at_track_activity_query_size_are_flagged(postgres_dsn):
+    # GIVEN a session whose last query is longer than track_activity_query_size
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        limit = conn.execute(
+            "SELECT pg_size_bytes(current_setting('track_activity_query_size'))"
+        ).fetchone()[0]
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        conn.execute("SELECT 1 /* " + "x" * (limit + 100) + " */")
+        short = psycopg.connect(postgres_dsn, autocommit=True)
+        short_pid = short.execute("SELECT pg_backend_pid()").fetchone()[0]
+        try:
+            # WHEN
+            with ActivitySampler(postgres_dsn, owners=False) as sampler:
+                seen = _mine(sampler.snapshot(), [pid, short_pid])
+        finally:
+            short.close()
+    # THEN only the long one is flagged
+    assert seen[pid].query_truncated is True
+    assert len(seen[pid].query.encode()) < limit
+    assert seen[short_pid].query_truncated is False

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import psycopg
 
-from profiler.errors import PostgresError
+from profiler.errors import PostgresError, UsageError
 from profiler.pg.dsn import redact
 
 APPLICATION_NAME = "profiler"
@@ -24,7 +24,8 @@ _AUTH_STATES = ("28000", "28P01")
 def connect(
     dsn: str, *, application_name: str = APPLICATION_NAME, connect_timeout: float = 5.0
 ) -> psycopg.Connection[tuple[object, ...]]:
-    """An autocommit connection, or a ``PostgresError`` that names the DSN safely."""
+    """An autocommit connection; ``PostgresError`` (exit 4) when the server fails us,
+    ``UsageError`` (exit 2) when the DSN itself is malformed. Both name the DSN safely."""
     try:
         return psycopg.connect(
             dsn,
@@ -34,8 +35,8 @@ def connect(
         )
     except psycopg.OperationalError as exc:
         raise _as_profiler_error(dsn, exc) from None
-    except psycopg.ProgrammingError as exc:  # malformed conninfo
-        raise PostgresError(
+    except psycopg.ProgrammingError as exc:  # malformed conninfo: a bad value, not the server
+        raise UsageError(
             f"invalid DSN {redact(dsn)}: {_first_line(exc)}",
             hint="use postgresql://user@host:port/dbname",
         ) from None
