@@ -155,3 +155,32 @@ class Gap:
     started_at: datetime
     ended_at: datetime
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    """A process profiling can target, with the facts attaching to it needs.
+
+    ``role`` is ``master`` (forks workers, serves nothing itself), ``worker``
+    (serves requests; what we attach to) or ``process`` (matched by
+    ``--match`` or ``--pid`` without being part of a known server).
+    ``ns_pid`` is the PID inside the process's own PID namespace (equal to
+    ``pid`` outside containers); ``memray_importable`` was asked of the
+    process's own interpreter, None when that could not be run.
+    """
+
+    pid: int
+    ppid: int
+    role: str
+    server: str | None
+    cmdline: str
+    executable: str
+    python_version: str | None
+    rss_bytes: int
+    cpu_percent: float
+    threads: int
+    started_at: float
+    pg_connections: int
+    container: str | None
+    ns_pid: int
+    memray_importable: bool | None

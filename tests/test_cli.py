@@ -12,7 +12,7 @@ def test_version(run_cli) -> None:
 def test_help_lists_the_commands(run_cli) -> None:
     result = run_cli("--help")
     assert result.exit_code == 0, result.output
-    for command in ("doctor", "db", "lab"):
+    for command in ("doctor", "workers", "db", "lab"):
         assert command in result.stdout
 
 
@@ -26,6 +26,7 @@ def test_bad_option_is_a_usage_error_without_traceback(run_cli) -> None:
 def test_every_command_has_an_example_in_its_help(run_cli) -> None:
     commands = [
         ["doctor"],
+        ["workers"],
         ["db", "snapshot"],
         ["db", "watch"],
         ["db", "check"],

@@ -37,7 +37,7 @@ def can_read_a_python_process(pyspy: Path, timeout: float = 20.0) -> tuple[bool,
         return False, f"py-spy dump did not answer within {timeout:.0f}s"
     finally:
         stop_pid(child.pid)
-        child.wait()
+        child.communicate()  # reaps it and closes its pipes
     if result.returncode == 0 and f"Process {child.pid}" in result.stdout:
         return True, f"dumped a Python {sys.version_info.major}.{sys.version_info.minor} process"
     said = (result.stderr or result.stdout).strip().splitlines()

@@ -11,3 +11,12 @@ DSN_OPTION = typer.Option(
     show_default=False,
 )
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON (sorted keys) on stdout.")
+PID_OPTION = typer.Option(
+    None,
+    "--pid",
+    help="A worker; a server master means all its workers. Repeatable.",
+    show_default=False,
+)
+MATCH_OPTION = typer.Option(
+    None, "--match", help="Every Python process whose command line matches this regex."
+)

@@ -1,0 +1,82 @@
+"""``profiler workers``: masters and workers, with the facts profiling needs."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+
+from profiler.cli import console
+from profiler.cli.options import JSON_OPTION, MATCH_OPTION, PID_OPTION
+
+CMDLINE_WIDTH = 60
+
+
+def workers(
+    pid: list[int] | None = PID_OPTION,
+    match: str | None = MATCH_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """List gateway masters and workers: PID, role, Python, RSS, CPU, DB connections, memray.
+
+    Without --pid or --match, every gunicorn / uvicorn / hypercorn / granian server
+    on this host is found.
+
+    Example: profiler workers --pid 4242 --json
+    """
+    from rich.table import Table
+
+    from profiler.targets.discovery import TargetSpec, find_workers
+
+    found = find_workers(TargetSpec(pids=tuple(pid or ()), match=match))
+    if as_json:
+        console.print_json([asdict(w) for w in found])
+        return
+    if not found:
+        console.info("no gateway-like servers found; name one with --pid or --match")
+        return
+    table = Table(
+        "pid",
+        "role",
+        "python",
+        "rss MiB",
+        "cpu %",
+        "threads",
+        "age",
+        "pg conns",
+        "memray",
+        "ns pid",
+        "command",
+    )
+    now = time.time()
+    for worker in found:
+        role = (
+            worker.role
+            if worker.role != "worker" or worker.ppid not in {w.pid for w in found}
+            else "└ worker"
+        )
+        table.add_row(
+            str(worker.pid),
+            f"{role} ({worker.server})" if worker.server and worker.role == "master" else role,
+            worker.python_version or "?",
+            f"{worker.rss_bytes / 2**20:.0f}",
+            f"{worker.cpu_percent:.0f}",
+            str(worker.threads),
+            _age(now - worker.started_at),
+            str(worker.pg_connections),
+            {True: "yes", False: "no", None: "?"}[worker.memray_importable],
+            str(worker.ns_pid) + (f" in {worker.container}" if worker.container else ""),
+            _short(worker.cmdline),
+        )
+    console.out.print(table)
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= CMDLINE_WIDTH else text[: CMDLINE_WIDTH - 1] + "…"

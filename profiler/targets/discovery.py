@@ -1,0 +1,302 @@
+"""Finding a gateway's workers: masters and the processes they fork.
+
+gunicorn, uvicorn (``--workers``), hypercorn and granian all run a master that
+forks or spawns Python workers; the workers serve requests and are what we
+attach to. ``--pid MASTER`` means its workers; a worker's own PID means itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from profiler.errors import AttachError, UsageError
+from profiler.model import Worker
+from profiler.targets.interpreter import probe_interpreter
+
+SERVERS = ("gunicorn", "uvicorn", "hypercorn", "granian")
+_SERVER_WORD = re.compile(r"(?:^|[\s/:-])(" + "|".join(SERVERS) + r")(?:$|[\s:.])")
+# Helpers a master spawns that serve nothing: multiprocessing's resource tracker.
+_HELPER = re.compile(r"multiprocessing\.(?:resource_tracker|forkserver)")
+_CONTAINER = re.compile(
+    r"(?:docker[-/]|libpod-|cri-containerd-|crio-|containerd/)([0-9a-f]{12,64})|kubepods"
+)
+PG_DEFAULT_PORT = 5432
+CPU_WINDOW = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSpec:
+    """What the user asked for: ``--pid`` (repeatable), ``--match``, or nothing (auto)."""
+
+    pids: tuple[int, ...] = ()
+    match: str | None = None
+
+    @property
+    def auto(self) -> bool:
+        return not self.pids and self.match is None
+
+
+def find_workers(spec: TargetSpec, *, probe: bool = True) -> list[Worker]:
+    """Every process the spec names, masters included (role tells them apart).
+
+    ``probe=False`` skips asking each interpreter whether memray imports (a
+    subprocess per distinct interpreter).
+    """
+    processes = _select(spec)
+    pg_ports = _postgres_ports()
+    for proc in processes:  # cpu_percent needs two readings over a window
+        _quietly(proc.cpu_percent)
+    time.sleep(CPU_WINDOW)
+    found = [
+        _describe(proc, role, server, pg_ports, probe) for proc, role, server in _roles(processes)
+    ]
+    return [w for w in found if w is not None]
+
+
+def _quietly(read: Callable[[], object]) -> None:
+    with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        read()
+
+
+def workers_only(found: Sequence[Worker]) -> list[Worker]:
+    """What capture commands attach to: workers and matched processes, never masters."""
+    return [w for w in found if w.role != "master"]
+
+
+def _select(spec: TargetSpec) -> list[psutil.Process]:
+    me = psutil.Process()
+    mine = {me.pid, *(p.pid for p in me.parents())}
+    if spec.pids:
+        chosen: list[psutil.Process] = []
+        for pid in spec.pids:
+            proc = _process(pid)
+            if not _is_python(proc):
+                raise AttachError(
+                    f"PID {pid} is not a Python process ({_name(proc)})",
+                    hint="pass the PID of a gateway master or worker (see: profiler workers)",
+                )
+            chosen.append(proc)
+            chosen.extend(c for c in _children(proc) if _is_python(c) and not _is_helper(c))
+        return _unique(chosen)
+    if spec.match is not None:
+        try:
+            pattern = re.compile(spec.match)
+        except re.error as exc:
+            raise UsageError(f"--match is not a valid regular expression: {exc}") from None
+        return [
+            p
+            for p in psutil.process_iter()
+            if p.pid not in mine and _is_python(p) and pattern.search(_cmdline(p))
+        ]
+    masters = [
+        p
+        for p in psutil.process_iter()
+        if p.pid not in mine and _server(p) is not None and not _server_parent(p)
+    ]
+    chosen = []
+    for master in masters:
+        chosen.append(master)
+        chosen.extend(c for c in _children(master) if _is_python(c) and not _is_helper(c))
+    return _unique(chosen)
+
+
+def _roles(processes: list[psutil.Process]) -> Iterable[tuple[psutil.Process, str, str | None]]:
+    pids = {p.pid for p in processes}
+    for proc in processes:
+        server = _server(proc) or _server_of_parent(proc)
+        has_workers = any(c.pid in pids for c in _children(proc))
+        parent_listed = _ppid(proc) in pids
+        if has_workers:
+            role = "master"
+        elif parent_listed or server is not None:
+            role = "worker"
+        else:
+            role = "process"
+        yield proc, role, server
+
+
+def _describe(
+    proc: psutil.Process, role: str, server: str | None, pg_ports: set[int], probe: bool
+) -> Worker | None:
+    try:
+        with proc.oneshot():
+            cmdline = proc.cmdline()
+            interpreter = _interpreter(proc, cmdline)
+            facts = probe_interpreter(interpreter, proc.pid) if probe else None
+            return Worker(
+                pid=proc.pid,
+                ppid=proc.ppid(),
+                role=role,
+                server=server,
+                cmdline=" ".join(cmdline),
+                executable=interpreter,
+                python_version=facts.python_version if facts else _version_from_exe(proc),
+                rss_bytes=proc.memory_info().rss,
+                cpu_percent=round(proc.cpu_percent(), 1),
+                threads=proc.num_threads(),
+                started_at=proc.create_time(),
+                pg_connections=_pg_connections(proc, pg_ports),
+                container=_container(proc.pid),
+                ns_pid=_ns_pid(proc.pid),
+                memray_importable=facts.memray_importable if facts else None,
+            )
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return None  # exited while we looked: not a target any more
+
+
+def _process(pid: int) -> psutil.Process:
+    try:
+        return psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        raise AttachError(
+            f"no process with PID {pid}", hint="list candidates with: profiler workers"
+        ) from None
+
+
+def _is_python(proc: psutil.Process) -> bool:
+    try:
+        exe = Path(proc.exe()).name
+    except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess, OSError):
+        return False
+    if exe.startswith(("python", "pypy")):
+        return True
+    try:  # an embedding binary (granian's Rust master, uwsgi) links libpython
+        return any("libpython" in m.path for m in proc.memory_maps(grouped=True))
+    except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess, OSError):
+        return False
+
+
+def _is_helper(proc: psutil.Process) -> bool:
+    return bool(_HELPER.search(_cmdline(proc)))
+
+
+def _server(proc: psutil.Process) -> str | None:
+    match = _SERVER_WORD.search(_cmdline(proc))
+    return match.group(1) if match else None
+
+
+def _server_parent(proc: psutil.Process) -> bool:
+    """True for a server's worker: its parent runs the same kind of server."""
+    try:
+        parent = proc.parent()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+    return parent is not None and _server(parent) is not None
+
+
+def _server_of_parent(proc: psutil.Process) -> str | None:
+    try:
+        parent = proc.parent()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return None
+    return _server(parent) if parent is not None else None
+
+
+def _children(proc: psutil.Process) -> list[psutil.Process]:
+    try:
+        return list(proc.children())
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return []
+
+
+def _ppid(proc: psutil.Process) -> int:
+    try:
+        return int(proc.ppid())
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return 0
+
+
+def _cmdline(proc: psutil.Process) -> str:
+    try:
+        return " ".join(proc.cmdline())
+    except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+        return ""
+
+
+def _name(proc: psutil.Process) -> str:
+    try:
+        return str(proc.name())
+    except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+        return "unknown"
+
+
+def _unique(processes: list[psutil.Process]) -> list[psutil.Process]:
+    seen: dict[int, psutil.Process] = {}
+    for proc in processes:
+        seen.setdefault(proc.pid, proc)
+    return sorted(seen.values(), key=lambda p: p.pid)
+
+
+def _interpreter(proc: psutil.Process, cmdline: list[str]) -> str:
+    """The interpreter as the process was started, so a venv's site-packages count.
+
+    ``/proc/PID/exe`` resolves a venv's ``bin/python`` symlink to the base
+    interpreter, which would not see the venv; ``argv[0]`` still names it.
+    """
+    first = cmdline[0] if cmdline else ""
+    if first.startswith("/") and Path(first).name.startswith(("python", "pypy")):
+        return first
+    return str(proc.exe())
+
+
+def _version_from_exe(proc: psutil.Process) -> str | None:
+    match = re.search(r"python(\d+\.\d+)", str(proc.exe()))
+    return match.group(1) if match else None
+
+
+def _postgres_ports() -> set[int]:
+    """Ports PostgreSQL listens on here (the lab's are not 5432), plus the default."""
+    ports = {PG_DEFAULT_PORT}
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] not in ("postgres", "postmaster"):
+            continue
+        try:
+            if proc.ppid() not in (0, 1) and _name(proc.parent()) == "postgres":
+                continue  # a backend; only the postmaster listens
+            ports.update(
+                c.laddr.port
+                for c in proc.net_connections(kind="tcp")
+                if c.status == psutil.CONN_LISTEN
+            )
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return ports
+
+
+def _pg_connections(proc: psutil.Process, ports: set[int]) -> int:
+    try:
+        return sum(
+            1
+            for c in proc.net_connections(kind="tcp")
+            if c.raddr and c.raddr.port in ports and c.status == psutil.CONN_ESTABLISHED
+        )
+    except (psutil.AccessDenied, psutil.NoSuchProcess):
+        return 0
+
+
+def _ns_pid(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("NSpid:"):
+                return int(line.split()[-1])
+    except OSError:
+        pass
+    return pid
+
+
+def _container(pid: int) -> str | None:
+    try:
+        text = Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return None
+    match = _CONTAINER.search(text)
+    if match is None:
+        return None
+    return match.group(1)[:12] if match.group(1) else "kubernetes"

@@ -1,0 +1,136 @@
+"""`profiler workers` against real processes: the lab's gunicorn and our own."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from profiler.capture.processes import spawn_python_until_ready, stop_pid
+from profiler.lab.lifecycle import LabOptions, down, up, worker_pids
+from profiler.lab.settings import api_token
+from profiler.lab.state import LabState
+from profiler.pg.embedded import free_port
+
+
+@pytest.fixture(scope="module")
+def lab(postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabState]:
+    state_dir = str(tmp_path_factory.mktemp("lab-state"))
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PROFILER_STATE_DIR", state_dir)
+        state = up(LabOptions(workers=2, port=free_port(), dsn=postgres_dsn))
+    try:
+        yield state
+    finally:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("PROFILER_STATE_DIR", state_dir)
+            down()
+
+
+def _workers(run_cli, *args: str) -> list[dict]:
+    result = run_cli("workers", *args, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_gunicorn_master_means_exactly_its_workers(run_cli, lab: LabState) -> None:
+    # GIVEN the lab's master and the workers it forked
+    assert lab.master is not None
+    master = lab.master.pid
+    # WHEN
+    found = _workers(run_cli, "--pid", str(master))
+    # THEN the master and exactly its workers, with the facts attaching needs
+    assert {w["pid"]: w["role"] for w in found} == {
+        master: "master",
+        **{pid: "worker" for pid in worker_pids(master)},
+    }
+    version = ".".join(map(str, sys.version_info[:3]))
+    for worker in found:
+        assert worker["server"] == "gunicorn"
+        assert worker["python_version"] == version
+        assert worker["memray_importable"] is True  # asked of the lab's own venv interpreter
+        assert worker["ns_pid"] == worker["pid"] and worker["container"] is None
+        assert worker["rss_bytes"] > 10 * 2**20
+        assert {
+            "pid",
+            "ppid",
+            "role",
+            "cmdline",
+            "python_version",
+            "rss_bytes",
+            "cpu_percent",
+            "container",
+            "ns_pid",
+            "memray_importable",
+        } <= worker.keys()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_workers_count_their_postgres_connections(run_cli, lab: LabState) -> None:
+    # GIVEN requests served, so each worker's pool holds connections
+    with httpx.Client(base_url=lab.url, timeout=30) as client:
+        for index in range(6):
+            response = client.get("/tools", headers={"Authorization": f"Bearer {api_token(index)}"})
+            assert response.status_code == 200
+    # WHEN
+    assert lab.master is not None
+    found = _workers(run_cli, "--pid", str(lab.master.pid))
+    # THEN the workers hold the connections (the lab's PostgreSQL is not on 5432 in CI)
+    assert sum(w["pg_connections"] for w in found if w["role"] == "worker") >= 1
+    assert next(w for w in found if w["role"] == "master")["pg_connections"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_auto_detection_finds_the_lab(run_cli, lab: LabState) -> None:
+    assert lab.master is not None
+    found = {w["pid"]: w["role"] for w in _workers(run_cli)}
+    assert found.get(lab.master.pid) == "master"
+    assert all(found.get(pid) == "worker" for pid in worker_pids(lab.master.pid))
+
+
+@pytest.mark.slow
+def test_match_selects_python_processes_by_command_line(run_cli) -> None:
+    # GIVEN a Python process with a distinctive command line
+    marker = "profiler_match_marker_7f3a"
+    child = spawn_python_until_ready(
+        f"import time\n# {marker}\nprint('ready', flush=True)\ntime.sleep(60)\n"
+    )
+    try:
+        # WHEN
+        found = _workers(run_cli, "--match", marker)
+        # THEN only it, as a plain process
+        assert [(w["pid"], w["role"]) for w in found] == [(child.pid, "process")]
+    finally:
+        stop_pid(child.pid)
+        child.communicate()  # reaps it and closes its pipes
+
+
+def test_a_pid_that_does_not_exist_is_exit_3(run_cli) -> None:
+    result = run_cli("workers", "--pid", "4194303")
+    assert result.exit_code == 3, result.output
+    assert "no process with PID 4194303" in result.stderr
+
+
+def test_a_process_that_is_not_python_is_exit_3(run_cli) -> None:
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        result = run_cli("workers", "--pid", str(sleeper.pid))
+    finally:
+        stop_pid(sleeper.pid)
+        sleeper.wait()
+    assert result.exit_code == 3, result.output
+    assert f"PID {sleeper.pid} is not a Python process (sleep)" in result.stderr
+
+
+def test_a_bad_regex_is_a_usage_error(run_cli) -> None:
+    result = run_cli("workers", "--match", "([unclosed")
+    assert result.exit_code == 2, result.output
+    assert "--match is not a valid regular expression" in result.stderr
