@@ -42,11 +42,12 @@ def verdict(checks: list[Check]) -> ProfilerError | None:
 
 def _check_pyspy() -> Check:
     path = find_tool("py-spy")
-    if path is None:
+    if path is None or not path.is_file():
+        where = f"at {path}" if path is not None else "beside this Python nor on PATH"
         return Check(
             "py-spy",
             CheckStatus.FAIL,
-            "py-spy not found beside this Python nor on PATH",
+            f"py-spy not found {where}",
             fix="pip install py-spy",
             exit_code=ExitCode.TOOL_MISSING,
         )

@@ -12,7 +12,7 @@ def test_version(run_cli) -> None:
 def test_help_lists_the_commands(run_cli) -> None:
     result = run_cli("--help")
     assert result.exit_code == 0, result.output
-    for command in ("doctor", "workers", "db", "lab"):
+    for command in ("doctor", "workers", "cpu", "db", "lab"):
         assert command in result.stdout
 
 
@@ -27,6 +27,7 @@ def test_every_command_has_an_example_in_its_help(run_cli) -> None:
     commands = [
         ["doctor"],
         ["workers"],
+        ["cpu", "dump"],
         ["db", "snapshot"],
         ["db", "watch"],
         ["db", "check"],

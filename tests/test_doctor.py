@@ -68,3 +68,9 @@ def test_doctor_warns_when_the_role_cannot_see_other_sessions(run_cli, postgres_
     finally:
         with psycopg.connect(postgres_dsn, autocommit=True) as admin:
             admin.execute(f'DROP ROLE "{role}"')
+
+
+def test_doctor_exits_5_when_py_spy_is_missing(run_cli, tmp_path) -> None:
+    result = run_cli("doctor", env={"PROFILER_PYSPY": str(tmp_path / "no-py-spy")})
+    assert result.exit_code == 5, result.output
+    assert f"py-spy not found at {tmp_path / 'no-py-spy'}" in result.stderr

@@ -6,6 +6,7 @@ not on PATH when the venv is not activated; look there first.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -13,7 +14,17 @@ from pathlib import Path
 DEBUGGERS = ("gdb", "lldb")
 
 
+def override_variable(name: str) -> str:
+    """``PROFILER_PYSPY`` for py-spy, ``PROFILER_GDB`` for gdb: where a user pins a tool."""
+    return "PROFILER_" + name.upper().replace("-", "")
+
+
 def find_tool(name: str) -> Path | None:
+    """The tool named by its override variable (as given, even if missing, so the
+    error names it), else beside our Python, else on PATH."""
+    pinned = os.environ.get(override_variable(name))
+    if pinned:
+        return Path(pinned)
     beside_python = Path(sys.executable).parent / name
     if beside_python.is_file():
         return beside_python
