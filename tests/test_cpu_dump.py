@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 
-from profiler.capture.processes import spawn_python_until_ready, stop_pid
+from profiler.capture.processes import stop_pid
 
 TARGET = """
 import threading, time
@@ -23,14 +22,8 @@ cpu_dump_marker_waiting()
 
 
 @pytest.fixture
-def two_targets() -> Iterator[list[int]]:
-    children = [spawn_python_until_ready(TARGET) for _ in range(2)]
-    try:
-        yield [child.pid for child in children]
-    finally:
-        for child in children:
-            stop_pid(child.pid)
-            child.communicate()
+def two_targets(python_process) -> list[int]:
+    return [python_process(TARGET).pid for _ in range(2)]
 
 
 @pytest.mark.slow

@@ -6,13 +6,12 @@ import itertools
 import os
 import subprocess
 import threading
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from profiler.capture.processes import spawn_python_until_ready, stop_pid
+from profiler.capture.processes import stop_pid
 from profiler.capture.stacks import (
     DumpFailure,
     Frame,
@@ -44,23 +43,13 @@ lab_busy_loop_marker()
 
 
 @pytest.fixture
-def target() -> Iterator[subprocess.Popen[str]]:
-    child = spawn_python_until_ready(TARGET)
-    try:
-        yield child
-    finally:
-        stop_pid(child.pid)
-        child.communicate(timeout=10)
+def target(python_process) -> subprocess.Popen[str]:
+    return python_process(TARGET)
 
 
 @pytest.fixture
-def second_target() -> Iterator[subprocess.Popen[str]]:
-    child = spawn_python_until_ready(TARGET)
-    try:
-        yield child
-    finally:
-        stop_pid(child.pid)
-        child.communicate(timeout=10)
+def second_target(python_process) -> subprocess.Popen[str]:
+    return python_process(TARGET)
 
 
 def names(sample: StackSample) -> list[str]:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from profiler.capture.processes import spawn_python_until_ready, stop_pid
+from profiler.capture.processes import stop_pid
 from profiler.lab.lifecycle import LabOptions, down, up, worker_pids
 from profiler.lab.settings import api_token
 from profiler.lab.state import LabState
@@ -97,20 +97,14 @@ def test_auto_detection_finds_the_lab(run_cli, lab: LabState) -> None:
 
 
 @pytest.mark.slow
-def test_match_selects_python_processes_by_command_line(run_cli) -> None:
+def test_match_selects_python_processes_by_command_line(run_cli, python_process) -> None:
     # GIVEN a Python process with a distinctive command line
     marker = "profiler_match_marker_7f3a"
-    child = spawn_python_until_ready(
-        f"import time\n# {marker}\nprint('ready', flush=True)\ntime.sleep(60)\n"
-    )
-    try:
-        # WHEN
-        found = _workers(run_cli, "--match", marker)
-        # THEN only it, as a plain process
-        assert [(w["pid"], w["role"]) for w in found] == [(child.pid, "process")]
-    finally:
-        stop_pid(child.pid)
-        child.communicate()  # reaps it and closes its pipes
+    child = python_process(f"import time\n# {marker}\nprint('ready', flush=True)\ntime.sleep(60)\n")
+    # WHEN
+    found = _workers(run_cli, "--match", marker)
+    # THEN only it, as a plain process
+    assert [(w["pid"], w["role"]) for w in found] == [(child.pid, "process")]
 
 
 def test_a_pid_that_does_not_exist_is_exit_3(run_cli) -> None:
