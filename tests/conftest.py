@@ -115,7 +115,7 @@ def open_sessions(postgres_dsn: str) -> Iterator[Callable[..., list[HeldSession]
 
 
 @pytest.fixture
-def run_cli(monkeypatch: pytest.MonkeyPatch) -> Callable[..., CliResult]:
+def run_cli() -> Callable[..., CliResult]:
     """Run ``profiler`` as a real subprocess, as users and scripts do."""
     import sys
 

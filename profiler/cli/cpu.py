@@ -38,17 +38,17 @@ def dump(
 
     from profiler.capture.stacks import dump_command, dump_workers, fold
     from profiler.errors import AttachError
-    from profiler.targets.discovery import TargetSpec, find_workers, workers_only
+    from profiler.targets.discovery import TargetSpec, attach_pids
 
-    targets = workers_only(find_workers(TargetSpec(tuple(pid or ()), match), probe=False))
+    targets = attach_pids(TargetSpec(tuple(pid or ()), match))
     if not targets:
         raise AttachError(
             "no workers to dump", hint="name them with --pid or --match (see: profiler workers)"
         )
     options: dict[str, Any] = {"native": native, "locals_": show_locals, "nonblocking": nonblocking}
     for target in targets:
-        console.detail(shlex.join(dump_command(target.pid, **options)))
-    samples, failures = dump_workers([t.pid for t in targets], **options)
+        console.detail(shlex.join(dump_command(target, **options)))
+    samples, failures = dump_workers(targets, **options)
     for failed_pid, error in sorted(failures.items()):
         console.warn(f"worker {failed_pid}: {error.message}")
     if not samples:

@@ -48,12 +48,9 @@ def workers(
         "command",
     )
     now = time.time()
+    listed = {w.pid for w in found}
     for worker in found:
-        role = (
-            worker.role
-            if worker.role != "worker" or worker.ppid not in {w.pid for w in found}
-            else "└ worker"
-        )
+        role = "└ worker" if worker.role == "worker" and worker.ppid in listed else worker.role
         table.add_row(
             str(worker.pid),
             f"{role} ({worker.server})" if worker.server and worker.role == "master" else role,

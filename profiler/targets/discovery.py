@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,31 +43,33 @@ class TargetSpec:
         return not self.pids and self.match is None
 
 
-def find_workers(spec: TargetSpec, *, probe: bool = True) -> list[Worker]:
-    """Every process the spec names, masters included (role tells them apart).
+def find_workers(spec: TargetSpec) -> list[Worker]:
+    """Every process the spec names, masters included (role tells them apart), described.
 
-    ``probe=False`` skips asking each interpreter whether memray imports (a
-    subprocess per distinct interpreter).
+    Describing costs: a 0.2 s CPU window, a scan for PostgreSQL's ports, each
+    process's sockets, and one interpreter run per distinct interpreter.
+    Capture commands that only need PIDs use :func:`attach_pids`.
     """
     processes = _select(spec)
     pg_ports = _postgres_ports()
     for proc in processes:  # cpu_percent needs two readings over a window
         _quietly(proc.cpu_percent)
     time.sleep(CPU_WINDOW)
-    found = [
-        _describe(proc, role, server, pg_ports, probe) for proc, role, server in _roles(processes)
-    ]
+    found = [_describe(proc, role, server, pg_ports) for proc, role, server in _roles(processes)]
     return [w for w in found if w is not None]
+
+
+def attach_pids(spec: TargetSpec) -> list[int]:
+    """What capture commands attach to: workers and matched processes, never masters.
+
+    Resolved the same way as :func:`find_workers`, without describing anything.
+    """
+    return [proc.pid for proc, role, _ in _roles(_select(spec)) if role != "master"]
 
 
 def _quietly(read: Callable[[], object]) -> None:
     with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
         read()
-
-
-def workers_only(found: Sequence[Worker]) -> list[Worker]:
-    """What capture commands attach to: workers and matched processes, never masters."""
-    return [w for w in found if w.role != "master"]
 
 
 def _select(spec: TargetSpec) -> list[psutil.Process]:
@@ -123,13 +125,13 @@ def _roles(processes: list[psutil.Process]) -> Iterable[tuple[psutil.Process, st
 
 
 def _describe(
-    proc: psutil.Process, role: str, server: str | None, pg_ports: set[int], probe: bool
+    proc: psutil.Process, role: str, server: str | None, pg_ports: set[int]
 ) -> Worker | None:
     try:
         with proc.oneshot():
             cmdline = proc.cmdline()
             interpreter = _interpreter(proc, cmdline)
-            facts = probe_interpreter(interpreter, proc.pid) if probe else None
+            facts = probe_interpreter(interpreter, proc.pid)
             return Worker(
                 pid=proc.pid,
                 ppid=proc.ppid(),
