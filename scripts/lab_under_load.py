@@ -8,12 +8,14 @@ from __future__ import annotations
 import argparse
 import threading
 import time
+from dataclasses import replace
 
+from profiler.analysis.activity import by_state
 from profiler.lab.lifecycle import LabOptions, down, up
 from profiler.lab.load import LoadResult, run_load
-from profiler.pg.activity import state_counts
-from profiler.pg.connect import connection
+from profiler.model import Snapshot
 from profiler.pg.embedded import free_port
+from profiler.pg.sampler import ActivitySampler
 
 GATEWAY_APPLICATION = "lab-gateway"
 
@@ -54,14 +56,14 @@ def main() -> None:
         )
         loader.start()
         print(f"{'t':>5}  {'state':<22}{'backends':>9}{'oldest s':>10}")
-        with connection(state.dsn) as conn:
+        with ActivitySampler(state.dsn, owners=False) as sampler:
             started = time.monotonic()
             while loader.is_alive():
                 elapsed = time.monotonic() - started
-                for row in state_counts(conn, GATEWAY_APPLICATION):
+                for name, summary in by_state(_gateway_only(sampler.snapshot())).items():
                     print(
-                        f"{elapsed:5.1f}  {row.state:<22}{row.backends:>9}"
-                        f"{row.oldest_seconds:>10.2f}"
+                        f"{elapsed:5.1f}  {name:<22}{summary.backends:>9}"
+                        f"{summary.oldest_seconds or 0.0:>10.2f}"
                     )
                 time.sleep(1.0)
         loader.join()
@@ -73,6 +75,11 @@ def main() -> None:
         )
     finally:
         down()
+
+
+def _gateway_only(snapshot: Snapshot) -> Snapshot:
+    backends = tuple(b for b in snapshot.backends if b.application_name == GATEWAY_APPLICATION)
+    return replace(snapshot, backends=backends)
 
 
 if __name__ == "__main__":
