@@ -1,25 +1,22 @@
 """Activity recordings: every snapshot of a ``db watch`` (or a session), on disk.
 
-JSON Lines, one snapshot or gap per line, appended and flushed as it is taken.
-Append-only lines are what a capture that may be killed needs: a crash or
-SIGKILL costs at most the last, torn line, which the reader drops, and every
-line before it stays readable; no footer or index has to be written at the
-end. Rows are positional arrays under a column list given once in the header
-(half the bytes of objects), and an owner is written only the first time its
-backend appears. Analysis loads a recording once into records; the session
-format (issue 6) converts to columnar storage for hour-long captures.
+JSON Lines (:mod:`profiler.jsonl`), one snapshot or gap per line, appended and
+flushed as it is taken, so a killed capture keeps every complete line. Rows
+are positional arrays under a column list given once in the header (half the
+bytes of objects), and an owner is written only the first time its backend
+appears. Analysis loads a recording once into records; the session format
+(issue 6) converts to columnar storage for hour-long captures.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from profiler.errors import InputError, UsageError
+from profiler import jsonl
+from profiler.jsonl import JsonlWriter
 from profiler.model import ActivitySample, Gap, Snapshot
 from profiler.targets.ownership import Owner
 
@@ -43,28 +40,18 @@ class RecordingWriter:
     path: Path
     header: dict[str, Any]
     force: bool = False
-    _file: IO[str] | None = field(default=None, init=False)
+    _file: JsonlWriter | None = field(default=None, init=False)
     _owners_written: set[tuple[int, float | None]] = field(default_factory=set, init=False)
     snapshots: int = field(default=0, init=False)
 
     def __enter__(self) -> RecordingWriter:
-        if self.path.exists() and not self.force:
-            raise UsageError(
-                f"{self.path} exists", hint="choose another -o, or pass --force to replace it"
-            )
-        try:
-            self._file = self.path.open("w", encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(
-                f"cannot write {self.path}: {exc.strerror}", hint="choose a writable -o path"
-            ) from None
-        header = {"format": FORMAT, "version": VERSION, "columns": list(COLUMNS), **self.header}
-        self._write({"kind": "header", **header})
+        header = {"columns": list(COLUMNS), **self.header}
+        self._file = JsonlWriter(self.path, FORMAT, VERSION, header, force=self.force).__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._file is not None:
-            self._file.close()
+            self._file.__exit__(*exc)
 
     def add(self, item: Snapshot | Gap) -> None:
         if isinstance(item, Gap):
@@ -99,32 +86,19 @@ class RecordingWriter:
         self.snapshots += 1
 
     def _write(self, record: dict[str, Any]) -> None:
-        assert self._file is not None
-        self._file.write(json.dumps(record, separators=(",", ":"), sort_keys=True) + "\n")
-        self._file.flush()
+        assert self._file is not None, "use the writer as a context manager"
+        self._file.write(record)
 
 
 def read(path: Path) -> Recording:
     """Load a recording; a torn last line is dropped, anything else corrupt is an error."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read {path}: {exc}", hint="check the path") from None
-    lines = text.split("\n")
-    torn = bool(lines[-1])  # a complete file ends with a newline
-    records = list(_parse(path, lines[:-1]))
-    if not records or records[0].get("kind") != "header" or records[0].get("format") != FORMAT:
-        raise InputError(
-            f"{path} is not a profiler activity recording", hint="pass a db watch -o file"
-        )
-    header = records[0]
-    if header.get("version") != VERSION:
-        raise InputError(f"{path} has format version {header.get('version')}, expected {VERSION}")
+    loaded = jsonl.read(path, format=FORMAT, version=VERSION, hint="pass a db watch -o file")
+    header = loaded.header
     columns = header["columns"]
     owners: dict[tuple[int, float | None], Owner] = {}  # by backend identity: PIDs are reused
     snapshots: list[Snapshot] = []
     gaps: list[Gap] = []
-    for record in records[1:]:
+    for record in loaded.records:
         if record["kind"] == "gap":
             gaps.append(
                 Gap(
@@ -149,17 +123,7 @@ def read(path: Path) -> Recording:
                 owner_seconds=record["owner_seconds"],
             )
         )
-    return Recording(header=header, snapshots=snapshots, gaps=gaps, torn_tail=torn)
-
-
-def _parse(path: Path, lines: list[str]) -> Iterator[dict[str, Any]]:
-    for number, line in enumerate(lines, start=1):
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError:
-            raise InputError(
-                f"{path} line {number} is corrupt", hint="the lines before it are intact"
-            ) from None
+    return Recording(header=header, snapshots=snapshots, gaps=gaps, torn_tail=loaded.torn_tail)
 
 
 def _sample(columns: list[str], row: list[Any]) -> ActivitySample:

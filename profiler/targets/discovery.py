@@ -163,9 +163,16 @@ def _process(pid: int) -> psutil.Process:
 
 
 def _is_python(proc: psutil.Process) -> bool:
+    """From ``/proc/PID/exe``; when ptrace rules hide it, from the process's name.
+
+    Without the name fallback, a worker we may not read would be called "not
+    Python" and the user would never learn the real problem: permission.
+    """
     try:
         exe = Path(proc.exe()).name
-    except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess, OSError):
+    except psutil.AccessDenied:
+        return _name(proc).startswith(("python", "pypy")) or bool(_server(proc))
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, OSError):
         return False
     if exe.startswith(("python", "pypy")):
         return True
@@ -245,11 +252,18 @@ def _interpreter(proc: psutil.Process, cmdline: list[str]) -> str:
     first = cmdline[0] if cmdline else ""
     if first.startswith("/") and Path(first).name.startswith(("python", "pypy")):
         return first
-    return str(proc.exe())
+    try:
+        return str(proc.exe())
+    except psutil.AccessDenied:
+        return first
 
 
 def _version_from_exe(proc: psutil.Process) -> str | None:
-    match = re.search(r"python(\d+\.\d+)", str(proc.exe()))
+    try:
+        exe = str(proc.exe())
+    except psutil.AccessDenied:
+        return None
+    match = re.search(r"python(\d+\.\d+)", exe)
     return match.group(1) if match else None
 
 

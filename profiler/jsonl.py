@@ -1,0 +1,95 @@
+"""Append-only JSON Lines files: what a capture that may be killed writes.
+
+One record per line, flushed as it is taken: a crash or SIGKILL costs at most
+the last, torn line, which :func:`read` drops, and every line before it stays
+readable; no footer or index has to be written at the end. The first line is
+a header naming the format and its version, so a reader can refuse a file it
+does not understand with a clear error instead of a KeyError.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from profiler.errors import InputError, UsageError
+
+
+@dataclass(frozen=True, slots=True)
+class JsonlFile:
+    header: dict[str, Any]
+    records: list[dict[str, Any]]
+    torn_tail: bool  # the last line was cut off (capture killed mid-write)
+
+
+@dataclass
+class JsonlWriter:
+    """Writes ``header`` then appends records to ``path``; refuses to overwrite unless told to."""
+
+    path: Path
+    format: str
+    version: int
+    header: dict[str, Any]
+    force: bool = False
+    _file: IO[str] | None = field(default=None, init=False)
+
+    def __enter__(self) -> JsonlWriter:
+        if self.path.exists() and not self.force:
+            raise UsageError(
+                f"{self.path} exists", hint="choose another -o, or pass --force to replace it"
+            )
+        try:
+            self._file = self.path.open("w", encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(
+                f"cannot write {self.path}: {exc.strerror}", hint="choose a writable -o path"
+            ) from None
+        header = {"kind": "header", "format": self.format, "version": self.version}
+        self.write({**header, **self.header})
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def write(self, record: dict[str, Any]) -> None:
+        assert self._file is not None, "use the writer as a context manager"
+        self._file.write(json.dumps(record, separators=(",", ":"), sort_keys=True) + "\n")
+        self._file.flush()
+
+
+def read(path: Path, *, format: str, version: int, hint: str) -> JsonlFile:
+    """Header and records of ``path``; a torn last line is dropped, anything else corrupt is an
+    :class:`InputError` (``hint`` says which command writes this format)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}", hint="check the path") from None
+    lines = text.split("\n")
+    torn = bool(lines[-1])  # a complete file ends with a newline
+    records = list(_parse(path, lines[:-1]))
+    if not records or records[0].get("kind") != "header" or records[0].get("format") != format:
+        raise InputError(f"{path} is not a {format} file", hint=hint)
+    header = records[0]
+    if header.get("version") != version:
+        raise InputError(
+            f"{path} has format version {header.get('version')}, expected {version}",
+            hint="read it with the profiler version that wrote it",
+        )
+    return JsonlFile(header=header, records=records[1:], torn_tail=torn)
+
+
+def _parse(path: Path, lines: list[str]) -> Iterator[dict[str, Any]]:
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict):
+            raise InputError(
+                f"{path} line {number} is corrupt", hint="the lines before it are intact"
+            ) from None
+        yield record
