@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -128,3 +130,62 @@ def test_a_bad_regex_is_a_usage_error(run_cli) -> None:
     result = run_cli("workers", "--match", "([unclosed")
     assert result.exit_code == 2, result.output
     assert "--match is not a valid regular expression" in result.stderr
+
+
+def _in_stacks(stacks: dict[str, int], function: str) -> int:
+    from profiler.analysis import collapsed
+
+    return collapsed.inclusive(stacks, function)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_cpu_record_and_dump_of_the_master_cover_each_gunicorn_worker(
+    run_cli, lab: LabState, tmp_path
+) -> None:
+    """Known functions of the lab's own stack, attributed to each worker PID (never the master)."""
+    from profiler.analysis import collapsed
+    from profiler.lab.load import run_load
+
+    assert lab.master is not None
+    workers = worker_pids(lab.master.pid)
+    # GIVEN the lab serving a light load while every worker is recorded (idle threads included)
+    loader = threading.Thread(target=run_load, args=(lab.url,), kwargs={"users": 4, "seconds": 4})
+    loader.start()
+    try:
+        recorded = run_cli(
+            "cpu",
+            "record",
+            "--pid",
+            str(lab.master.pid),
+            "-d",
+            "3",
+            "--idle",
+            "--rate",
+            "20",
+            "--nonblocking",
+            "-o",
+            str(tmp_path),
+            "--json",
+        )
+        dumped = run_cli("cpu", "dump", "--pid", str(lab.master.pid), "--json")
+    finally:
+        loader.join()
+    # THEN one flamegraph per worker, each with the worker's gunicorn and uvicorn frames
+    assert recorded.exit_code == 0, recorded.output
+    manifest = json.loads(recorded.stdout)
+    assert sorted(w["pid"] for w in manifest["workers"]) == workers
+    for worker in manifest["workers"]:
+        stacks = collapsed.read(Path(worker["artifacts"]["collapsed"]))
+        assert _in_stacks(stacks, "init_process") > 0, worker["pid"]  # gunicorn's worker loop
+        assert ".init_process (" in Path(worker["artifacts"]["flamegraph"]).read_text()
+    merged = collapsed.read(Path(manifest["merged"]["artifacts"]["collapsed"]))
+    assert collapsed.total(merged) == sum(w["samples"] for w in manifest["workers"])
+    assert _in_stacks(merged, "init_process") >= len(workers)
+    # AND the dump shows every worker's threads, the master's none
+    assert dumped.exit_code == 0, dumped.output
+    data = json.loads(dumped.stdout)
+    assert sorted(w["pid"] for w in data["workers"]) == workers
+    for worker in data["workers"]:
+        names = {f["name"] for thread in worker["threads"] for f in thread["frames"]}
+        assert any(name.endswith(".init_process") for name in names), worker["pid"]

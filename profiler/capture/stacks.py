@@ -129,7 +129,7 @@ def dump_command(
     nonblocking: bool = False,
 ) -> list[str]:
     """The exact ``py-spy dump`` command :func:`dump` runs, for ``-v`` (``shlex.join`` it)."""
-    argv = [str(_resolve_pyspy(pyspy)), "dump", "--json", "--pid", str(pid)]
+    argv = [str(resolve_pyspy(pyspy)), "dump", "--json", "--pid", str(pid)]
     if native:
         argv.append("--native")
     if locals_:
@@ -176,7 +176,7 @@ def dump(
         ) from exc
     dump_seconds = time.perf_counter() - started
     if result.returncode != 0:
-        raise _diagnose(pid, result.stderr or result.stdout, result.returncode)
+        raise diagnose(pid, result.stderr or result.stdout, result.returncode)
     try:
         threads = json.loads(result.stdout)
     except json.JSONDecodeError as exc:
@@ -202,7 +202,7 @@ def dump_workers(
     warns and goes on); a missing py-spy fails them all, so it raises
     :class:`ToolMissingError` before anything runs.
     """
-    resolved = _resolve_pyspy(pyspy)
+    resolved = resolve_pyspy(pyspy)
     unique = list(dict.fromkeys(pids))
     samples: list[StackSample] = []
     failures: dict[int, AttachError] = {}
@@ -273,7 +273,7 @@ def periodic_dumps(
     if interval <= 0:
         raise ValueError("interval must be positive")
     stop = stop or threading.Event()
-    resolved = _resolve_pyspy(pyspy)  # ToolMissingError now, not once per worker
+    resolved = resolve_pyspy(pyspy)  # ToolMissingError now, not once per worker
     per_dump_timeout = timeout if timeout is not None else max(interval * 4, 5.0)
     alive = list(dict.fromkeys(pids))
     failures = dict.fromkeys(alive, 0)
@@ -325,7 +325,7 @@ def _dump_or_failure(
         return DumpFailure(pid, taken_at, exc.message, dropped=gone or last_chance)
 
 
-def _resolve_pyspy(pyspy: Path | None) -> Path:
+def resolve_pyspy(pyspy: Path | None) -> Path:
     path = pyspy if pyspy is not None else find_tool("py-spy")
     if path is None:
         raise ToolMissingError("py-spy not found beside Python or on PATH", hint=PYSPY_INSTALL_HINT)
@@ -348,7 +348,7 @@ def _said(output: str) -> str:
     return last if not error or error == last else f"{error}: {last}"
 
 
-def _diagnose(pid: int, output: str, returncode: int) -> AttachError:
+def diagnose(pid: int, output: str, returncode: int) -> AttachError:
     """Why a dump failed, in the order memray's attach checks: exists, Python, ptrace."""
     said = _said(output)
     lowered = output.lower()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -10,6 +14,7 @@ from profiler.cli import console
 from profiler.cli.options import JSON_OPTION, MATCH_OPTION, PID_OPTION
 
 if TYPE_CHECKING:
+    from profiler.capture.record import Recording
     from profiler.capture.stacks import StackSample
 
 app = typer.Typer(help="CPU and stacks: py-spy on every worker at once.", no_args_is_help=True)
@@ -29,22 +34,55 @@ def dump(
     nonblocking: bool = typer.Option(
         False, "--nonblocking", help="Do not pause the workers while reading their stacks."
     ),
+    interval: float | None = typer.Option(
+        None,
+        "--interval",
+        min=0.05,
+        help="Dump again every S seconds, writing timestamped samples to -o FILE (JSON Lines).",
+        show_default=False,
+    ),
+    duration: float | None = typer.Option(
+        None,
+        "-d",
+        "--duration",
+        min=0.1,
+        help="With --interval: seconds to keep dumping; without it, until Ctrl-C.",
+        show_default=False,
+    ),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="With --interval: the stack sample log to write."
+    ),
+    force: bool = typer.Option(False, "--force", help="Overwrite -o FILE if it exists."),
 ) -> None:
-    """The stacks of every thread of every worker right now, identical stacks counted once.
+    """The stacks of every thread of every worker right now, identical stacks counted once;
+    with --interval, timestamped samples every S seconds, to line up with PostgreSQL.
 
-    Example: profiler cpu dump --pid 4242
+    Examples: profiler cpu dump --pid 4242;
+    profiler cpu dump --pid 4242 --interval 0.5 -d 60 -o stacks.jsonl
     """
     import shlex
 
     from profiler.capture.stacks import dump_command, dump_workers, fold
-    from profiler.errors import AttachError
+    from profiler.errors import AttachError, UsageError
     from profiler.targets.discovery import TargetSpec, attach_pids
 
+    if interval is None and (duration is not None or output is not None):
+        raise UsageError("-d and -o go with --interval", hint="add --interval S to dump repeatedly")
+    if interval is not None and output is None:
+        raise UsageError("--interval needs -o FILE", hint="e.g. --interval 0.5 -o stacks.jsonl")
+    if interval is not None and show_locals:
+        raise UsageError(
+            "--locals is for one dump, not a log", hint="locals may hold secrets; drop --locals"
+        )
     targets = attach_pids(TargetSpec(tuple(pid or ()), match))
     if not targets:
         raise AttachError(
             "no workers to dump", hint="name them with --pid or --match (see: profiler workers)"
         )
+    if interval is not None:
+        assert output is not None
+        _dump_periodically(targets, interval, duration, output, force, native, nonblocking)
+        return
     options: dict[str, Any] = {"native": native, "locals_": show_locals, "nonblocking": nonblocking}
     for target in targets:
         console.detail(shlex.join(dump_command(target, **options)))
@@ -67,6 +105,61 @@ def dump(
             console.out.print(f"    ... {len(frames) - SHOWN_FRAMES} more frames")
 
 
+def _dump_periodically(
+    targets: list[int],
+    interval: float,
+    duration: float | None,
+    output: Path,
+    force: bool,
+    native: bool,
+    nonblocking: bool,
+) -> None:
+    """Append every round to ``output`` as it comes; stopping early keeps every line written."""
+    import threading
+    from datetime import datetime, timezone
+
+    from profiler.capture.stack_log import StackLogWriter
+    from profiler.capture.stacks import DumpFailure, periodic_dumps
+    from profiler.errors import AttachError, InterruptedCapture
+
+    header = {
+        "interval": interval,
+        "pids": targets,
+        "native": native,
+        "nonblocking": nonblocking,
+        "started_at": datetime.now(timezone.utc).isoformat(),
+    }
+    stop = threading.Event()
+    how_long = f"for {duration:g}s" if duration else "until Ctrl-C"
+    console.info(f"dumping {len(targets)} worker(s) every {interval:g}s {how_long} to {output}")
+    interrupted = False
+    with StackLogWriter(output, header, force=force) as log, _terminate_as(_Terminated):
+        try:
+            for item in periodic_dumps(
+                targets,
+                interval=interval,
+                seconds=duration,
+                stop=stop,
+                native=native,
+                nonblocking=nonblocking,
+            ):
+                log.add(item)
+                if isinstance(item, DumpFailure):
+                    dropped = "; not dumped again" if item.dropped else ""
+                    console.warn(f"worker {item.worker_pid}: {item.reason}{dropped}")
+        except KeyboardInterrupt:
+            interrupted = duration is not None
+        except _Terminated:
+            interrupted = True
+    console.info(f"wrote {log.samples} thread samples, {log.failures} failed dumps to {output}")
+    if log.samples == 0:
+        raise AttachError("no stacks were sampled", hint="see the warnings above")
+    if interrupted:
+        raise InterruptedCapture(
+            "stack dumps interrupted", hint=f"what was sampled is kept: {output}"
+        )
+
+
 def _dump_json(
     samples: list[StackSample], folded: list[tuple[str, int, list[int]]]
 ) -> dict[str, Any]:
@@ -81,3 +174,178 @@ def _dump_json(
         "workers": [{"pid": pid, "threads": threads} for pid, threads in sorted(by_worker.items())],
         "folded": [{"stack": stack, "count": count, "pids": pids} for stack, count, pids in folded],
     }
+
+
+@app.command()
+def record(
+    pid: list[int] | None = PID_OPTION,
+    match: str | None = MATCH_OPTION,
+    duration: float | None = typer.Option(
+        None,
+        "-d",
+        "--duration",
+        min=0.1,
+        help="Seconds to record; without it, record until Ctrl-C.",
+        show_default=False,
+    ),
+    rate: int = typer.Option(100, "--rate", min=1, max=1000, help="Samples per second per worker."),
+    idle: bool = typer.Option(
+        False, "--idle", help="Include threads that are waiting, not running."
+    ),
+    gil: bool = typer.Option(False, "--gil", help="Only samples of threads holding the GIL."),
+    native: bool = typer.Option(False, "--native", help="Include native (C) frames."),
+    nonblocking: bool = typer.Option(
+        False, "--nonblocking", help="Never pause the workers (samples may be slightly torn)."
+    ),
+    max_pause: float = typer.Option(
+        1.0,
+        "--max-pause",
+        min=0.0,
+        max=100.0,
+        help="Blocking mode: lower a worker's rate so sampling stops it at most this % of the "
+        "time (0 turns the guard off).",
+    ),
+    output: Path = typer.Option(
+        Path("."), "-o", "--output", help="Directory for flamegraphs, speedscope and stacks."
+    ),
+    force: bool = typer.Option(False, "--force", help="Overwrite files of the same name."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Record every worker with py-spy at once: flamegraph, speedscope and stacks per worker,
+    plus one flamegraph merged across workers.
+
+    Example: profiler cpu record --pid 4242 -d 30 -o profiles/
+    """
+    import shlex
+
+    from profiler.capture import record as recorder
+    from profiler.capture.stacks import PTRACE_HINT
+    from profiler.errors import AttachError, InterruptedCapture, UsageError
+    from profiler.report.cpu_record import artifact_paths, describe, stamp, write_artifacts
+    from profiler.targets.discovery import TargetSpec, attach_pids
+
+    targets = attach_pids(TargetSpec(tuple(pid or ()), match))
+    if not targets:
+        raise AttachError(
+            "no workers to record", hint="name them with --pid or --match (see: profiler workers)"
+        )
+    options = recorder.RecordOptions(rate, idle, gil, native, nonblocking, max_pause / 100)
+    plans = recorder.plan(targets, options)
+    for worker_plan in plans:
+        if worker_plan.reason:
+            console.warn(f"worker {worker_plan.pid}: {worker_plan.reason}")
+    paths = artifact_paths(output, [p.pid for p in plans], stamp(time.time()))
+    clobbered = [path for path in paths.all() if path.exists()]
+    if clobbered and not force:
+        raise UsageError(
+            f"{clobbered[0]} already exists", hint="pass --force to overwrite, or another -o DIR"
+        )
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot create {output}: {exc.strerror}", hint="pick another -o DIR"
+        ) from exc
+    cmdlines = {worker_plan.pid: describe(worker_plan.pid) for worker_plan in plans}
+    collapsed_paths = {p: files.collapsed for p, files in paths.workers.items()}
+    recording = recorder.start(plans, options, collapsed_paths)
+    for worker in recording.workers:
+        console.detail(shlex.join(worker.command))
+    how_long = f"for {duration:g}s" if duration else "until Ctrl-C"
+    console.info(f"recording {len(plans)} worker(s) {how_long} into {output}")
+    warned: set[int] = set()
+    interrupted = _wait_for_window(recording, duration, warned)
+    recorder.stop(recording)
+    manifest = write_artifacts(recording, paths, options, cmdlines, interrupted=interrupted)
+
+    for worker in recording.workers:
+        if worker.error and worker.pid not in warned:
+            console.warn(f"worker {worker.pid}: {worker.error}")
+    if manifest["merged"] is None:
+        failed = next((w for w in recording.workers if w.stopped == "failed"), None)
+        raise AttachError(
+            failed.error if failed and failed.error else "no stacks were sampled",
+            hint=PTRACE_HINT
+            if failed and "permission denied" in (failed.error or "")
+            else "check the targets with `profiler doctor --pid PID`",
+        )
+    if as_json:
+        console.print_json(manifest)
+    else:
+        _print_record_summary(manifest, output)
+    if interrupted:
+        raise InterruptedCapture(
+            f"capture interrupted after {manifest['seconds']:.1f}s",
+            hint=f"what was sampled is kept: {paths.manifest}",
+        )
+
+
+class _Terminated(Exception):
+    """SIGTERM during a capture: end it like Ctrl-C, keeping what was sampled."""
+
+
+@contextlib.contextmanager
+def _terminate_as(error: type[Exception]) -> Iterator[None]:
+    """Turn SIGTERM into ``error`` while a capture runs, so it ends like Ctrl-C: data kept."""
+    import signal
+
+    def terminate(signum: int, frame: object) -> None:
+        raise error
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _wait_for_window(recording: Recording, duration: float | None, warned: set[int]) -> bool:
+    """Wait out the window with a countdown; True when it was cut short (Ctrl-C, SIGTERM).
+
+    Ctrl-C with no ``-d`` is how the user says "stop", not an interruption.
+    """
+    from profiler.capture import record as recorder
+
+    try:
+        with _terminate_as(_Terminated), console.err.status("") as status:
+            while recording.running:
+                elapsed = recording.elapsed()
+                if duration is not None and elapsed >= duration:
+                    return False
+                for ended in recorder.poll(recording):
+                    console.warn(f"worker {ended.pid}: {ended.error or 'py-spy stopped early'}")
+                    warned.add(ended.pid)
+                left = f"{duration - elapsed:.0f}s left" if duration else f"{elapsed:.0f}s"
+                status.update(
+                    f"recording {len(recording.running)} worker(s): {left} (Ctrl-C stops)"
+                )
+                time.sleep(0.05 if duration is None else min(0.1, max(0.0, duration - elapsed)))
+            return False
+    except KeyboardInterrupt:
+        return duration is not None
+    except _Terminated:
+        return True
+
+
+def _print_record_summary(manifest: dict[str, Any], directory: Path) -> None:
+    """One row per worker; file names only (the directory is said once), so nothing truncates."""
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, title=f"in {directory}/", title_justify="left")
+    for column in ("worker", "rate", "samples", "errors", "status", "flamegraph"):
+        table.add_column(column, overflow="fold")
+    rows = [*manifest["workers"], {"pid": "merged", **(manifest["merged"] or {"artifacts": None})}]
+    for row in rows:
+        flamegraph = (row["artifacts"] or {}).get("flamegraph")
+        rate = ""
+        if "rate" in row:
+            rate = f"{row['rate']} Hz" + (" nonblocking" if row["nonblocking"] else "")
+        table.add_row(
+            str(row["pid"]),
+            rate,
+            str(row.get("samples", "")),
+            str(row.get("errors", "")),
+            row.get("status", ""),
+            Path(flamegraph).name if flamegraph else "-",
+        )
+    console.out.print(table)

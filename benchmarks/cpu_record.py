@@ -1,0 +1,305 @@
+"""What profiling costs the lab gateway, and how long blocking samples stop a worker.
+
+Two measurements, printed as Markdown tables:
+
+1. **The lab under load** (fresh mode, 2 gunicorn/uvicorn workers, a fast
+   downstream so the workers are CPU-bound, on an embedded PostgreSQL) with:
+   no profiler; ``cpu record`` at 100 Hz ``--nonblocking``; at 100 Hz blocking
+   with the pause guard off (py-spy's default behaviour); blocking with the
+   guard on (our default); periodic ``py-spy dump`` at 1 Hz and 10 Hz.
+   Conditions alternate ``--cycles`` times and each is compared with the
+   no-profiler windows of the same run (throughput on a VM drifts). For each:
+   throughput and p99 as ratios, py-spy's own CPU (seconds of CPU per second
+   of wall, all workers together, from ``RUSAGE_CHILDREN`` of the reaped
+   py-spys), its sampling-error rate, and how long after the window the first
+   flamegraph was on disk.
+2. **Blocking pause per sample** against targets with 1-100 threads: a
+   CPU-bound loop measures its own stalls (gaps > 0.2 ms between iterations)
+   with and without ``py-spy record`` blocking at 10 and 100 Hz; the extra
+   stall per sample is compared with the model the guard uses
+   (``profiler.capture.record.blocking_pause_seconds``).
+
+Run: python benchmarks/cpu_record.py [--seconds 8] [--cycles 2] [--users 20]
+     [--threads 1 10 50 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import signal
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from profiler.capture import record as recorder
+from profiler.capture.processes import spawn_python_until_ready, stop_pid
+from profiler.capture.stacks import DumpFailure, StackSample, periodic_dumps, resolve_pyspy
+from profiler.lab.lifecycle import LabOptions, down, up, worker_pids
+from profiler.lab.load import LoadResult, run_load
+from profiler.pg import embedded
+from profiler.report.cpu_record import artifact_paths, stamp, write_artifacts
+
+
+@dataclass
+class Window:
+    rps: float
+    p99_ms: float
+    errors: int
+    pyspy_cpu: float  # CPU seconds per wall second, all py-spys together
+    sample_error_rate: float | None
+    first_flamegraph: float | None
+
+
+class Outcome(NamedTuple):
+    load: LoadResult
+    pyspy_cpu_seconds: float
+    sample_error_rate: float | None
+    first_flamegraph: float | None
+
+
+Load = Callable[[], LoadResult]
+Runner = Callable[[list[int], Load], Outcome]
+
+
+@dataclass
+class Condition:
+    name: str
+    run: Runner
+    windows: list[Window] = field(default_factory=list)
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def no_profiler(pids: list[int], load: Load) -> Outcome:
+    return Outcome(load(), 0.0, None, None)
+
+
+def record_with(options: recorder.RecordOptions) -> Runner:
+    def run(pids: list[int], load: Load) -> Outcome:
+        plans = recorder.plan(pids, options)
+        with tempfile.TemporaryDirectory() as out:
+            paths = artifact_paths(Path(out), [p.pid for p in plans], stamp(time.time()))
+            before = children_cpu()
+            recording = recorder.start(
+                plans, options, {pid: f.collapsed for pid, f in paths.workers.items()}
+            )
+            result = load()
+            recorder.stop(recording)
+            cpu = children_cpu() - before
+            manifest = write_artifacts(recording, paths, options, {}, interrupted=False)
+        samples = sum(w.samples for w in recording.workers)
+        errors = sum(w.errors for w in recording.workers)
+        rate = errors / (samples + errors) if samples + errors else None
+        return Outcome(result, cpu, rate, manifest["first_flamegraph_seconds"])
+
+    return run
+
+
+def dumps_at(hz: float) -> Runner:
+    def run(pids: list[int], load: Load) -> Outcome:
+        stop = threading.Event()
+        outcomes: list[StackSample | DumpFailure] = []
+
+        def collect() -> None:
+            outcomes.extend(periodic_dumps(pids, interval=1 / hz, seconds=None, stop=stop))
+
+        before = children_cpu()
+        thread = threading.Thread(target=collect)
+        thread.start()
+        result = load()
+        stop.set()
+        thread.join()
+        cpu = children_cpu() - before
+        failures = sum(isinstance(o, DumpFailure) for o in outcomes)
+        rounds = len({(o.worker_pid, o.taken_at) for o in outcomes})
+        return Outcome(result, cpu, failures / rounds if rounds else None, None)
+
+    return run
+
+
+def measure_lab(seconds: float, cycles: int, users: int) -> None:
+    server = embedded.start()
+    os.environ["PROFILER_STATE_DIR"] = tempfile.mkdtemp(prefix="profiler-bench-state-")
+    try:
+        state = up(
+            LabOptions(
+                mode="fresh",
+                workers=2,
+                pool_size=10,
+                max_overflow=10,
+                downstream_latency=0.005,
+                port=embedded.free_port(),
+                dsn=server.dsn,
+            )
+        )
+        try:
+            assert state.master is not None
+            pids = worker_pids(state.master.pid)
+            run_load(state.url, users=users, seconds=3)  # warm the pools and caches
+
+            def load() -> LoadResult:
+                return run_load(state.url, users=users, seconds=seconds)
+
+            conditions = [
+                Condition("no profiler", no_profiler),
+                Condition(
+                    "record 100 Hz --nonblocking",
+                    record_with(recorder.RecordOptions(100, nonblocking=True)),
+                ),
+                Condition(
+                    "record 100 Hz blocking, guard off",
+                    record_with(recorder.RecordOptions(100, max_pause=0)),
+                ),
+                Condition(
+                    "record 100 Hz blocking, guarded (default)",
+                    record_with(recorder.RecordOptions(100)),
+                ),
+                Condition("dumps 1 Hz", dumps_at(1)),
+                Condition("dumps 10 Hz", dumps_at(10)),
+            ]
+            guarded = recorder.plan(pids, recorder.RecordOptions(100))
+            print(
+                f"workers {pids}; guarded blocking rates: "
+                + ", ".join(f"{p.pid}: {p.threads} threads -> {p.rate} Hz" for p in guarded)
+            )
+            for cycle in range(cycles):
+                for condition in conditions:
+                    outcome = condition.run(pids, load)
+                    result = outcome.load
+                    condition.windows.append(
+                        Window(
+                            rps=result.rps,
+                            p99_ms=result.p99_ms or 0.0,
+                            errors=result.errors,
+                            pyspy_cpu=outcome.pyspy_cpu_seconds / seconds,
+                            sample_error_rate=outcome.sample_error_rate,
+                            first_flamegraph=outcome.first_flamegraph,
+                        )
+                    )
+                    print(
+                        f"  cycle {cycle + 1} {condition.name}: {result.rps:.1f} req/s, "
+                        f"p99 {result.p99_ms or 0:.0f} ms, {result.errors} errors",
+                        flush=True,
+                    )
+        finally:
+            down()
+    finally:
+        embedded.stop(server.pgdata, pid=server.pid, remove=True)
+
+    base = conditions[0].windows
+    base_rps = statistics.mean(w.rps for w in base)
+    base_p99 = statistics.mean(w.p99_ms for w in base)
+    print(f"\n## The lab under load ({users} users, {seconds:g} s windows, {cycles} cycles)\n")
+    print(
+        "| condition | req/s | throughput | p99 ms | p99 | py-spy CPU | sampling errors "
+        "| first flamegraph |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for condition in conditions:
+        rps = statistics.mean(w.rps for w in condition.windows)
+        p99 = statistics.mean(w.p99_ms for w in condition.windows)
+        cpu = statistics.mean(w.pyspy_cpu for w in condition.windows)
+        rates = [w.sample_error_rate for w in condition.windows if w.sample_error_rate is not None]
+        firsts = [w.first_flamegraph for w in condition.windows if w.first_flamegraph is not None]
+        print(
+            f"| {condition.name} | {rps:.1f} | {rps / base_rps:.3f} | {p99:.0f} "
+            f"| {p99 / base_p99:.2f}x | {cpu * 100:.1f}% "
+            f"| {f'{statistics.mean(rates):.2%}' if rates else '-'} "
+            f"| {f'{max(firsts) * 1000:.0f} ms' if firsts else '-'} |"
+        )
+
+
+STALLS = """
+import sys, threading, time
+for _ in range(int(sys.argv[1]) - 1):
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+print("ready", flush=True)
+clock = time.perf_counter
+while True:
+    start = last = clock()
+    stalled = 0.0
+    while last - start < 0.5:
+        now = clock()
+        if now - last > 0.0002:
+            stalled += now - last
+        last = now
+    print(stalled / (last - start), flush=True)
+"""
+
+
+def stalled_fraction(child: subprocess.Popen[str], reports: int) -> float:
+    assert child.stdout is not None
+    values = [float(child.stdout.readline()) for _ in range(reports)]
+    return statistics.median(values)
+
+
+def measure_pause(threads: list[int]) -> None:
+    pyspy = resolve_pyspy(None)
+    print("\n## Blocking pause per sample (CPU-bound target measuring its own stalls)\n")
+    print("| threads | rate | stopped | extra stall per sample | model | guard rate (1%) |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for count in threads:
+        child = spawn_python_until_ready(STALLS.replace("int(sys.argv[1])", str(count)))
+        try:
+            stalled_fraction(child, 1)  # settle
+            for rate in (10, 100):
+                base = stalled_fraction(child, 4)
+                with tempfile.TemporaryDirectory() as out:
+                    spy = subprocess.Popen(
+                        [
+                            str(pyspy),
+                            "record",
+                            "--pid",
+                            str(child.pid),
+                            "--rate",
+                            str(rate),
+                            "--format",
+                            "raw",
+                            "--output",
+                            f"{out}/raw.txt",
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                    stalled_fraction(child, 1)  # attach
+                    during = stalled_fraction(child, 6)
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(10)
+                per_sample = max(0.0, during - base) / rate
+                model = recorder.blocking_pause_seconds(count)
+                (planned,) = recorder.plan([child.pid], recorder.RecordOptions(100))
+                guard = "nonblocking" if planned.nonblocking else f"{planned.rate} Hz"
+                print(
+                    f"| {count} | {rate} Hz | {during:.2%} | {per_sample * 1000:.2f} ms "
+                    f"| {model * 1000:.2f} ms | {guard} |",
+                    flush=True,
+                )
+        finally:
+            stop_pid(child.pid)
+            child.communicate(timeout=10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--cycles", type=int, default=2)
+    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 10, 50, 100])
+    args = parser.parse_args()
+    measure_pause(args.threads)
+    measure_lab(args.seconds, args.cycles, args.users)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Collapsed stacks: ``frame;frame;frame count`` lines, outermost frame first.
+
+The lingua franca of flamegraph tools (flamegraph.pl, inferno, speedscope's
+importer) and what ``py-spy record --format raw`` writes. Each frame label is
+``name (file:line)``, ``name (file)`` or a bare name, as py-spy prints them.
+
+Counts live in a ``Counter`` keyed by the whole stack, so merging workers is a
+sum and the same code path in two workers lands in one tower.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+from profiler.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+_LABEL = re.compile(r"^(?P<name>.*?) \((?P<where>[^()]*?)(?::(?P<line>\d+))?\)$")
+
+
+class FrameLabel(NamedTuple):
+    """A collapsed-stack frame label split into its parts; ``line`` is 0 when unknown."""
+
+    name: str
+    file: str
+    line: int
+
+
+def parse(text: str, *, source: str = "collapsed stacks") -> Counter[str]:
+    """``stack count`` lines into a Counter; blank lines are skipped.
+
+    Raises :class:`InputError` naming the first malformed line: a report built
+    from half a file would silently lie about where the time went.
+    """
+    stacks: Counter[str] = Counter()
+    pending = ""  # a label with a newline in it (generated code's "filename") spans lines
+    first = 0
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not pending and not line.strip():
+            continue
+        first = first or number
+        stack, _, count = (pending + line).rstrip().rpartition(" ")
+        if not stack or not count.isdigit():
+            pending += line + "\\n"
+            continue
+        stacks[stack] += int(count)
+        pending, first = "", 0
+    if pending:
+        raise InputError(
+            f"{source}: line {first} is not `stack count`: {pending[:120]!r}",
+            hint="collapsed stacks come from `profiler cpu record` or `py-spy --format raw`",
+        )
+    return stacks
+
+
+def read(path: Path) -> Counter[str]:
+    """A collapsed-stacks file, as :func:`parse` reads it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(
+            f"cannot read {path}: {exc}", hint="check the path and that the file is text"
+        ) from exc
+    return parse(text, source=str(path))
+
+
+def format_lines(stacks: Mapping[str, int]) -> str:
+    """Heaviest stack first (ties by stack), so ``head`` of the file is the summary."""
+    ordered = sorted(stacks.items(), key=lambda item: (-item[1], item[0]))
+    return "".join(f"{stack} {count}\n" for stack, count in ordered if count > 0)
+
+
+def write(path: Path, stacks: Mapping[str, int]) -> None:
+    path.write_text(format_lines(stacks), encoding="utf-8")
+
+
+def merge(parts: Iterable[Mapping[str, int]]) -> Counter[str]:
+    merged: Counter[str] = Counter()
+    for part in parts:
+        merged.update(part)
+    return merged
+
+
+def frames(stack: str) -> list[str]:
+    """The labels of one stack, outermost first."""
+    return stack.split(";") if stack else []
+
+
+def split_label(label: str) -> FrameLabel:
+    """``"handler (app/api.py:42)"`` -> ``FrameLabel("handler", "app/api.py", 42)``."""
+    found = _LABEL.match(label)
+    if found is None:
+        return FrameLabel(label, "", 0)
+    line = found["line"]
+    return FrameLabel(found["name"], found["where"], int(line) if line else 0)
+
+
+def total(stacks: Mapping[str, int]) -> int:
+    return sum(stacks.values())
+
+
+def inclusive(stacks: Mapping[str, int], function: str) -> int:
+    """Samples with ``function`` anywhere on the stack, any file or line.
+
+    py-spy qualifies methods (``Worker.init_process``): a bare ``init_process``
+    matches any class's, a qualified name only that class's.
+    """
+    suffix = "." + function
+
+    def matches(label: str) -> bool:
+        name = split_label(label).name
+        return name == function or name.endswith(suffix)
+
+    return sum(count for stack, count in stacks.items() if any(map(matches, frames(stack))))
+
+
+def to_dataframe(stacks: Mapping[str, int], **columns: object) -> pd.DataFrame:
+    """One row per stack: ``stack, samples, leaf, depth`` plus constant ``columns``.
+
+    ``columns`` tags rows (``worker_pid=4242``) so several workers concatenate
+    into one frame for notebooks. Needs pandas (``pip install profiler[analysis]``).
+    """
+    import pandas as pd
+
+    rows = [
+        {
+            **columns,
+            "stack": stack,
+            "samples": count,
+            "leaf": split_label(frames(stack)[-1]).name if stack else "",
+            "depth": len(frames(stack)),
+        }
+        for stack, count in sorted(stacks.items(), key=lambda item: (-item[1], item[0]))
+    ]
+    frame: pd.DataFrame = pd.DataFrame(
+        rows, columns=[*columns, "stack", "samples", "leaf", "depth"]
+    )
+    return frame

@@ -1,0 +1,1 @@
+"""Profile viewers written from collapsed stacks: flamegraph SVG and speedscope JSON."""

@@ -1,0 +1,206 @@
+"""What ``cpu record`` leaves on disk: per-worker and merged flamegraphs, and a manifest.
+
+Names are ``<kind>-<pid>-<UTC stamp>.<ext>`` (``merged`` in place of the PID
+for the across-workers files), so captures of several runs share a directory
+without clobbering each other and sort by time. The manifest
+(``cpu-record-<stamp>.json``) carries what py-spy's own formats cannot: the
+wall-clock window, the rate each worker was really sampled at and why, and
+what happened to every worker.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from profiler.analysis import collapsed
+from profiler.capture.record import Recording, RecordOptions, WorkerRecording
+from profiler.render.flamegraph import render_svg
+from profiler.render.speedscope import speedscope_document, write_speedscope
+
+MERGED = "merged"
+
+
+def stamp(at: float) -> str:
+    """``20261122T073600Z``: sortable, filesystem-safe, unambiguous (UTC)."""
+    return datetime.fromtimestamp(at, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerFiles:
+    collapsed: Path
+    flamegraph: Path
+    speedscope: Path
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactPaths:
+    """Every file one capture may write, known before it starts (to refuse overwrites)."""
+
+    workers: dict[int, WorkerFiles]
+    merged: WorkerFiles
+    manifest: Path
+
+    def all(self) -> list[Path]:
+        files = [*self.workers.values(), self.merged]
+        paths = [path for group in files for path in (group.collapsed, group.flamegraph)]
+        paths += [group.speedscope for group in files]
+        return [*paths, self.manifest]
+
+
+def artifact_paths(directory: Path, pids: list[int], when: str) -> ArtifactPaths:
+    def files(key: str) -> WorkerFiles:
+        return WorkerFiles(
+            collapsed=directory / f"collapsed-{key}-{when}.txt",
+            flamegraph=directory / f"flamegraph-{key}-{when}.svg",
+            speedscope=directory / f"speedscope-{key}-{when}.json",
+        )
+
+    return ArtifactPaths(
+        workers={pid: files(str(pid)) for pid in pids},
+        merged=files(MERGED),
+        manifest=directory / f"cpu-record-{when}.json",
+    )
+
+
+def describe(pid: int) -> str:
+    """The worker's command line for titles; empty when it is gone or hidden."""
+    try:
+        return " ".join(psutil.Process(pid).cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return ""
+
+
+def write_artifacts(
+    recording: Recording,
+    paths: ArtifactPaths,
+    options: RecordOptions,
+    cmdlines: dict[int, str],
+    *,
+    interrupted: bool,
+) -> dict[str, Any]:
+    """Render every worker's stacks, then the merged ones, then the manifest; return it.
+
+    Workers are rendered first and one at a time, so the first flamegraph is
+    on disk as soon as possible after the window (``first_flamegraph_seconds``
+    in the manifest measures it).
+    """
+    ended = recording.ended_at or time.time()
+    window = _window(recording.started_at, ended)
+    per_worker: dict[int, Counter[str]] = {}
+    first_flamegraph: float | None = None
+    entries = []
+    for worker in recording.workers:
+        files = paths.workers[worker.pid]
+        entry = _worker_entry(worker, files, cmdlines.get(worker.pid, ""))
+        if worker.has_stacks:
+            stacks = collapsed.read(worker.collapsed)
+            per_worker[worker.pid] = stacks
+            collapsed.write(files.collapsed, stacks)  # heaviest first
+            title = f"CPU: worker {worker.pid}"
+            subtitle = f"{_sampling(worker, options)}; {window}; {cmdlines.get(worker.pid, '')}"
+            files.flamegraph.write_text(render_svg(stacks, title=title, subtitle=subtitle))
+            if first_flamegraph is None:
+                first_flamegraph = time.time() - ended
+            document = speedscope_document(
+                [(f"worker {worker.pid}", stacks)],
+                name=f"worker {worker.pid} {window}",
+                rate_hz=worker.plan.rate,
+            )
+            write_speedscope(files.speedscope, document)
+            entry["artifacts"] = _files_json(files)
+        entries.append(entry)
+
+    merged_entry: dict[str, Any] | None = None
+    if per_worker:
+        merged = collapsed.merge(per_worker.values())
+        collapsed.write(paths.merged.collapsed, merged)
+        rates = sorted({worker.plan.rate for worker in recording.workers})
+        paths.merged.flamegraph.write_text(
+            render_svg(
+                merged,
+                title=f"CPU: {len(per_worker)} workers merged",
+                subtitle=f"workers {', '.join(map(str, per_worker))}; {window}",
+            )
+        )
+        profiles = [(f"worker {pid}", stacks) for pid, stacks in per_worker.items()]
+        rate = rates[0] if len(rates) == 1 else None  # mixed rates: samples, not seconds
+        write_speedscope(
+            paths.merged.speedscope,
+            speedscope_document(profiles, name=f"{len(per_worker)} workers {window}", rate_hz=rate),
+        )
+        merged_entry = {"samples": collapsed.total(merged), "artifacts": _files_json(paths.merged)}
+
+    manifest = {
+        "kind": "cpu-record",
+        "started_at": _iso(recording.started_at),
+        "ended_at": _iso(ended),
+        "seconds": round(ended - recording.started_at, 3),
+        "interrupted": interrupted,
+        "options": {
+            "rate": options.rate,
+            "idle": options.idle,
+            "gil": options.gil,
+            "native": options.native,
+            "nonblocking": options.nonblocking,
+            "max_pause": options.max_pause,
+        },
+        "workers": entries,
+        "merged": merged_entry,
+        "first_flamegraph_seconds": (
+            None if first_flamegraph is None else round(first_flamegraph, 3)
+        ),
+    }
+    paths.manifest.write_text(json.dumps(manifest, sort_keys=True, indent=2) + "\n")
+    return manifest
+
+
+def _worker_entry(worker: WorkerRecording, files: WorkerFiles, cmdline: str) -> dict[str, Any]:
+    return {
+        "pid": worker.pid,
+        "cmdline": cmdline,
+        "threads": worker.plan.threads,
+        "rate": worker.plan.rate,
+        "requested_rate": worker.plan.requested_rate,
+        "nonblocking": worker.plan.nonblocking,
+        "predicted_pause": round(worker.plan.predicted_pause, 5),
+        "rate_reason": worker.plan.reason,
+        "status": worker.stopped,
+        "error": worker.error,
+        "samples": worker.samples,
+        "errors": worker.errors,
+        "seconds": None if worker.ended_after is None else round(worker.ended_after, 3),
+        "command": worker.command,
+        "artifacts": None,
+    }
+
+
+def _files_json(files: WorkerFiles) -> dict[str, str]:
+    return {
+        "collapsed": str(files.collapsed),
+        "flamegraph": str(files.flamegraph),
+        "speedscope": str(files.speedscope),
+    }
+
+
+def _sampling(worker: WorkerRecording, options: RecordOptions) -> str:
+    modes = [f"{worker.samples} samples at {worker.plan.rate} Hz"]
+    modes.append("nonblocking" if worker.plan.nonblocking else "blocking")
+    modes += [name for name, on in (("idle", options.idle), ("gil only", options.gil)) if on]
+    return ", ".join(modes)
+
+
+def _window(start: float, end: float) -> str:
+    begin = datetime.fromtimestamp(start, timezone.utc)
+    return f"{begin:%Y-%m-%d %H:%M:%S} UTC + {end - start:.1f}s"
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, timezone.utc).isoformat()
