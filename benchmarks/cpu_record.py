@@ -7,9 +7,10 @@ Two measurements, printed as Markdown tables:
    no profiler; ``cpu record`` at 100 Hz ``--nonblocking``; at 100 Hz blocking
    with the pause guard off (py-spy's default behaviour); blocking with the
    guard on (our default); periodic ``py-spy dump`` at 1 Hz and 10 Hz.
-   Conditions alternate ``--cycles`` times and each is compared with the
-   no-profiler windows of the same run (throughput on a VM drifts). For each:
-   throughput and p99 as ratios, py-spy's own CPU (seconds of CPU per second
+   Every profiled window runs right after a no-profiler window and is
+   compared with that one only (throughput on this VM drifts by 10-20% between
+   windows); ``--cycles`` pairs per condition, median and range of the
+   ratios. For each: throughput and p99 as ratios, py-spy's own CPU (seconds of CPU per second
    of wall, all workers together, from ``RUSAGE_CHILDREN`` of the reaped
    py-spys), its sampling-error rate, and how long after the window the first
    flamegraph was on disk.
@@ -19,7 +20,7 @@ Two measurements, printed as Markdown tables:
    stall per sample is compared with the model the guard uses
    (``profiler.capture.record.blocking_pause_seconds``).
 
-Run: python benchmarks/cpu_record.py [--seconds 8] [--cycles 2] [--users 20]
+Run: python benchmarks/cpu_record.py [--seconds 6] [--cycles 3] [--users 20]
      [--threads 1 10 50 100]
 """
 
@@ -85,7 +86,7 @@ def no_profiler(pids: list[int], load: Load) -> Outcome:
     return Outcome(load(), 0.0, None, None)
 
 
-def record_with(options: recorder.RecordOptions) -> Runner:
+def record_with(options: recorder.RecordOptions, seconds: float) -> Runner:
     def run(pids: list[int], load: Load) -> Outcome:
         plans = recorder.plan(pids, options)
         with tempfile.TemporaryDirectory() as out:
@@ -94,7 +95,10 @@ def record_with(options: recorder.RecordOptions) -> Runner:
             recording = recorder.start(
                 plans, options, {pid: f.collapsed for pid, f in paths.workers.items()}
             )
+            waiting = threading.Thread(target=recorder.wait, args=(recording, seconds))
+            waiting.start()  # as the CLI does: py-spys signalled one sample ahead of the end
             result = load()
+            waiting.join()
             recorder.stop(recording)
             cpu = children_cpu() - before
             manifest = write_artifacts(recording, paths, options, {}, interrupted=False)
@@ -155,15 +159,19 @@ def measure_lab(seconds: float, cycles: int, users: int) -> None:
                 Condition("no profiler", no_profiler),
                 Condition(
                     "record 100 Hz --nonblocking",
-                    record_with(recorder.RecordOptions(100, nonblocking=True)),
+                    record_with(recorder.RecordOptions(100, nonblocking=True), seconds),
+                ),
+                Condition(
+                    "record 100 Hz --nonblocking --gil",
+                    record_with(recorder.RecordOptions(100, gil=True, nonblocking=True), seconds),
                 ),
                 Condition(
                     "record 100 Hz blocking, guard off",
-                    record_with(recorder.RecordOptions(100, max_pause=0)),
+                    record_with(recorder.RecordOptions(100, max_pause=0), seconds),
                 ),
                 Condition(
                     "record 100 Hz blocking, guarded (default)",
-                    record_with(recorder.RecordOptions(100)),
+                    record_with(recorder.RecordOptions(100), seconds),
                 ),
                 Condition("dumps 1 Hz", dumps_at(1)),
                 Condition("dumps 10 Hz", dumps_at(10)),
@@ -173,51 +181,64 @@ def measure_lab(seconds: float, cycles: int, users: int) -> None:
                 f"workers {pids}; guarded blocking rates: "
                 + ", ".join(f"{p.pid}: {p.threads} threads -> {p.rate} Hz" for p in guarded)
             )
+            baseline = conditions[0]
             for cycle in range(cycles):
-                for condition in conditions:
-                    outcome = condition.run(pids, load)
-                    result = outcome.load
-                    condition.windows.append(
-                        Window(
-                            rps=result.rps,
-                            p99_ms=result.p99_ms or 0.0,
-                            errors=result.errors,
-                            pyspy_cpu=outcome.pyspy_cpu_seconds / seconds,
-                            sample_error_rate=outcome.sample_error_rate,
-                            first_flamegraph=outcome.first_flamegraph,
+                for condition in conditions[1:]:
+                    # each profiled window right after its own baseline: drift cancels
+                    for current in (baseline, condition):
+                        outcome = current.run(pids, load)
+                        current.windows.append(_window(outcome, seconds))
+                        result = outcome.load
+                        print(
+                            f"  cycle {cycle + 1} {current.name}: {result.rps:.1f} req/s, "
+                            f"p99 {result.p99_ms or 0:.0f} ms, {result.errors} errors",
+                            flush=True,
                         )
-                    )
-                    print(
-                        f"  cycle {cycle + 1} {condition.name}: {result.rps:.1f} req/s, "
-                        f"p99 {result.p99_ms or 0:.0f} ms, {result.errors} errors",
-                        flush=True,
-                    )
         finally:
             down()
     finally:
         embedded.stop(server.pgdata, pid=server.pid, remove=True)
 
-    base = conditions[0].windows
-    base_rps = statistics.mean(w.rps for w in base)
-    base_p99 = statistics.mean(w.p99_ms for w in base)
     print(f"\n## The lab under load ({users} users, {seconds:g} s windows, {cycles} cycles)\n")
     print(
-        "| condition | req/s | throughput | p99 ms | p99 | py-spy CPU | sampling errors "
+        "| condition | throughput (median, range) | p99 (median) | py-spy CPU | sampling errors "
         "| first flamegraph |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for condition in conditions:
-        rps = statistics.mean(w.rps for w in condition.windows)
-        p99 = statistics.mean(w.p99_ms for w in condition.windows)
-        cpu = statistics.mean(w.pyspy_cpu for w in condition.windows)
+    print("|---|---:|---:|---:|---:|---:|")
+    base = conditions[0].windows
+    print(
+        f"| no profiler | {statistics.median(w.rps for w in base):.1f} req/s "
+        f"| {statistics.median(w.p99_ms for w in base):.0f} ms | - | - | - |"
+    )
+    for index, condition in enumerate(conditions[1:]):
+        # baseline windows interleave: the one before this condition's k-th window
+        pairs = [
+            (base[cycle * (len(conditions) - 1) + index], window)
+            for cycle, window in enumerate(condition.windows)
+        ]
+        throughput = [w.rps / b.rps for b, w in pairs]
+        p99 = [w.p99_ms / b.p99_ms for b, w in pairs if b.p99_ms]
+        cpu = statistics.median(w.pyspy_cpu for w in condition.windows)
         rates = [w.sample_error_rate for w in condition.windows if w.sample_error_rate is not None]
         firsts = [w.first_flamegraph for w in condition.windows if w.first_flamegraph is not None]
         print(
-            f"| {condition.name} | {rps:.1f} | {rps / base_rps:.3f} | {p99:.0f} "
-            f"| {p99 / base_p99:.2f}x | {cpu * 100:.1f}% "
-            f"| {f'{statistics.mean(rates):.2%}' if rates else '-'} "
-            f"| {f'{max(firsts) * 1000:.0f} ms' if firsts else '-'} |"
+            f"| {condition.name} | {statistics.median(throughput):.3f} "
+            f"({min(throughput):.2f}-{max(throughput):.2f}) "
+            f"| {statistics.median(p99):.2f}x | {cpu:.1%} of a core "
+            f"| {f'{statistics.median(rates):.1%}' if rates else '-'} "
+            f"| {f'max {max(firsts) * 1000:.0f} ms' if firsts else '-'} |"
         )
+
+
+def _window(outcome: Outcome, seconds: float) -> Window:
+    return Window(
+        rps=outcome.load.rps,
+        p99_ms=outcome.load.p99_ms or 0.0,
+        errors=outcome.load.errors,
+        pyspy_cpu=outcome.pyspy_cpu_seconds / seconds,
+        sample_error_rate=outcome.sample_error_rate,
+        first_flamegraph=outcome.first_flamegraph,
+    )
 
 
 STALLS = """
@@ -272,7 +293,7 @@ def measure_pause(threads: list[int]) -> None:
                         stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL,
                     )
-                    stalled_fraction(child, 1)  # attach
+                    stalled_fraction(child, 3)  # py-spy's start (symbols, first attach) stalls too
                     during = stalled_fraction(child, 6)
                     spy.send_signal(signal.SIGINT)
                     spy.wait(10)
@@ -292,8 +313,8 @@ def measure_pause(threads: list[int]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--cycles", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--cycles", type=int, default=3)
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 10, 50, 100])
     args = parser.parse_args()

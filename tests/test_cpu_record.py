@@ -289,7 +289,7 @@ def test_one_thread_at_a_low_rate_is_sampled_as_asked(python_process) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("extra_threads", "rate", "nonblocking"), [(19, 3, False), (199, 100, True)]
+    ("extra_threads", "rate", "nonblocking"), [(19, 2, False), (199, 100, True)]
 )
 def test_many_threads_lower_the_blocking_rate(
     python_process, extra_threads: int, rate: int, nonblocking: bool
@@ -317,3 +317,57 @@ def test_the_guard_can_be_turned_off_and_nonblocking_needs_none() -> None:
 def test_pause_model_grows_with_threads() -> None:
     assert blocking_pause_seconds(1) == PAUSE_FIRST_THREAD_SECONDS
     assert blocking_pause_seconds(50) > 20 * blocking_pause_seconds(1)
+
+
+# cpu top: py-spy's live view, on a real terminal (a pseudo-terminal here).
+
+
+def _run_on_a_terminal(argv: list[str], seconds: float) -> tuple[int, str]:
+    """Run ``argv`` on a pty for ``seconds``, then Ctrl-C it as a user would; its screen text."""
+    import pty
+    import select
+
+    controller, terminal = pty.openpty()
+    child = subprocess.Popen(
+        argv, stdin=terminal, stdout=terminal, stderr=terminal, start_new_session=True
+    )
+    os.close(terminal)
+    screen = b""
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([controller], [], [], 0.1)
+            if ready:
+                try:
+                    screen += os.read(controller, 65536)
+                except OSError:
+                    break
+        os.killpg(child.pid, signal.SIGINT)
+        returncode = child.wait(timeout=10)
+    finally:
+        stop_pid(child.pid)
+        os.close(controller)
+    return returncode, screen.decode("utf-8", "replace")
+
+
+@pytest.mark.slow
+def test_top_shows_the_busy_function_live(python_process) -> None:
+    pid = _worker(python_process, "record_marker_top")
+    returncode, screen = _run_on_a_terminal(
+        [sys.executable, "-m", "profiler", "cpu", "top", "--pid", str(pid), "--rate", "20"], 4
+    )
+    assert "record_marker_top" in screen, screen[-2000:]
+    assert returncode == 0, screen[-2000:]
+
+
+def test_top_refuses_a_pipe(run_cli, python_process) -> None:
+    pid = _worker(python_process, "record_marker_top_pipe")
+    result = run_cli("cpu", "top", "--pid", str(pid))
+    assert result.exit_code == 2, result.output
+    assert "stdout is not one" in result.stderr
+
+
+def test_top_of_a_missing_pid_is_exit_3(run_cli) -> None:
+    result = run_cli("cpu", "top", "--pid", "4194303")
+    assert result.exit_code == 3, result.output
+    assert "no process with PID 4194303" in result.stderr

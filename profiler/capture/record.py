@@ -9,12 +9,19 @@ files are rendered from them (``profiler.capture.cpu_artifacts``).
 
 Blocking mode (py-spy's default) stops every thread of the target for each
 sample. On this project's 2-core VM that pause grew with the thread count:
-~0.25 ms for one thread, ~1.2 ms at 10 threads, ~6.4 ms at 50 and ~9-14 ms at
-100 (``benchmarks/cpu_record.py`` measures it) — so 100 Hz stopped a
-10-thread worker 12% of the time and a 50-thread one 64% (py-spy #96, #872).
+0.1-0.3 ms for one thread, 1.2-3.8 ms at 10 threads, 6-11 ms at 50 and 9-21 ms
+at 100, over three runs (``benchmarks/cpu_record.py``) — so 100 Hz stopped a
+10-thread worker 12-24% of the time and a 50-thread one 64-87% (py-spy #96,
+#872). The model takes the upper end: 0.3 ms plus 0.2 ms per extra thread.
 :func:`plan` therefore lowers the blocking rate per worker so the predicted
 pause stays under ``max_pause`` of wall time, and switches a worker to
 ``--nonblocking`` when even 1 Hz would exceed it.
+
+Nonblocking mode does not stop the worker, but py-spy still inspects every
+thread on every sample: ~0.11 ms of its own CPU per thread per sample, so 100
+Hz on a 12-thread worker costs ~13% of a core (``predicted_cpu``), which on a
+saturated host comes out of the gateway's throughput. ``--gil`` samples only
+the thread holding the GIL and costs ~2% whatever the thread count.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
@@ -38,8 +45,12 @@ from profiler.capture.stacks import diagnose, resolve_pyspy
 from profiler.errors import AttachError
 
 # Predicted stop per blocking sample: measured on a 2-core VM (see module docstring).
-PAUSE_FIRST_THREAD_SECONDS = 0.25e-3
-PAUSE_PER_EXTRA_THREAD_SECONDS = 0.12e-3
+PAUSE_FIRST_THREAD_SECONDS = 0.3e-3
+PAUSE_PER_EXTRA_THREAD_SECONDS = 0.2e-3
+# py-spy's own CPU per thread per sample (it checks every thread, idle or not, each
+# sample); ``--gil`` reads only the thread holding the GIL. Same VM, py-spy 0.4.
+PYSPY_CPU_PER_THREAD_SAMPLE_SECONDS = 0.11e-3
+NOTABLE_PYSPY_CPU = 0.05
 DEFAULT_MAX_PAUSE = 0.01
 STOP_GRACE_SECONDS = 5.0
 
@@ -73,6 +84,11 @@ class WorkerPlan:
     def predicted_pause(self) -> float:
         """Fraction of wall time the worker is predicted to be stopped (0 when nonblocking)."""
         return 0.0 if self.nonblocking else self.rate * blocking_pause_seconds(self.threads)
+
+    def predicted_cpu(self, *, gil_only: bool = False) -> float:
+        """py-spy's own CPU for this worker, in cores: on a busy host, taken from the gateway."""
+        threads = 1 if gil_only else self.threads
+        return self.rate * threads * PYSPY_CPU_PER_THREAD_SAMPLE_SECONDS
 
 
 def blocking_pause_seconds(threads: int) -> float:
@@ -144,6 +160,7 @@ class WorkerRecording:
     errors: int = 0
     error: str | None = None
     said: str = ""
+    signalled: bool = False
 
     @property
     def pid(self) -> int:
@@ -229,30 +246,95 @@ def poll(recording: Recording) -> list[WorkerRecording]:
     for worker in recording.running:
         assert worker.process is not None
         if worker.process.poll() is not None:
-            _finish(worker, recording, stopped_by_us=False)
-            ended.append(worker)
+            _finish(worker, recording, stopped_by_us=worker.signalled)
+            if not worker.signalled:
+                ended.append(worker)
     return ended
 
 
-def stop(recording: Recording, *, grace: float = STOP_GRACE_SECONDS) -> None:
-    """SIGINT every running py-spy at once (they write their output), then reap them all."""
+def wait(
+    recording: Recording,
+    duration: float | None,
+    *,
+    tick: Callable[[float, list[WorkerRecording]], None] = lambda elapsed, ended: None,
+) -> None:
+    """Until ``duration`` seconds from the start (None: until every py-spy has ended).
+
+    Signals py-spys ahead of the end (:func:`signal_ahead`) and collects those
+    that end on their own; ``tick(elapsed, ended)`` runs every ~50 ms for a
+    countdown and warnings. Ctrl-C (KeyboardInterrupt) reaches the caller,
+    which still calls :func:`stop`.
+    """
+    while recording.running:
+        elapsed = recording.elapsed()
+        if duration is not None and elapsed >= duration:
+            return
+        if duration is not None:
+            signal_ahead(recording, duration)
+        tick(elapsed, poll(recording))
+        left = 0.05 if duration is None else min(0.05, max(0.0, duration - elapsed))
+        time.sleep(left)
+
+
+def signal_ahead(recording: Recording, duration: float) -> None:
+    """SIGINT each py-spy one sample interval before the window ends.
+
+    py-spy notices SIGINT only when its next sample arrives, up to ``1/rate``
+    later (333 ms at the guard's 3 Hz, more on a loaded host), and writes its
+    output only then. Signalled one interval early, it takes its last sample at
+    the end of the window and exits right after, so the first flamegraph is
+    not late by a sample interval.
+    """
+    elapsed = recording.elapsed()
+    for worker in recording.running:
+        if not worker.signalled and elapsed >= duration - 1.0 / worker.plan.rate:
+            _interrupt(worker)
+
+
+def stop(
+    recording: Recording,
+    *,
+    grace: float = STOP_GRACE_SECONDS,
+    on_done: Callable[[WorkerRecording], None] = lambda worker: None,
+) -> None:
+    """SIGINT every running py-spy at once (they write their output), then reap them all.
+
+    ``on_done`` runs for each worker as soon as its py-spy is done, quickest
+    first (those already done first of all), so their files can be rendered
+    while slower py-spys are still finishing a sample.
+    """
     recording.ended_at = time.time()
+    for worker in recording.workers:
+        if worker.stopped != "running":
+            on_done(worker)
     running = recording.running
     for worker in running:
-        assert worker.process is not None
-        with contextlib.suppress(ProcessLookupError):
-            worker.process.send_signal(signal.SIGINT)
+        if not worker.signalled:
+            _interrupt(worker)
     deadline = time.monotonic() + grace
-    for worker in running:
-        assert worker.process is not None
-        try:
-            worker.process.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            worker.process.kill()
-            worker.process.wait()
-            _finish(worker, recording, stopped_by_us=True, killed=True)
-            continue
-        _finish(worker, recording, stopped_by_us=True)
+    while running:
+        for worker in list(running):
+            assert worker.process is not None
+            if worker.process.poll() is not None:
+                _finish(worker, recording, stopped_by_us=True)
+                running.remove(worker)
+                on_done(worker)
+        if running and time.monotonic() >= deadline:
+            for worker in running:
+                assert worker.process is not None
+                worker.process.kill()
+                worker.process.wait()
+                _finish(worker, recording, stopped_by_us=True, killed=True)
+                on_done(worker)
+            return
+        time.sleep(0.005)
+
+
+def _interrupt(worker: WorkerRecording) -> None:
+    assert worker.process is not None
+    worker.signalled = True
+    with contextlib.suppress(ProcessLookupError):
+        worker.process.send_signal(signal.SIGINT)
 
 
 def _finish(

@@ -14,7 +14,7 @@ from profiler.cli import console
 from profiler.cli.options import JSON_OPTION, MATCH_OPTION, PID_OPTION
 
 if TYPE_CHECKING:
-    from profiler.capture.record import Recording
+    from profiler.capture.record import Recording, WorkerPlan, WorkerRecording
     from profiler.capture.stacks import StackSample
 
 app = typer.Typer(help="CPU and stacks: py-spy on every worker at once.", no_args_is_help=True)
@@ -221,7 +221,7 @@ def record(
     from profiler.capture import record as recorder
     from profiler.capture.stacks import PTRACE_HINT
     from profiler.errors import AttachError, InterruptedCapture, UsageError
-    from profiler.report.cpu_record import artifact_paths, describe, stamp, write_artifacts
+    from profiler.report.cpu_record import ArtifactWriter, artifact_paths, describe, stamp
     from profiler.targets.discovery import TargetSpec, attach_pids
 
     targets = attach_pids(TargetSpec(tuple(pid or ()), match))
@@ -231,9 +231,7 @@ def record(
         )
     options = recorder.RecordOptions(rate, idle, gil, native, nonblocking, max_pause / 100)
     plans = recorder.plan(targets, options)
-    for worker_plan in plans:
-        if worker_plan.reason:
-            console.warn(f"worker {worker_plan.pid}: {worker_plan.reason}")
+    _warn_about_cost(plans, gil)
     paths = artifact_paths(output, [p.pid for p in plans], stamp(time.time()))
     clobbered = [path for path in paths.all() if path.exists()]
     if clobbered and not force:
@@ -255,8 +253,9 @@ def record(
     console.info(f"recording {len(plans)} worker(s) {how_long} into {output}")
     warned: set[int] = set()
     interrupted = _wait_for_window(recording, duration, warned)
-    recorder.stop(recording)
-    manifest = write_artifacts(recording, paths, options, cmdlines, interrupted=interrupted)
+    artifacts = ArtifactWriter(recording, paths, options, cmdlines)
+    recorder.stop(recording, on_done=artifacts.worker_done)
+    manifest = artifacts.finish(interrupted=interrupted)
 
     for worker in recording.workers:
         if worker.error and worker.pid not in warned:
@@ -278,6 +277,22 @@ def record(
             f"capture interrupted after {manifest['seconds']:.1f}s",
             hint=f"what was sampled is kept: {paths.manifest}",
         )
+
+
+def _warn_about_cost(plans: list[WorkerPlan], gil_only: bool) -> None:
+    """Say when the plan differs from what was asked, or py-spy itself will cost a lot of CPU."""
+    from profiler.capture.record import NOTABLE_PYSPY_CPU
+
+    for worker_plan in plans:
+        if worker_plan.reason:
+            console.warn(f"worker {worker_plan.pid}: {worker_plan.reason}")
+        cpu = worker_plan.predicted_cpu(gil_only=gil_only)
+        if cpu >= NOTABLE_PYSPY_CPU:
+            console.warn(
+                f"worker {worker_plan.pid}: py-spy will use ~{cpu:.0%} of a core "
+                f"({worker_plan.threads} threads at {worker_plan.rate} Hz); "
+                "--gil or a lower --rate costs less"
+            )
 
 
 class _Terminated(Exception):
@@ -306,20 +321,16 @@ def _wait_for_window(recording: Recording, duration: float | None, warned: set[i
     """
     from profiler.capture import record as recorder
 
+    def tick(elapsed: float, ended: list[WorkerRecording]) -> None:
+        for worker in ended:
+            console.warn(f"worker {worker.pid}: {worker.error or 'py-spy stopped early'}")
+            warned.add(worker.pid)
+        left = f"{duration - elapsed:.0f}s left" if duration else f"{elapsed:.0f}s"
+        status.update(f"recording {len(recording.running)} worker(s): {left} (Ctrl-C stops)")
+
     try:
         with _terminate_as(_Terminated), console.err.status("") as status:
-            while recording.running:
-                elapsed = recording.elapsed()
-                if duration is not None and elapsed >= duration:
-                    return False
-                for ended in recorder.poll(recording):
-                    console.warn(f"worker {ended.pid}: {ended.error or 'py-spy stopped early'}")
-                    warned.add(ended.pid)
-                left = f"{duration - elapsed:.0f}s left" if duration else f"{elapsed:.0f}s"
-                status.update(
-                    f"recording {len(recording.running)} worker(s): {left} (Ctrl-C stops)"
-                )
-                time.sleep(0.05 if duration is None else min(0.1, max(0.0, duration - elapsed)))
+            recorder.wait(recording, duration, tick=tick)
             return False
     except KeyboardInterrupt:
         return duration is not None
@@ -349,3 +360,66 @@ def _print_record_summary(manifest: dict[str, Any], directory: Path) -> None:
             Path(flamegraph).name if flamegraph else "-",
         )
     console.out.print(table)
+
+
+@app.command()
+def top(
+    pid: int = typer.Option(..., "--pid", help="The worker to watch.", show_default=False),
+    rate: int = typer.Option(100, "--rate", min=1, max=1000, help="Samples per second."),
+    idle: bool = typer.Option(
+        False, "--idle", help="Include threads that are waiting, not running."
+    ),
+    gil: bool = typer.Option(False, "--gil", help="Only samples of threads holding the GIL."),
+    native: bool = typer.Option(False, "--native", help="Include native (C) frames."),
+    nonblocking: bool = typer.Option(False, "--nonblocking", help="Never pause the worker."),
+    max_pause: float = typer.Option(
+        1.0,
+        "--max-pause",
+        min=0.0,
+        max=100.0,
+        help="Blocking mode: lower the rate so sampling stops the worker at most this % of the "
+        "time (0 turns the guard off).",
+    ),
+) -> None:
+    """py-spy's live top view of one worker: the functions using CPU now. Ctrl-C quits.
+
+    Example: profiler cpu top --pid 4242
+    """
+    import subprocess
+    import sys
+
+    from profiler.capture import record as recorder
+    from profiler.capture.stacks import dump, resolve_pyspy
+    from profiler.errors import AttachError, UsageError
+    from profiler.targets.discovery import TargetSpec, attach_pids
+
+    targets = attach_pids(TargetSpec((pid,), None))
+    if targets != [pid]:
+        workers = ", ".join(map(str, targets)) or "none"
+        raise UsageError(
+            f"PID {pid} is a server master; top watches one worker (its workers: {workers})",
+            hint=f"pass one of them: profiler cpu top --pid {targets[0] if targets else 'WORKER'}",
+        )
+    if not sys.stdout.isatty():
+        raise UsageError(
+            "cpu top draws on a terminal and stdout is not one",
+            hint="in scripts use `profiler cpu record -d S` or `profiler cpu dump`",
+        )
+    pyspy = resolve_pyspy(None)
+    dump(pid, pyspy=pyspy, nonblocking=True)  # no such process / not Python / ptrace: exit 3 now
+    options = recorder.RecordOptions(rate, idle, gil, native, nonblocking, max_pause / 100)
+    (worker,) = recorder.plan([pid], options)
+    _warn_about_cost([worker], gil)
+    argv = [str(pyspy), "top", "--pid", str(pid), "--rate", str(worker.rate)]
+    flags = {"--idle": idle, "--gil": gil, "--native": native, "--nonblocking": worker.nonblocking}
+    argv += [flag for flag, wanted in flags.items() if wanted]
+    console.detail(" ".join(argv))
+    try:
+        returncode = subprocess.run(argv, check=False).returncode
+    except KeyboardInterrupt:
+        return
+    if returncode not in (0, 130, -2):  # Ctrl-C ends py-spy top by design
+        raise AttachError(
+            f"py-spy top of PID {pid} stopped with exit code {returncode}",
+            hint="the worker may have exited; see `profiler workers`",
+        )

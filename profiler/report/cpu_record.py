@@ -78,6 +78,64 @@ def describe(pid: int) -> str:
         return ""
 
 
+class ArtifactWriter:
+    """Renders each worker the moment its py-spy is done, then the merged files and manifest.
+
+    Pass :meth:`worker_done` as ``on_done`` to :func:`profiler.capture.record.stop`:
+    the first flamegraph is then on disk as soon as the quickest py-spy has
+    written its stacks, not after the slowest (``first_flamegraph_seconds`` in
+    the manifest measures it from the end of the window).
+    """
+
+    def __init__(
+        self,
+        recording: Recording,
+        paths: ArtifactPaths,
+        options: RecordOptions,
+        cmdlines: dict[int, str],
+    ) -> None:
+        self.recording = recording
+        self.paths = paths
+        self.options = options
+        self.cmdlines = cmdlines
+        self.stacks: dict[int, Counter[str]] = {}
+        self.first_flamegraph: float | None = None
+
+    def worker_done(self, worker: WorkerRecording) -> None:
+        if not worker.has_stacks or worker.pid in self.stacks:
+            return
+        files = self.paths.workers[worker.pid]
+        stacks = collapsed.read(worker.collapsed)
+        self.stacks[worker.pid] = stacks
+        collapsed.write(files.collapsed, stacks)  # heaviest first
+        window = self._window()
+        title = f"CPU: worker {worker.pid}"
+        subtitle = (
+            f"{_sampling(worker, self.options)}; {window}; {self.cmdlines.get(worker.pid, '')}"
+        )
+        files.flamegraph.write_text(render_svg(stacks, title=title, subtitle=subtitle))
+        if self.first_flamegraph is None:
+            self.first_flamegraph = max(0.0, time.time() - self._ended())
+        document = speedscope_document(
+            [(f"worker {worker.pid}", stacks)],
+            name=f"worker {worker.pid} {window}",
+            rate_hz=worker.plan.rate,
+        )
+        write_speedscope(files.speedscope, document)
+
+    def finish(self, *, interrupted: bool) -> dict[str, Any]:
+        """Any worker not rendered yet, the merged files, then the manifest; returns it."""
+        for worker in self.recording.workers:
+            self.worker_done(worker)
+        return _manifest(self, interrupted)
+
+    def _ended(self) -> float:
+        return self.recording.ended_at or time.time()
+
+    def _window(self) -> str:
+        return _window(self.recording.started_at, self._ended())
+
+
 def write_artifacts(
     recording: Recording,
     paths: ArtifactPaths,
@@ -86,36 +144,21 @@ def write_artifacts(
     *,
     interrupted: bool,
 ) -> dict[str, Any]:
-    """Render every worker's stacks, then the merged ones, then the manifest; return it.
+    """Everything at once, for a recording already stopped (benchmarks, notebooks)."""
+    return ArtifactWriter(recording, paths, options, cmdlines).finish(interrupted=interrupted)
 
-    Workers are rendered first and one at a time, so the first flamegraph is
-    on disk as soon as possible after the window (``first_flamegraph_seconds``
-    in the manifest measures it).
-    """
-    ended = recording.ended_at or time.time()
-    window = _window(recording.started_at, ended)
-    per_worker: dict[int, Counter[str]] = {}
-    first_flamegraph: float | None = None
+
+def _manifest(writer: ArtifactWriter, interrupted: bool) -> dict[str, Any]:
+    recording, paths, options = writer.recording, writer.paths, writer.options
+    per_worker = writer.stacks
+    ended = writer._ended()
+    window = writer._window()
+    first_flamegraph = writer.first_flamegraph
     entries = []
     for worker in recording.workers:
-        files = paths.workers[worker.pid]
-        entry = _worker_entry(worker, files, cmdlines.get(worker.pid, ""))
-        if worker.has_stacks:
-            stacks = collapsed.read(worker.collapsed)
-            per_worker[worker.pid] = stacks
-            collapsed.write(files.collapsed, stacks)  # heaviest first
-            title = f"CPU: worker {worker.pid}"
-            subtitle = f"{_sampling(worker, options)}; {window}; {cmdlines.get(worker.pid, '')}"
-            files.flamegraph.write_text(render_svg(stacks, title=title, subtitle=subtitle))
-            if first_flamegraph is None:
-                first_flamegraph = time.time() - ended
-            document = speedscope_document(
-                [(f"worker {worker.pid}", stacks)],
-                name=f"worker {worker.pid} {window}",
-                rate_hz=worker.plan.rate,
-            )
-            write_speedscope(files.speedscope, document)
-            entry["artifacts"] = _files_json(files)
+        entry = _worker_entry(worker, writer.cmdlines.get(worker.pid, ""), options)
+        if worker.pid in per_worker:
+            entry["artifacts"] = _files_json(paths.workers[worker.pid])
         entries.append(entry)
 
     merged_entry: dict[str, Any] | None = None
@@ -162,7 +205,7 @@ def write_artifacts(
     return manifest
 
 
-def _worker_entry(worker: WorkerRecording, files: WorkerFiles, cmdline: str) -> dict[str, Any]:
+def _worker_entry(worker: WorkerRecording, cmdline: str, options: RecordOptions) -> dict[str, Any]:
     return {
         "pid": worker.pid,
         "cmdline": cmdline,
@@ -171,6 +214,7 @@ def _worker_entry(worker: WorkerRecording, files: WorkerFiles, cmdline: str) -> 
         "requested_rate": worker.plan.requested_rate,
         "nonblocking": worker.plan.nonblocking,
         "predicted_pause": round(worker.plan.predicted_pause, 5),
+        "predicted_pyspy_cpu": round(worker.plan.predicted_cpu(gil_only=options.gil), 4),
         "rate_reason": worker.plan.reason,
         "status": worker.stopped,
         "error": worker.error,
