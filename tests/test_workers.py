@@ -189,3 +189,33 @@ def test_cpu_record_and_dump_of_the_master_cover_each_gunicorn_worker(
     for worker in data["workers"]:
         names = {f["name"] for thread in worker["threads"] for f in thread["frames"]}
         assert any(name.endswith(".init_process") for name in names), worker["pid"]
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_mem_attach_captures_every_gunicorn_worker_together(
+    run_cli, lab: LabState, tmp_path
+) -> None:
+    from memray import FileReader
+
+    from profiler.memory.attach import still_tracking
+
+    assert lab.master is not None
+    workers = worker_pids(lab.master.pid)
+    # WHEN memray is attached to the master's workers for 2 s
+    result = run_cli(
+        "mem", "attach", "--pid", str(lab.master.pid), "-d", "2", "-o", str(tmp_path), "--json"
+    )
+    # THEN one capture per worker, from that worker, tracking everywhere within 5 s
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(result.stdout)
+    assert sorted(w["pid"] for w in manifest["workers"]) == workers
+    assert manifest["all_tracking_after_seconds"] < 5
+    for worker in manifest["workers"]:
+        assert worker["status"] == "done", worker
+        assert FileReader(worker["capture"]).metadata.pid == worker["pid"]
+        assert not still_tracking(worker["pid"])
+    # AND the lab still serves
+    with httpx.Client(base_url=lab.url, timeout=30) as client:
+        response = client.get("/tools", headers={"Authorization": f"Bearer {api_token(0)}"})
+    assert response.status_code == 200

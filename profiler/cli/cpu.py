@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +10,7 @@ import typer
 
 from profiler.cli import console
 from profiler.cli.options import JSON_OPTION, MATCH_OPTION, PID_OPTION
+from profiler.cli.signals import Terminated, terminate_as_exception
 
 if TYPE_CHECKING:
     from profiler.capture.record import Recording, WorkerPlan, WorkerRecording
@@ -57,8 +56,7 @@ def dump(
     """The stacks of every thread of every worker right now, identical stacks counted once;
     with --interval, timestamped samples every S seconds, to line up with PostgreSQL.
 
-    Examples: profiler cpu dump --pid 4242;
-    profiler cpu dump --pid 4242 --interval 0.5 -d 60 -o stacks.jsonl
+    Example: profiler cpu dump --pid 4242 (add --interval 0.5 -d 60 -o stacks.jsonl to log)
     """
     import shlex
 
@@ -133,7 +131,7 @@ def _dump_periodically(
     how_long = f"for {duration:g}s" if duration else "until Ctrl-C"
     console.info(f"dumping {len(targets)} worker(s) every {interval:g}s {how_long} to {output}")
     interrupted = False
-    with StackLogWriter(output, header, force=force) as log, _terminate_as(_Terminated):
+    with StackLogWriter(output, header, force=force) as log, terminate_as_exception():
         try:
             for item in periodic_dumps(
                 targets,
@@ -149,7 +147,7 @@ def _dump_periodically(
                     console.warn(f"worker {item.worker_pid}: {item.reason}{dropped}")
         except KeyboardInterrupt:
             interrupted = duration is not None
-        except _Terminated:
+        except Terminated:
             interrupted = True
     console.info(f"wrote {log.samples} thread samples, {log.failures} failed dumps to {output}")
     if log.samples == 0:
@@ -295,25 +293,6 @@ def _warn_about_cost(plans: list[WorkerPlan], gil_only: bool) -> None:
             )
 
 
-class _Terminated(Exception):
-    """SIGTERM during a capture: end it like Ctrl-C, keeping what was sampled."""
-
-
-@contextlib.contextmanager
-def _terminate_as(error: type[Exception]) -> Iterator[None]:
-    """Turn SIGTERM into ``error`` while a capture runs, so it ends like Ctrl-C: data kept."""
-    import signal
-
-    def terminate(signum: int, frame: object) -> None:
-        raise error
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _wait_for_window(recording: Recording, duration: float | None, warned: set[int]) -> bool:
     """Wait out the window with a countdown; True when it was cut short (Ctrl-C, SIGTERM).
 
@@ -329,12 +308,12 @@ def _wait_for_window(recording: Recording, duration: float | None, warned: set[i
         status.update(f"recording {len(recording.running)} worker(s): {left} (Ctrl-C stops)")
 
     try:
-        with _terminate_as(_Terminated), console.err.status("") as status:
+        with terminate_as_exception(), console.err.status("") as status:
             recorder.wait(recording, duration, tick=tick)
             return False
     except KeyboardInterrupt:
         return duration is not None
-    except _Terminated:
+    except Terminated:
         return True
 
 

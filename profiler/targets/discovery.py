@@ -18,7 +18,7 @@ import psutil
 
 from profiler.errors import AttachError, UsageError
 from profiler.model import Worker
-from profiler.targets.interpreter import probe_interpreter
+from profiler.targets.interpreter import interpreter_of, probe_interpreter
 
 SERVERS = ("gunicorn", "uvicorn", "hypercorn", "granian")
 _SERVER_WORD = re.compile(r"(?:^|[\s/:-])(" + "|".join(SERVERS) + r")(?:$|[\s:.])")
@@ -130,7 +130,7 @@ def _describe(
     try:
         with proc.oneshot():
             cmdline = proc.cmdline()
-            interpreter = _interpreter(proc, cmdline)
+            interpreter = interpreter_of(proc)
             facts = probe_interpreter(interpreter, proc.pid)
             return Worker(
                 pid=proc.pid,
@@ -241,21 +241,6 @@ def _unique(processes: list[psutil.Process]) -> list[psutil.Process]:
     for proc in processes:
         seen.setdefault(proc.pid, proc)
     return sorted(seen.values(), key=lambda p: p.pid)
-
-
-def _interpreter(proc: psutil.Process, cmdline: list[str]) -> str:
-    """The interpreter as the process was started, so a venv's site-packages count.
-
-    ``/proc/PID/exe`` resolves a venv's ``bin/python`` symlink to the base
-    interpreter, which would not see the venv; ``argv[0]`` still names it.
-    """
-    first = cmdline[0] if cmdline else ""
-    if first.startswith("/") and Path(first).name.startswith(("python", "pypy")):
-        return first
-    try:
-        return str(proc.exe())
-    except psutil.AccessDenied:
-        return first
 
 
 def _version_from_exe(proc: psutil.Process) -> str | None:

@@ -1,0 +1,1 @@
+"""Memory: reading memray captures and writing reports from them."""

@@ -1,0 +1,154 @@
+"""Everything memray's attach needs, checked per worker before anything is injected.
+
+memray attaches by making gdb (or lldb) call into the target's interpreter
+and run ``import memray`` *there*. When one precondition is missing the user
+gets a crash, a hang or a worker left half-instrumented (memray #846, #745,
+#925, #450). So each is checked first, in the order a fix has to happen, and
+the first that fails is the worker's verdict; nothing touches a worker that
+did not pass.
+
+1. the process exists and is Python;
+2. a debugger (gdb or lldb) is installed here;
+3. ptrace is allowed (Yama scope and CAP_SYS_PTRACE);
+4. the target's own interpreter can ``import memray`` (asked of that
+   interpreter, with the target's PYTHONPATH, in its mount namespace);
+5. its memray is the version we drive: the attach protocol and the capture
+   format are version-specific.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from profiler.capture.ptrace import read_access
+from profiler.capture.tools import find_debugger
+from profiler.errors import AttachError, ProfilerError, ToolMissingError
+from profiler.targets.interpreter import InterpreterFacts, interpreter_of, probe_interpreter
+
+PTRACE_HINT = (
+    "run as root or as the worker's user with CAP_SYS_PTRACE "
+    "(containers: --cap-add SYS_PTRACE), or sysctl kernel.yama.ptrace_scope=0"
+)
+
+
+def our_memray_version() -> str:
+    from importlib.metadata import version
+
+    return version("memray")
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """A worker that passed every check, with what the checks learned."""
+
+    pid: int
+    interpreter: str
+    python_version: str
+    memray_version: str
+    debugger: Path
+    lent: bool = False  # memray comes from our environment for this capture (--lend-memray)
+
+    def memray_env(self) -> dict[str, str]:
+        """Our environment with the chosen debugger first on PATH: memray looks it up by name."""
+        path = os.environ.get("PATH", "")
+        return {**os.environ, "PATH": f"{self.debugger.parent}{os.pathsep}{path}"}
+
+
+def check(pid: int, *, lend: bool = False) -> Ready:
+    """The worker's verdict: :class:`Ready`, or the first failed check raised with its fix.
+
+    Raises :class:`AttachError` (exit 3) for the worker's own problems and
+    :class:`ToolMissingError` (exit 5) when no debugger is installed here.
+    """
+    interpreter = _interpreter(pid)
+    debugger = find_debugger()
+    if debugger is None or not debugger.is_file():
+        where = f" (none at {debugger})" if debugger else ""
+        raise ToolMissingError(
+            f"memray attaches through gdb or lldb, and neither is installed{where}",
+            hint="install gdb (apt install gdb / dnf install gdb), or point PROFILER_GDB at it",
+        )
+    access = read_access()
+    if not access.can_attach_any_own_process and not access.is_root:
+        raise AttachError(
+            f"ptrace is not allowed here ({access.explain()}): cannot attach to PID {pid}",
+            hint=PTRACE_HINT,
+        )
+    facts = probe_interpreter(interpreter, pid)
+    if facts is None:
+        raise AttachError(
+            f"cannot run PID {pid}'s interpreter {interpreter} to ask whether it has memray",
+            hint="check the path exists where the worker runs (containers: its own filesystem)",
+        )
+    if lend and not facts.memray_importable:
+        _require_same_python(pid, facts)
+        return Ready(pid, interpreter, facts.python_version, our_memray_version(), debugger, True)
+    return Ready(pid, interpreter, facts.python_version, _memray_version(pid, facts), debugger)
+
+
+def check_all(
+    pids: list[int], *, lend: bool = False
+) -> tuple[list[Ready], dict[int, ProfilerError]]:
+    """Every worker's verdict; a missing debugger fails all of them, so it raises at once."""
+    ready: list[Ready] = []
+    failed: dict[int, ProfilerError] = {}
+    for pid in pids:
+        try:
+            ready.append(check(pid, lend=lend))
+        except ToolMissingError:
+            raise
+        except ProfilerError as exc:
+            failed[pid] = exc
+    return ready, failed
+
+
+def _interpreter(pid: int) -> str:
+    try:
+        return interpreter_of(psutil.Process(pid))
+    except psutil.NoSuchProcess:
+        raise AttachError(
+            f"no process with PID {pid}", hint="list the workers with `profiler workers`"
+        ) from None
+    except psutil.AccessDenied:
+        raise AttachError(
+            f"permission denied reading PID {pid}: {read_access().explain()}", hint=PTRACE_HINT
+        ) from None
+
+
+def _same_python(facts: InterpreterFacts) -> bool:
+    """Our memray's compiled extension loads in the worker only for the same major.minor."""
+    return facts.python_version.rsplit(".", 1)[0] == ".".join(map(str, sys.version_info[:2]))
+
+
+def _require_same_python(pid: int, facts: InterpreterFacts) -> None:
+    if not _same_python(facts):
+        ours = ".".join(map(str, sys.version_info[:3]))
+        raise AttachError(
+            f"cannot lend memray to PID {pid}: it runs Python {facts.python_version}, "
+            f"ours is {ours}; nothing was injected",
+            hint=f"install memray=={our_memray_version()} in the worker's environment",
+        )
+
+
+def _memray_version(pid: int, facts: InterpreterFacts) -> str:
+    ours = our_memray_version()
+    if not facts.memray_importable:
+        lend = " or pass --lend-memray to lend it ours" if _same_python(facts) else ""
+        raise AttachError(
+            f"memray is not importable by PID {pid}'s interpreter "
+            f"(Python {facts.python_version}); nothing was injected",
+            hint=f"install memray=={ours} in the worker's environment{lend}",
+        )
+    if facts.memray_version != ours:
+        raise AttachError(
+            f"PID {pid} has memray {facts.memray_version or 'of unknown version'}, "
+            f"we drive {ours}; nothing was injected",
+            hint=f"install memray=={ours} in the worker's environment "
+            f"(or run profiler from an environment with memray=={facts.memray_version})",
+        )
+    return ours
