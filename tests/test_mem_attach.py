@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import venv
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,13 @@ def test_the_top_site_by_peak_is_the_function_that_allocated_it(
     assert len(points) >= 5
     assert max(p.rss_bytes for p in points) > BIG_MIB * MIB
     assert worker["rss_peak_bytes"] == timeline.peak(pid)
+    # AND memray's own snapshots give the heap on the same clock, inside the window
+    heap = rss.from_capture(Path(worker["capture"]))
+    assert len(heap) > 10 and {h.worker_pid for h in heap} == {pid}
+    assert max(h.heap_bytes for h in heap) >= 0.9 * BIG_MIB * MIB
+    started = datetime.fromisoformat(manifest["started_at"])
+    ended = datetime.fromisoformat(manifest["ended_at"])
+    assert all(started <= h.taken_at <= ended for h in heap)
 
 
 @pytest.mark.slow
@@ -274,3 +282,47 @@ def test_lend_memray_captures_a_worker_whose_environment_has_none(
     finally:
         stop_pid(child.pid)
         child.communicate()
+
+
+@pytest.mark.slow
+def test_a_worker_that_exits_mid_capture_keeps_its_capture_and_is_marked(
+    run_cli, python_process, tmp_path: Path
+) -> None:
+    # GIVEN two workers, one of which dies about 3 s after it starts (os._exit, as a
+    # recycled or killed worker does: memray's own timer thread would delay a normal exit)
+    stays = python_process(ALLOCATOR).pid
+    leaves = python_process(
+        "import os, threading\nthreading.Timer(3, os._exit, (0,)).start()\n" + ALLOCATOR
+    ).pid
+    # WHEN both are captured for 5 s
+    result = run_cli(
+        "mem",
+        "attach",
+        "--pid",
+        str(stays),
+        "--pid",
+        str(leaves),
+        "-d",
+        "5",
+        "-o",
+        str(tmp_path),
+        "--json",
+    )
+    # THEN the capture succeeds; the one that left is marked, and its capture reads
+    assert result.exit_code == 0, result.output
+    workers = {w["pid"]: w for w in json.loads(result.stdout)["workers"]}
+    assert workers[stays]["status"] == "done"
+    assert workers[leaves]["status"] == "exited", workers[leaves]
+    assert f"worker {leaves} exited during the capture" in result.stderr
+    reader = FileReader(workers[leaves]["capture"])
+    assert reader.metadata.pid == leaves
+    top = max(
+        reader.get_high_watermark_allocation_records(merge_threads=True), key=lambda r: r.size
+    )
+    assert top.stack_trace()[0][0] == "mem_attach_marker_big"
+
+
+def test_mem_live_refuses_a_pipe_and_a_missing_pid(run_cli) -> None:
+    missing = run_cli("mem", "live", "--pid", "4194303")
+    assert missing.exit_code == 2, missing.output  # a pipe is checked first: no terminal
+    assert "stdout is not one" in missing.stderr

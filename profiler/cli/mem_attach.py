@@ -64,6 +64,7 @@ def run_attach(
     check_writable(directory, [c.pid for c in captures])
 
     interrupted = False
+    warned: set[int] = set()
     with RssSampler(rss_path, [c.pid for c in captures], rss_interval) as rss:
         try:
             with terminate_as_exception():
@@ -73,7 +74,7 @@ def run_attach(
                 attach_all(captures)
                 _report_attach(captures, started)
                 if any(c.status == "tracking" for c in captures):
-                    interrupted = _wait(captures, duration, rss.exited)
+                    interrupted = _wait(captures, duration, rss.exited, warned)
         except KeyboardInterrupt:
             interrupted = duration is not None  # without -d, Ctrl-C is how one stops
         except Terminated:
@@ -82,6 +83,9 @@ def run_attach(
             console.info("detaching memray from every worker")
             detach_all(captures)
     manifest = _manifest(captures, options, started, rss, rss_path, interrupted, duration)
+    for capture in captures:
+        if capture.status == "exited" and capture.pid not in warned:
+            console.warn(f"worker {capture.pid} exited during the capture; its capture is kept")
     manifest_path.write_text(json.dumps(manifest, sort_keys=True, indent=2) + "\n")
 
     if as_json:
@@ -152,10 +156,11 @@ def _report_attach(captures: list[WorkerCapture], started: float) -> None:
             )
 
 
-def _wait(captures: list[WorkerCapture], duration: float | None, exited: set[int]) -> bool:
+def _wait(
+    captures: list[WorkerCapture], duration: float | None, exited: set[int], warned: set[int]
+) -> bool:
     """Until ``duration`` after the last attach, or Ctrl-C. True when cut short."""
     window_start = time.monotonic()
-    warned: set[int] = set()
     with console.err.status("") as status:
         while True:
             elapsed = time.monotonic() - window_start
@@ -164,7 +169,9 @@ def _wait(captures: list[WorkerCapture], duration: float | None, exited: set[int
             for capture in captures:
                 if capture.pid in exited and capture.pid not in warned:
                     warned.add(capture.pid)
-                    console.warn(f"worker {capture.pid} exited; its capture is kept")
+                    console.warn(
+                        f"worker {capture.pid} exited during the capture; its capture is kept"
+                    )
             tracking = [c for c in captures if c.status == "tracking" and c.pid not in exited]
             if not tracking:
                 return False

@@ -85,6 +85,8 @@ class RssSampler:
         now = datetime.now(timezone.utc).isoformat()
         for pid, proc in list(self._procs.items()):
             try:
+                if proc.status() == psutil.STATUS_ZOMBIE:  # dead, not yet reaped by its parent
+                    raise psutil.ZombieProcess(pid)
                 rss = int(proc.memory_info().rss)
             except (psutil.NoSuchProcess, psutil.ZombieProcess):
                 self.exited.add(pid)
@@ -108,6 +110,38 @@ def read(path: Path) -> RssTimeline:
         else:
             points.append(RssPoint(record["pid"], taken_at, record["rss"]))
     return RssTimeline(loaded.header, points, exits, loaded.torn_tail)
+
+
+@dataclass(frozen=True, slots=True)
+class HeapPoint:
+    """memray's own snapshot: RSS and the heap it tracked, at a wall-clock time (UTC)."""
+
+    worker_pid: int
+    taken_at: datetime
+    rss_bytes: int
+    heap_bytes: int
+
+
+def from_capture(path: Path) -> list[HeapPoint]:
+    """memray's memory snapshots (every ~10 ms while tracking), on the wall clock.
+
+    Complements the RSS timeline with the heap memray saw, which separates
+    Python allocations from RSS the allocator has not given back. Raises
+    :class:`InputError` when the capture cannot be read.
+    """
+    from profiler.memory.summary import open_reader
+
+    reader = open_reader(path)
+    pid = int(reader.metadata.pid)
+    return [
+        HeapPoint(
+            pid,
+            datetime.fromtimestamp(snapshot.time / 1000, timezone.utc),
+            int(snapshot.rss),
+            int(snapshot.heap),
+        )
+        for snapshot in reader.get_memory_snapshots()
+    ]
 
 
 def to_dataframe(timeline: RssTimeline) -> pd.DataFrame:

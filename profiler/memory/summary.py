@@ -222,6 +222,23 @@ def require_memray() -> None:
         ) from exc
 
 
+def open_reader(path: Path) -> FileReader:
+    """memray's reader for ``path``; ``InputError`` (exit 7) when it is missing or unreadable."""
+    require_memray()
+    from memray import FileReader
+
+    if not path.exists():
+        raise InputError(f"{path}: no such file", hint=CAPTURE_HINT)
+    if not path.is_file():
+        raise InputError(f"{path}: not a file", hint=CAPTURE_HINT)
+    try:
+        return FileReader(path)
+    except Exception as exc:  # memray raises OSError, ValueError, ...: all mean unreadable
+        raise InputError(
+            f"{path} is not a readable memray capture ({_reason(exc)})", hint=CAPTURE_HINT
+        ) from exc
+
+
 def read_capture(path: Path) -> CaptureSummary:
     """Read one memray capture; ``InputError`` (exit 7) when it is missing or unreadable.
 
@@ -229,20 +246,10 @@ def read_capture(path: Path) -> CaptureSummary:
     cut short is read as far as it goes, with ``complete=False`` and a warning;
     only a capture with nothing readable is an error.
     """
-    require_memray()
-    from memray import FileFormat, FileReader
+    from memray import FileFormat
 
-    if not path.exists():
-        raise InputError(f"{path}: no such file", hint=CAPTURE_HINT)
-    if not path.is_file():
-        raise InputError(f"{path}: not a file", hint=CAPTURE_HINT)
     with _memray_log() as log:
-        try:
-            reader = FileReader(path)
-        except Exception as exc:  # memray raises OSError, ValueError, ...: all mean unreadable
-            raise InputError(
-                f"{path} is not a readable memray capture ({_reason(exc)})", hint=CAPTURE_HINT
-            ) from exc
+        reader = open_reader(path)
         try:
             with reader:
                 metadata = reader.metadata
