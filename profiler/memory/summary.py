@@ -18,7 +18,7 @@ import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 SITE_STACK_FRAMES = 4
 """Frames kept in ``Site.stack``: the site itself and three callers."""
 
+NEVER_CLOSED_SLACK = timedelta(milliseconds=5)
 CAPTURE_HINT = (
     "pass a file written by `memray run -o`, `memray attach -o` or `profiler mem attach`; "
     "a capture cut short after memray compressed it cannot be read"
@@ -267,8 +268,10 @@ def read_capture(path: Path) -> CaptureSummary:
 
     # memray rewrites the header (end time, counts) and compresses the file when it
     # closes a capture; an uncompressed header still saying end == start was never closed.
+    # "==" within a few ms: the first header's two times can straddle a millisecond tick
+    # (0 or 1 ms apart over 25 SIGKILLed captures), and a closed capture lasts longer.
     frame = lz4_frame_state(path)
-    closed = frame is not None or metadata.end_time > metadata.start_time
+    closed = frame is not None or metadata.end_time - metadata.start_time > NEVER_CLOSED_SLACK
     errors = sorted({line for line in log if "ERROR" in line or "CRITICAL" in line})
     warnings = [line for line in dict.fromkeys(log) if line not in errors and line.strip()]
     if not closed:
