@@ -27,7 +27,6 @@ Run: python benchmarks/cpu_record.py [--seconds 6] [--cycles 3] [--users 20]
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import signal
 import statistics
@@ -40,12 +39,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from cpu_bound_lab import cpu_bound_lab
+
 from profiler.capture import record as recorder
 from profiler.capture.processes import spawn_python_until_ready, stop_pid
 from profiler.capture.stacks import DumpFailure, StackSample, periodic_dumps, resolve_pyspy
-from profiler.lab.lifecycle import LabOptions, down, up, worker_pids
 from profiler.lab.load import LoadResult, run_load
-from profiler.pg import embedded
 from profiler.report.cpu_record import artifact_paths, stamp, write_artifacts
 
 
@@ -133,71 +132,50 @@ def dumps_at(hz: float) -> Runner:
 
 
 def measure_lab(seconds: float, cycles: int, users: int) -> None:
-    server = embedded.start()
-    os.environ["PROFILER_STATE_DIR"] = tempfile.mkdtemp(prefix="profiler-bench-state-")
-    try:
-        state = up(
-            LabOptions(
-                mode="fresh",
-                workers=2,
-                pool_size=10,
-                max_overflow=10,
-                downstream_latency=0.005,
-                port=embedded.free_port(),
-                dsn=server.dsn,
-            )
+    with cpu_bound_lab(users) as (state, pids):
+
+        def load() -> LoadResult:
+            return run_load(state.url, users=users, seconds=seconds)
+
+        conditions = [
+            Condition("no profiler", no_profiler),
+            Condition(
+                "record 100 Hz --nonblocking",
+                record_with(recorder.RecordOptions(100, nonblocking=True), seconds),
+            ),
+            Condition(
+                "record 100 Hz --nonblocking --gil",
+                record_with(recorder.RecordOptions(100, gil=True, nonblocking=True), seconds),
+            ),
+            Condition(
+                "record 100 Hz blocking, guard off",
+                record_with(recorder.RecordOptions(100, max_pause=0), seconds),
+            ),
+            Condition(
+                "record 100 Hz blocking, guarded (default)",
+                record_with(recorder.RecordOptions(100), seconds),
+            ),
+            Condition("dumps 1 Hz", dumps_at(1)),
+            Condition("dumps 10 Hz", dumps_at(10)),
+        ]
+        guarded = recorder.plan(pids, recorder.RecordOptions(100))
+        print(
+            f"workers {pids}; guarded blocking rates: "
+            + ", ".join(f"{p.pid}: {p.threads} threads -> {p.rate} Hz" for p in guarded)
         )
-        try:
-            assert state.master is not None
-            pids = worker_pids(state.master.pid)
-            run_load(state.url, users=users, seconds=3)  # warm the pools and caches
-
-            def load() -> LoadResult:
-                return run_load(state.url, users=users, seconds=seconds)
-
-            conditions = [
-                Condition("no profiler", no_profiler),
-                Condition(
-                    "record 100 Hz --nonblocking",
-                    record_with(recorder.RecordOptions(100, nonblocking=True), seconds),
-                ),
-                Condition(
-                    "record 100 Hz --nonblocking --gil",
-                    record_with(recorder.RecordOptions(100, gil=True, nonblocking=True), seconds),
-                ),
-                Condition(
-                    "record 100 Hz blocking, guard off",
-                    record_with(recorder.RecordOptions(100, max_pause=0), seconds),
-                ),
-                Condition(
-                    "record 100 Hz blocking, guarded (default)",
-                    record_with(recorder.RecordOptions(100), seconds),
-                ),
-                Condition("dumps 1 Hz", dumps_at(1)),
-                Condition("dumps 10 Hz", dumps_at(10)),
-            ]
-            guarded = recorder.plan(pids, recorder.RecordOptions(100))
-            print(
-                f"workers {pids}; guarded blocking rates: "
-                + ", ".join(f"{p.pid}: {p.threads} threads -> {p.rate} Hz" for p in guarded)
-            )
-            baseline = conditions[0]
-            for cycle in range(cycles):
-                for condition in conditions[1:]:
-                    # each profiled window right after its own baseline: drift cancels
-                    for current in (baseline, condition):
-                        outcome = current.run(pids, load)
-                        current.windows.append(_window(outcome, seconds))
-                        result = outcome.load
-                        print(
-                            f"  cycle {cycle + 1} {current.name}: {result.rps:.1f} req/s, "
-                            f"p99 {result.p99_ms or 0:.0f} ms, {result.errors} errors",
-                            flush=True,
-                        )
-        finally:
-            down()
-    finally:
-        embedded.stop(server.pgdata, pid=server.pid, remove=True)
+        baseline = conditions[0]
+        for cycle in range(cycles):
+            for condition in conditions[1:]:
+                # each profiled window right after its own baseline: drift cancels
+                for current in (baseline, condition):
+                    outcome = current.run(pids, load)
+                    current.windows.append(_window(outcome, seconds))
+                    result = outcome.load
+                    print(
+                        f"  cycle {cycle + 1} {current.name}: {result.rps:.1f} req/s, "
+                        f"p99 {result.p99_ms or 0:.0f} ms, {result.errors} errors",
+                        flush=True,
+                    )
 
     print(f"\n## The lab under load ({users} users, {seconds:g} s windows, {cycles} cycles)\n")
     print(

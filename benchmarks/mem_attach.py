@@ -18,14 +18,14 @@ Run: python benchmarks/mem_attach.py [--seconds 8] [--cycles 3] [--users 20]
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from profiler.lab.lifecycle import LabOptions, down, up, worker_pids
+from cpu_bound_lab import cpu_bound_lab
+
 from profiler.lab.load import LoadResult, run_load
 from profiler.memory import preflight
 from profiler.memory.attach import (
@@ -36,7 +36,6 @@ from profiler.memory.attach import (
     detach_all,
     safety_seconds,
 )
-from profiler.pg import embedded
 
 
 @dataclass
@@ -87,52 +86,29 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=20)
     args = parser.parse_args()
 
-    server = embedded.start()
-    os.environ["PROFILER_STATE_DIR"] = tempfile.mkdtemp(prefix="profiler-bench-state-")
     baseline = Condition("no profiler", None)
     conditions = [
         Condition("memray (all allocations, default)", MemOptions()),
         Condition("memray --aggregate", MemOptions(aggregate=True)),
         Condition("memray --native", MemOptions(native=True)),
     ]
-    try:
-        state = up(
-            LabOptions(
-                mode="fresh",
-                workers=2,
-                pool_size=10,
-                max_overflow=10,
-                downstream_latency=0.005,
-                port=embedded.free_port(),
-                dsn=server.dsn,
-            )
-        )
-        try:
-            assert state.master is not None
-            pids = worker_pids(state.master.pid)
-            run_load(state.url, users=args.users, seconds=3)  # warm up
-            for cycle in range(args.cycles):
-                for condition in conditions:
-                    baseline.loads.append(
-                        run_load(state.url, users=args.users, seconds=args.seconds)
-                    )
-                    assert condition.options is not None
-                    result, size, ready = run_tracked(
-                        pids, condition.options, args.seconds, args.users, state.url
-                    )
-                    condition.loads.append(result)
-                    condition.bytes_per_worker_minute.append(size)
-                    condition.ready_seconds.append(ready)
-                    print(
-                        f"  cycle {cycle + 1} {condition.name}: {result.rps:.1f} req/s "
-                        f"(baseline {baseline.loads[-1].rps:.1f}), capture "
-                        f"{size / 2**20:.1f} MiB/worker-min, tracking after {ready:.1f}s",
-                        flush=True,
-                    )
-        finally:
-            down()
-    finally:
-        embedded.stop(server.pgdata, pid=server.pid, remove=True)
+    with cpu_bound_lab(args.users) as (state, pids):
+        for cycle in range(args.cycles):
+            for condition in conditions:
+                baseline.loads.append(run_load(state.url, users=args.users, seconds=args.seconds))
+                assert condition.options is not None
+                result, size, ready = run_tracked(
+                    pids, condition.options, args.seconds, args.users, state.url
+                )
+                condition.loads.append(result)
+                condition.bytes_per_worker_minute.append(size)
+                condition.ready_seconds.append(ready)
+                print(
+                    f"  cycle {cycle + 1} {condition.name}: {result.rps:.1f} req/s "
+                    f"(baseline {baseline.loads[-1].rps:.1f}), capture "
+                    f"{size / 2**20:.1f} MiB/worker-min, tracking after {ready:.1f}s",
+                    flush=True,
+                )
 
     print(
         f"\n## memray on every lab worker ({args.users} users, {args.seconds:g} s windows, "

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from profiler.errors import InputError, UsageError
+from profiler.outputs import refuse_to_clobber
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +38,7 @@ class JsonlWriter:
     _file: IO[str] | None = field(default=None, init=False)
 
     def __enter__(self) -> JsonlWriter:
-        if self.path.exists() and not self.force:
-            raise UsageError(
-                f"{self.path} exists", hint="choose another -o, or pass --force to replace it"
-            )
+        refuse_to_clobber([self.path], force=self.force)
         try:
             self._file = self.path.open("w", encoding="utf-8")
         except OSError as exc:

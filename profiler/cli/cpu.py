@@ -11,6 +11,7 @@ import typer
 from profiler.cli import console
 from profiler.cli.options import JSON_OPTION, MATCH_OPTION, PID_OPTION
 from profiler.cli.signals import Terminated, terminate_as_exception
+from profiler.outputs import prepare_directory, refuse_to_clobber
 
 if TYPE_CHECKING:
     from profiler.capture.record import Recording, WorkerPlan, WorkerRecording
@@ -19,6 +20,23 @@ if TYPE_CHECKING:
 app = typer.Typer(help="CPU and stacks: py-spy on every worker at once.", no_args_is_help=True)
 
 SHOWN_FRAMES = 12
+
+# py-spy's sampling options, shared by `record` and `top`.
+RATE_OPTION = typer.Option(100, "--rate", min=1, max=1000, help="Samples per second per worker.")
+IDLE_OPTION = typer.Option(False, "--idle", help="Include threads that are waiting, not running.")
+GIL_OPTION = typer.Option(False, "--gil", help="Only samples of threads holding the GIL.")
+NATIVE_OPTION = typer.Option(False, "--native", help="Include native (C) frames.")
+NONBLOCKING_OPTION = typer.Option(
+    False, "--nonblocking", help="Never pause the workers (samples may be slightly torn)."
+)
+MAX_PAUSE_OPTION = typer.Option(
+    1.0,
+    "--max-pause",
+    min=0.0,
+    max=100.0,
+    help="Blocking mode: lower a worker's rate so sampling stops it at most this % of the "
+    "time (0 turns the guard off).",
+)
 
 
 @app.command()
@@ -29,10 +47,8 @@ def dump(
     show_locals: bool = typer.Option(
         False, "--locals", help="Include local variables (may show secrets: use with care)."
     ),
-    native: bool = typer.Option(False, "--native", help="Include native (C) frames."),
-    nonblocking: bool = typer.Option(
-        False, "--nonblocking", help="Do not pause the workers while reading their stacks."
-    ),
+    native: bool = NATIVE_OPTION,
+    nonblocking: bool = NONBLOCKING_OPTION,
     interval: float | None = typer.Option(
         None,
         "--interval",
@@ -186,23 +202,12 @@ def record(
         help="Seconds to record; without it, record until Ctrl-C.",
         show_default=False,
     ),
-    rate: int = typer.Option(100, "--rate", min=1, max=1000, help="Samples per second per worker."),
-    idle: bool = typer.Option(
-        False, "--idle", help="Include threads that are waiting, not running."
-    ),
-    gil: bool = typer.Option(False, "--gil", help="Only samples of threads holding the GIL."),
-    native: bool = typer.Option(False, "--native", help="Include native (C) frames."),
-    nonblocking: bool = typer.Option(
-        False, "--nonblocking", help="Never pause the workers (samples may be slightly torn)."
-    ),
-    max_pause: float = typer.Option(
-        1.0,
-        "--max-pause",
-        min=0.0,
-        max=100.0,
-        help="Blocking mode: lower a worker's rate so sampling stops it at most this % of the "
-        "time (0 turns the guard off).",
-    ),
+    rate: int = RATE_OPTION,
+    idle: bool = IDLE_OPTION,
+    gil: bool = GIL_OPTION,
+    native: bool = NATIVE_OPTION,
+    nonblocking: bool = NONBLOCKING_OPTION,
+    max_pause: float = MAX_PAUSE_OPTION,
     output: Path = typer.Option(
         Path("."), "-o", "--output", help="Directory for flamegraphs, speedscope and stacks."
     ),
@@ -218,7 +223,7 @@ def record(
 
     from profiler.capture import record as recorder
     from profiler.capture.stacks import PTRACE_HINT
-    from profiler.errors import AttachError, InterruptedCapture, UsageError
+    from profiler.errors import AttachError, InterruptedCapture
     from profiler.report.cpu_record import ArtifactWriter, artifact_paths, describe, stamp
     from profiler.targets.discovery import TargetSpec, attach_pids
 
@@ -231,17 +236,8 @@ def record(
     plans = recorder.plan(targets, options)
     _warn_about_cost(plans, gil)
     paths = artifact_paths(output, [p.pid for p in plans], stamp(time.time()))
-    clobbered = [path for path in paths.all() if path.exists()]
-    if clobbered and not force:
-        raise UsageError(
-            f"{clobbered[0]} already exists", hint="pass --force to overwrite, or another -o DIR"
-        )
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(
-            f"cannot create {output}: {exc.strerror}", hint="pick another -o DIR"
-        ) from exc
+    refuse_to_clobber(paths.all(), force=force)
+    prepare_directory(output)
     cmdlines = {worker_plan.pid: describe(worker_plan.pid) for worker_plan in plans}
     collapsed_paths = {p: files.collapsed for p, files in paths.workers.items()}
     recording = recorder.start(plans, options, collapsed_paths)
@@ -344,21 +340,12 @@ def _print_record_summary(manifest: dict[str, Any], directory: Path) -> None:
 @app.command()
 def top(
     pid: int = typer.Option(..., "--pid", help="The worker to watch.", show_default=False),
-    rate: int = typer.Option(100, "--rate", min=1, max=1000, help="Samples per second."),
-    idle: bool = typer.Option(
-        False, "--idle", help="Include threads that are waiting, not running."
-    ),
-    gil: bool = typer.Option(False, "--gil", help="Only samples of threads holding the GIL."),
-    native: bool = typer.Option(False, "--native", help="Include native (C) frames."),
-    nonblocking: bool = typer.Option(False, "--nonblocking", help="Never pause the worker."),
-    max_pause: float = typer.Option(
-        1.0,
-        "--max-pause",
-        min=0.0,
-        max=100.0,
-        help="Blocking mode: lower the rate so sampling stops the worker at most this % of the "
-        "time (0 turns the guard off).",
-    ),
+    rate: int = RATE_OPTION,
+    idle: bool = IDLE_OPTION,
+    gil: bool = GIL_OPTION,
+    native: bool = NATIVE_OPTION,
+    nonblocking: bool = NONBLOCKING_OPTION,
+    max_pause: float = MAX_PAUSE_OPTION,
 ) -> None:
     """py-spy's live top view of one worker: the functions using CPU now. Ctrl-C quits.
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from profiler.cli import console
 from profiler.cli.signals import Terminated, terminate_as_exception
-from profiler.errors import AttachError, InterruptedCapture, UsageError
+from profiler.errors import AttachError, InterruptedCapture
 from profiler.memory import preflight
 from profiler.memory.attach import (
     MemOptions,
@@ -26,6 +26,7 @@ from profiler.memory.attach import (
     safety_seconds,
 )
 from profiler.memory.rss import RssSampler
+from profiler.outputs import prepare_directory, refuse_to_clobber
 from profiler.report.cpu_record import stamp
 from profiler.targets.discovery import TargetSpec, attach_pids
 
@@ -43,7 +44,7 @@ def run_attach(
 ) -> None:
     started = time.time()
     ready = _ready_workers(spec, lend=lend)
-    directory = _prepare(output)
+    directory = prepare_directory(output).resolve()  # the worker has its own cwd
     when = stamp(started)
     captures = [
         WorkerCapture(
@@ -60,7 +61,9 @@ def run_attach(
     ]
     rss_path = directory / f"rss-{when}.jsonl"
     manifest_path = directory / f"mem-attach-{when}.json"
-    _refuse_to_clobber([*(c.capture for c in captures), rss_path, manifest_path], force=force)
+    paths = [*(c.capture for c in captures), rss_path, manifest_path]
+    for path in refuse_to_clobber(paths, force=force):
+        path.unlink()  # memray refuses to write over a file
     check_writable(directory, [c.pid for c in captures])
 
     interrupted = False
@@ -123,26 +126,6 @@ def _ready_workers(spec: TargetSpec, *, lend: bool) -> list[preflight.Ready]:
     if not ready:
         raise type(errors[-1])(errors[-1].message, hint=errors[-1].hint)
     return ready
-
-
-def _refuse_to_clobber(paths: list[Path], *, force: bool) -> None:
-    clobbered = [path for path in paths if path.exists()]
-    if clobbered and not force:
-        raise UsageError(
-            f"{clobbered[0]} already exists", hint="pass --force to overwrite, or another -o DIR"
-        )
-    for path in clobbered:
-        path.unlink()  # memray refuses to write over a file
-
-
-def _prepare(output: Path) -> Path:
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(
-            f"cannot create {output}: {exc.strerror}", hint="pick another -o DIR"
-        ) from exc
-    return output.resolve()  # the worker resolves relative paths against its own cwd
 
 
 def _report_attach(captures: list[WorkerCapture], started: float) -> None:

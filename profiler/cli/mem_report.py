@@ -118,8 +118,8 @@ def _write_reports(
     """Write what memray can write for each capture; say what it cannot, once per reason."""
     import shlex
 
-    from profiler.errors import UsageError
     from profiler.memory import reports
+    from profiler.outputs import prepare_directory
 
     to_write: list[PlannedReport] = []
     skipped: dict[Path, dict[str, str]] = {capture: {} for capture in summaries}
@@ -136,12 +136,7 @@ def _write_reports(
     if not to_write:
         return [], skipped
     if output is not None:
-        try:
-            output.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(
-                f"cannot create {output}: {exc.strerror}", hint="pick another -o DIR"
-            ) from exc
+        prepare_directory(output)
     for planned_report in to_write:
         if planned_report.name != "tree":
             console.detail(shlex.join(reports.memray_argv(planned_report, offline=offline)))

@@ -22,6 +22,7 @@ from typing import TextIO
 
 from profiler.errors import InputError, UsageError
 from profiler.memory.summary import CaptureSummary, Frame, StackUsage
+from profiler.outputs import refuse_to_clobber
 
 KINDS = ("flamegraph", "table", "tree", "stats", "summary")
 """What ``--kind`` accepts besides ``all`` and ``none``."""
@@ -142,11 +143,7 @@ def prepare(
             what = "not a file" if capture.exists() else "no such file"
             raise InputError(f"{capture}: {what}", hint="pass memray capture files (.bin)")
     planned = plan(captures, names, directory)
-    clobbered = [report.path for report in planned if report.path.exists()]
-    if clobbered and not force:
-        raise UsageError(
-            f"{clobbered[0]} already exists", hint="pass --force to overwrite, or another -o DIR"
-        )
+    refuse_to_clobber((report.path for report in planned), force=force)
     return planned
 
 
