@@ -382,3 +382,19 @@ def test_speedscope_round_trips_through_a_compact_file(tmp_path: Path) -> None:
     assert json.loads(text) == document
     assert text.count("\n") == 1 and ", " not in text and '": ' not in text
     assert text.isascii()
+
+
+def test_a_torn_py_spy_line_costs_one_fragment_not_the_capture() -> None:
+    """A nonblocking sample can carry a garbage name with a newline: `x 12` then ` 3`."""
+    from profiler.analysis import collapsed
+    from profiler.errors import InputError
+
+    text = "main (a.py:1);work (a.py:5) 40\nmain (a.py:1);x 12\n 3\nmain (a.py:1) 2\n"
+    stacks, dropped = collapsed.parse_lenient(text)
+    assert stacks["main (a.py:1);work (a.py:5)"] == 40 and stacks["main (a.py:1)"] == 2
+    assert dropped == 1
+    with pytest.raises(InputError, match="line 3"):
+        collapsed.parse(text)
+    # a label split by a newline is joined, in both modes
+    joined = collapsed.parse("a;gen (<tpl\n>:2) 5\n")
+    assert joined == {"a;gen (<tpl\\n>:2)": 5}

@@ -38,7 +38,31 @@ def parse(text: str, *, source: str = "collapsed stacks") -> Counter[str]:
     Raises :class:`InputError` naming the first malformed line: a report built
     from half a file would silently lie about where the time went.
     """
+    stacks, malformed = _parse(text)
+    if malformed:
+        number, fragment = malformed[0]
+        raise InputError(
+            f"{source}: line {number} is not `stack count`: {fragment[:120]!r}",
+            hint="collapsed stacks come from `profiler cpu record` or `py-spy --format raw`",
+        )
+    return stacks
+
+
+def parse_lenient(text: str) -> tuple[Counter[str], int]:
+    """Like :func:`parse`, but drops what cannot be read and says how much.
+
+    For py-spy's own output: a nonblocking sample read while the worker
+    changed it can carry a garbage name with a newline in it, which leaves a
+    stray fragment such as `` 3`` on a line of its own. One torn sample must
+    not cost the whole capture.
+    """
+    stacks, malformed = _parse(text)
+    return stacks, len(malformed)
+
+
+def _parse(text: str) -> tuple[Counter[str], list[tuple[int, str]]]:
     stacks: Counter[str] = Counter()
+    malformed: list[tuple[int, str]] = []
     pending = ""  # a label with a newline in it (generated code's "filename") spans lines
     first = 0
     for number, line in enumerate(text.split("\n"), start=1):
@@ -46,28 +70,36 @@ def parse(text: str, *, source: str = "collapsed stacks") -> Counter[str]:
             continue
         first = first or number
         stack, _, count = (pending + line).rstrip().rpartition(" ")
-        if not stack or not count.isdigit():
+        if stack.strip() and count.isdigit():
+            stacks[stack] += int(count)
+            pending, first = "", 0
+        elif not stack.strip() and count.isdigit():  # a stray count: nothing to join it to
+            malformed.append((first, pending + line))
+            pending, first = "", 0
+        else:
             pending += line + "\\n"
-            continue
-        stacks[stack] += int(count)
-        pending, first = "", 0
     if pending:
-        raise InputError(
-            f"{source}: line {first} is not `stack count`: {pending[:120]!r}",
-            hint="collapsed stacks come from `profiler cpu record` or `py-spy --format raw`",
-        )
-    return stacks
+        malformed.append((first, pending))
+    return stacks, malformed
 
 
 def read(path: Path) -> Counter[str]:
     """A collapsed-stacks file, as :func:`parse` reads it."""
+    return parse(_text(path), source=str(path))
+
+
+def read_lenient(path: Path) -> tuple[Counter[str], int]:
+    """A collapsed-stacks file, as :func:`parse_lenient` reads it (undecodable bytes replaced)."""
+    return parse_lenient(_text(path, errors="replace"))
+
+
+def _text(path: Path, errors: str = "strict") -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8", errors=errors)
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(
             f"cannot read {path}: {exc}", hint="check the path and that the file is text"
         ) from exc
-    return parse(text, source=str(path))
 
 
 def format_lines(stacks: Mapping[str, int]) -> str:

@@ -99,13 +99,14 @@ class ArtifactWriter:
         self.options = options
         self.cmdlines = cmdlines
         self.stacks: dict[int, Counter[str]] = {}
+        self.dropped: dict[int, int] = {}  # torn fragments in py-spy's output, per worker
         self.first_flamegraph: float | None = None
 
     def worker_done(self, worker: WorkerRecording) -> None:
         if not worker.has_stacks or worker.pid in self.stacks:
             return
         files = self.paths.workers[worker.pid]
-        stacks = collapsed.read(worker.collapsed)
+        stacks, self.dropped[worker.pid] = collapsed.read_lenient(worker.collapsed)
         self.stacks[worker.pid] = stacks
         collapsed.write(files.collapsed, stacks)  # heaviest first
         window = self._window()
@@ -159,6 +160,7 @@ def _manifest(writer: ArtifactWriter, interrupted: bool) -> dict[str, Any]:
         entry = _worker_entry(worker, writer.cmdlines.get(worker.pid, ""), options)
         if worker.pid in per_worker:
             entry["artifacts"] = _files_json(paths.workers[worker.pid])
+        entry["dropped_fragments"] = writer.dropped.get(worker.pid, 0)
         entries.append(entry)
 
     merged_entry: dict[str, Any] | None = None
