@@ -156,7 +156,7 @@ def to_dataframe(stacks: Mapping[str, int], **columns: object) -> pd.DataFrame:
     """One row per stack: ``stack, samples, leaf, depth`` plus constant ``columns``.
 
     ``columns`` tags rows (``worker_pid=4242``) so several workers concatenate
-    into one frame for notebooks. Needs pandas (``pip install profiler[analysis]``).
+    into one frame for notebooks. pandas is a dependency of profiler.
     """
     import pandas as pd
 

@@ -112,7 +112,7 @@ def to_dataframe(samples: list[StackSample]) -> pd.DataFrame:
 
     ``stack`` is the collapsed notation (outermost first), so grouping by it
     and counting gives a flamegraph's input for any time slice. Needs pandas
-    (``pip install profiler[analysis]``).
+    (a dependency of profiler).
     """
     import pandas as pd
 
