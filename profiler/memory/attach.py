@@ -101,8 +101,8 @@ def check_writable(directory: Path, pids: Sequence[int]) -> None:
         raise AttachError(f"cannot use {directory}: {exc.strerror}") from None
     for pid in pids:
         try:
-            uids = psutil.Process(pid).uids()
-            gids = psutil.Process(pid).gids()
+            proc = psutil.Process(pid)
+            uids, gids = proc.uids(), proc.gids()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
         if not _may_write(info, uids.effective, {gids.effective, gids.real}):
