@@ -131,7 +131,10 @@ def as_datetime(epoch: float | None) -> datetime | None:
 class Snapshot:
     """Every backend at one instant, with who owns each one and who blocks whom.
 
-    ``owners`` is keyed by backend pid; ``blocked_by`` only has entries for
+    ``taken_at`` is our clock (UTC) just before the query, the clock stacks and
+    RSS are stamped on; each row's ``sampled_at`` is the server's, so their
+    difference puts server times on ours. ``owners`` is keyed by backend pid;
+    ``blocked_by`` only has entries for
     backends waiting on a lock when lock detail was fetched (at most once a
     second). ``fetch_seconds`` and ``owner_seconds`` are our own costs.
     """

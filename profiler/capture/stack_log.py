@@ -24,6 +24,20 @@ if TYPE_CHECKING:
 
 FORMAT = "profiler-stack-samples"
 VERSION = 1
+# The DataFrame's columns (to_dataframe), in order.
+COLUMNS = (
+    "taken_at",
+    "worker_pid",
+    "thread_id",
+    "os_thread_id",
+    "thread_name",
+    "active",
+    "owns_gil",
+    "leaf",
+    "depth",
+    "stack",
+    "dump_seconds",
+)
 HINT = "stack sample logs come from `profiler cpu dump --interval S -o FILE`"
 
 
@@ -116,19 +130,6 @@ def to_dataframe(samples: list[StackSample]) -> pd.DataFrame:
     """
     import pandas as pd
 
-    columns = [
-        "taken_at",
-        "worker_pid",
-        "thread_id",
-        "os_thread_id",
-        "thread_name",
-        "active",
-        "owns_gil",
-        "leaf",
-        "depth",
-        "stack",
-        "dump_seconds",
-    ]
     rows = [
         (
             sample.taken_at,
@@ -145,6 +146,6 @@ def to_dataframe(samples: list[StackSample]) -> pd.DataFrame:
         )
         for sample in samples
     ]
-    frame: pd.DataFrame = pd.DataFrame(rows, columns=columns)
+    frame: pd.DataFrame = pd.DataFrame(rows, columns=list(COLUMNS))
     frame["taken_at"] = pd.to_datetime(frame["taken_at"], utc=True)
     return frame

@@ -14,7 +14,7 @@ import typer
 import typer.exceptions
 
 from profiler import __version__
-from profiler.cli import console, cpu, db, doctor, lab, mem, workers
+from profiler.cli import console, cpu, db, doctor, lab, mem, session, workers
 from profiler.errors import ExitCode, ProfilerError
 
 app = typer.Typer(
@@ -31,6 +31,7 @@ app.command(name="workers")(workers.workers)
 app.add_typer(cpu.app, name="cpu")
 app.add_typer(mem.app, name="mem")
 app.add_typer(db.app, name="db")
+app.add_typer(session.app, name="session")
 app.add_typer(lab.app, name="lab")
 
 

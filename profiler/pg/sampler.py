@@ -115,6 +115,10 @@ class ActivitySampler:
         if self._conn is None:
             self.open()
         assert self._conn is not None
+        # Our clock, not the server's (``sampled_at`` is the server's): stacks and RSS
+        # are stamped on ours, and correlation puts server times on it through the
+        # difference, which also absorbs any skew between the two hosts.
+        taken_at = datetime.now(timezone.utc)
         started = time.perf_counter()
         sql = queries.load("activity", self._server_version)
         # Tuples built positionally, times as float epochs: at 500 backends,
@@ -129,11 +133,6 @@ class ActivitySampler:
         owners = {}
         if self._resolver is not None:
             owners = self._resolver.resolve(backends)
-        taken_at = (
-            datetime.fromtimestamp(backends[0].sampled_at, timezone.utc)
-            if backends
-            else datetime.now(timezone.utc)
-        )
         return Snapshot(
             taken_at=taken_at,
             server_version=self._server_version,

@@ -1,0 +1,600 @@
+"""Transactions held open, and what the process holding each one was doing meanwhile.
+
+Pure functions over the frames a session reader gives (no I/O, no clock: time
+comes from the samples), vectorised so an hour at 1,000 backends (3.6 M
+activity rows) and 100 k stack samples correlate in seconds:
+
+* :func:`held_episodes`: each transaction a backend held open, seen across
+  snapshots, one row per transaction;
+* :func:`stacks_during`: the owning worker's stacks while it held each one;
+* :func:`hold_profile`: stacks weighted by connection-seconds held, for a
+  flamegraph of "where were we while holding a connection";
+* :func:`connections_held`: per snapshot, how many transactions each process held;
+* :func:`memory_alignment`: each RSS sample with the count held at that moment.
+
+Times are epoch seconds on our clock. Activity rows carry the server's times
+(``xact_start``, ``state_change``, ``sampled_at``) and ``clock_offset``, which
+puts them on ours; stack and RSS ``taken_at`` may be datetimes (as the readers
+give them) or epoch floats.
+
+What stacks can say about a held connection depends on the worker:
+
+* A threaded (sync) worker runs a request on one thread from start to end; the
+  thread holding the connection is usually the one in database or ORM code
+  (or in whatever slow call it makes between two statements), so the worker's
+  stacks during an episode do show the holder, next to its other threads
+  (``threads="active"`` drops the ones py-spy sees waiting).
+* An asyncio worker holds a session in a coroutine; while that coroutine is
+  suspended at ``await`` (say, awaiting a downstream HTTP call with the
+  transaction open) it is on no thread's stack, so py-spy cannot see it at
+  all. Stacks during such an episode show what the event loop did meanwhile,
+  often nothing (idle in ``select``/``epoll``) or other requests, not the
+  holder. Read them as "what else this worker was doing", and find the holder
+  from the episode's queries and ``application_name``, or with task-aware
+  tooling.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from profiler.errors import UsageError
+from profiler.model import IDLE_IN_TRANSACTION
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+    import pandas as pd
+
+Threads = Literal["all", "active"]
+
+QUERIES_KEPT = 5  # distinct query texts kept per episode, most recent first
+CLIENT_BACKEND = "client backend"
+
+EPISODE_COLUMNS = (
+    "episode_id",
+    "pid",
+    "backend_start",
+    "xact_start",
+    "owner_pid",
+    "owner_cmdline",
+    "start",
+    "first_seen",
+    "last_seen",
+    "end",
+    "open",
+    "duration",
+    "idle_seconds",
+    "max_idle_age",
+    "queries",
+    "last_query",
+    "application_name",
+    "samples",
+)
+STACKS_DURING_COLUMNS = ("episode_id", "stack", "samples", "share")
+HELD_COLUMNS = ("taken_at", "owner_pid", "held")
+ALIGNMENT_COLUMNS = ("taken_at", "worker_pid", "rss_bytes", "held")
+
+
+# -- episodes -------------------------------------------------------------------------------
+
+
+def held_episodes(
+    activity: pd.DataFrame,
+    *,
+    session_end: float,
+    snapshots: Sequence[float] | npt.NDArray[np.float64] | None = None,
+) -> pd.DataFrame:
+    """Every transaction a client backend held, one row each, in order of start.
+
+    A backend is in a transaction while ``xact_start`` is set (``active``,
+    ``idle in transaction``, ``idle in transaction (aborted)``); autovacuum
+    and other non-client backends are left out. An episode is keyed by
+    ``(pid, backend_start, xact_start)``: the server's own start of the
+    transaction, exact whatever our sampling interval, and a pid reused by a
+    new backend (another ``backend_start``) is another key. Rows may come in
+    any order; gaps in sampling do not split an episode (the key is the same
+    on both sides).
+
+    Columns: ``episode_id`` (0.., in order of ``start``); ``pid``,
+    ``backend_start``, ``xact_start`` (the key, server clock); ``owner_pid``
+    (``<NA>`` when no local process was found: kept, not dropped),
+    ``owner_cmdline``; ``start`` (``xact_start`` on our clock, via the row's
+    ``clock_offset``); ``first_seen``, ``last_seen`` (our ``taken_at``);
+    ``end``: the first snapshot after ``last_seen``, the one where the
+    transaction was gone (an upper bound: it ended between ``last_seen`` and
+    ``end``; across a sampling gap that window is the gap), NaN when the
+    transaction was still open at the last snapshot (``open`` True);
+    ``duration``: ``end`` (or ``session_end`` when open) minus ``start``;
+    ``idle_seconds``: time spent idle in the transaction as the server
+    measured it: per idle period (one ``state_change``) its longest age seen,
+    summed; a lower bound, exact at the start of each period;
+    ``max_idle_age``: the longest of those (NaN if never seen idle);
+    ``queries``: distinct query texts seen, most recent first, at most
+    :data:`QUERIES_KEPT`; ``last_query``, ``application_name``: from the last
+    row seen; ``samples``: rows seen.
+
+    ``snapshots``: every snapshot's time (``Session.snapshots``), so an empty
+    snapshot still ends an episode; by default the distinct ``taken_at`` of
+    ``activity``. ``session_end``: epoch seconds, our clock.
+    """
+    import pandas as pd
+
+    if activity.empty:
+        return empty_episodes()
+    xact_all = _floats(activity["xact_start"])
+    rows = np.flatnonzero(~np.isnan(xact_all) & _client_backends(activity))
+    if rows.size == 0:
+        return empty_episodes()
+    snaps = _snapshot_times(activity, snapshots)
+
+    pid = activity["pid"].to_numpy(dtype=np.int64)[rows]
+    backend_start = _floats(activity["backend_start"])[rows]
+    start_key = np.where(np.isnan(backend_start), -np.inf, backend_start)
+    xact = xact_all[rows]
+    taken = _floats(activity["taken_at"])[rows]
+    order = np.lexsort((taken, xact, start_key, pid))
+    rows, pid = rows[order], pid[order]
+    backend_start, start_key = backend_start[order], start_key[order]
+    xact, taken = xact[order], taken[order]
+    n = rows.size
+    new = np.ones(n, dtype=bool)
+    new[1:] = (pid[1:] != pid[:-1]) | (start_key[1:] != start_key[:-1]) | (xact[1:] != xact[:-1])
+    episode = np.cumsum(new) - 1
+    first = np.flatnonzero(new)
+    last = np.append(first[1:] - 1, n - 1)
+    count = first.size
+
+    offset = _column_floats(activity, "clock_offset", 0.0)[rows]
+    start = xact[first] + offset[first]
+    first_seen, last_seen = taken[first], taken[last]
+    following = np.searchsorted(snaps, last_seen, side="right")
+    still_open = following >= snaps.size
+    end = np.where(still_open, np.nan, snaps[np.minimum(following, snaps.size - 1)])
+    duration = np.where(still_open, session_end, end) - start
+
+    idle_seconds, max_idle_age = _idle(activity, rows, episode, count)
+    queries, last_query = _queries(activity["query"], rows, episode, last, count)
+
+    frame: pd.DataFrame = pd.DataFrame(
+        {
+            "pid": pid[first],
+            "backend_start": backend_start[first],
+            "xact_start": xact[first],
+            "owner_pid": _nullable_ints(activity["owner_pid"].iloc[rows[last]]),
+            "owner_cmdline": _values(activity, "owner_cmdline", rows[last]),
+            "start": start,
+            "first_seen": first_seen,
+            "last_seen": last_seen,
+            "end": end,
+            "open": still_open,
+            "duration": duration,
+            "idle_seconds": idle_seconds,
+            "max_idle_age": max_idle_age,
+            "queries": queries,
+            "last_query": last_query,
+            "application_name": _values(activity, "application_name", rows[last]),
+            "samples": (last - first + 1).astype(np.int64),
+        }
+    )
+    frame = frame.sort_values(["start", "pid", "backend_start"], kind="stable", ignore_index=True)
+    frame.insert(0, "episode_id", np.arange(len(frame), dtype=np.int64))
+    return frame
+
+
+def _idle(
+    activity: pd.DataFrame, rows: Any, episode: Any, count: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Per episode: the idle-in-transaction time the server measured, and its longest period."""
+    idle_seconds = np.zeros(count)
+    max_idle_age = np.full(count, np.nan)
+    idle = activity["state"].isin(IDLE_IN_TRANSACTION).to_numpy(dtype=bool)[rows]
+    changed = _floats(activity["state_change"])[rows]
+    sampled = _floats(activity["sampled_at"])[rows]
+    chosen = idle & ~np.isnan(changed)
+    if not chosen.any():
+        return idle_seconds, max_idle_age
+    ep, changed, age = episode[chosen], changed[chosen], np.maximum(sampled - changed, 0.0)[chosen]
+    order = np.lexsort((changed, ep))
+    ep, changed, age = ep[order], changed[order], age[order]
+    period = np.ones(ep.size, dtype=bool)  # one idle period: one (episode, state_change)
+    period[1:] = (ep[1:] != ep[:-1]) | (changed[1:] != changed[:-1])
+    starts = np.flatnonzero(period)
+    longest = np.maximum.reduceat(age, starts)
+    period_ep = ep[starts]
+    idle_seconds = np.bincount(period_ep, weights=longest, minlength=count).astype(np.float64)
+    firsts = np.flatnonzero(np.append(True, period_ep[1:] != period_ep[:-1]))
+    max_idle_age[period_ep[firsts]] = np.maximum.reduceat(longest, firsts)
+    return idle_seconds, max_idle_age
+
+
+def _queries(
+    column: pd.Series[Any], rows: Any, episode: Any, last: Any, count: int
+) -> tuple[list[tuple[str, ...]], list[str | None]]:
+    """Distinct texts per episode (most recent first, capped) and the last row's text."""
+    import pandas as pd
+
+    codes, texts = _codes(column, rows)
+    categories: list[str | None] = [None if pd.isna(t) else str(t) for t in texts]
+    last_code = codes[last]
+    last_query = [categories[c] if c >= 0 else None for c in last_code.tolist()]
+    queries: list[list[str]] = [[] for _ in range(count)]
+    valid = codes >= 0
+    if valid.any() and categories:
+        width = np.int64(len(categories))
+        position = np.arange(codes.size)[valid]
+        pair = episode[valid].astype(np.int64) * width + codes[valid]
+        # Last occurrence of each (episode, text): first one in the reversed order.
+        unique, at = np.unique(pair[::-1], return_index=True)
+        seen_last = position[::-1][at]
+        pair_ep, pair_code = unique // width, unique % width
+        order = np.lexsort((-seen_last, pair_ep))
+        pair_ep, pair_code = pair_ep[order], pair_code[order]
+        rank = np.arange(pair_ep.size) - np.searchsorted(pair_ep, pair_ep, side="left")
+        kept = rank < QUERIES_KEPT
+        for ep, code in zip(pair_ep[kept].tolist(), pair_code[kept].tolist(), strict=True):
+            text = categories[code]
+            if text is not None:
+                queries[ep].append(text)
+    return [tuple(q) for q in queries], last_query
+
+
+# -- stacks ---------------------------------------------------------------------------------
+
+
+def stacks_during(
+    episodes: pd.DataFrame, samples: pd.DataFrame, *, threads: Threads = "all"
+) -> pd.DataFrame:
+    """The owning worker's stacks during each episode, folded.
+
+    A sample belongs to an episode when its ``worker_pid`` is the episode's
+    ``owner_pid`` and ``start <= taken_at <= end`` (``start + duration``, that
+    is the session's end, for an open episode). ``end`` is an upper bound
+    (the snapshot that found the transaction gone), so up to one sampling
+    interval after the real end can be included. Episodes without an owner,
+    or without samples, have no rows. ``threads="active"`` keeps only samples
+    py-spy saw running (``active``).
+
+    Columns: ``episode_id``, ``stack`` (collapsed, outermost first),
+    ``samples``, ``share`` (of the episode's samples); heaviest first within
+    an episode.
+
+    What can be attributed: for a threaded (sync) worker the holder is usually
+    the thread in database code; for an asyncio worker a coroutine suspended
+    at ``await`` while holding a session is on no thread's stack, so these are
+    the event loop's other work (often idle in ``select``), not the holder's.
+    See the module docstring.
+    """
+    import pandas as pd
+
+    episode, code, categories = _pairs(episodes, samples, threads)
+    if episode.size == 0:
+        return empty_stacks_during()
+    width = np.int64(len(categories))
+    unique, counts = np.unique(episode * width + code, return_counts=True)
+    pair_ep, pair_code = unique // width, unique % width
+    totals = np.bincount(episode)
+    alphabetical = np.argsort(np.argsort(np.asarray(categories, dtype=object)))
+    order = np.lexsort((alphabetical[pair_code], -counts, pair_ep))
+    pair_ep, pair_code, counts = pair_ep[order], pair_code[order], counts[order]
+    frame: pd.DataFrame = pd.DataFrame(
+        {
+            "episode_id": pair_ep,
+            "stack": pd.Categorical.from_codes(pair_code, categories=pd.Index(categories)),
+            "samples": counts.astype(np.int64),
+            "share": counts / totals[pair_ep],
+        }
+    )
+    return frame
+
+
+def hold_profile(
+    episodes: pd.DataFrame,
+    samples: pd.DataFrame,
+    *,
+    interval: float,
+    threads: Threads = "all",
+) -> Counter[str]:
+    """Stacks weighted by connection time held, in milliseconds (flamegraphs want integers).
+
+    Each sample of a worker inside one of its episodes counts ``interval``
+    seconds (the dump interval) for each of that worker's episodes open at
+    that instant: a worker holding 4 connections while in stack S accrues 4x.
+    The result renders with :func:`profiler.render.flamegraph.render_svg`
+    (``unit="ms held"``). Same attribution limits as :func:`stacks_during`:
+    for asyncio workers the weight lands on whatever the loop did while the
+    holder was suspended.
+    """
+    if not interval > 0:
+        raise UsageError(
+            f"interval must be positive, not {interval}", hint="pass the dump interval"
+        )
+    episode, code, categories = _pairs(episodes, samples, threads)
+    profile: Counter[str] = Counter()
+    if episode.size == 0:
+        return profile
+    counts = np.bincount(code, minlength=len(categories))
+    for index in np.flatnonzero(counts):
+        millis = round(int(counts[index]) * interval * 1000)
+        if millis > 0:
+            profile[categories[index]] = millis
+    return profile
+
+
+def _pairs(
+    episodes: pd.DataFrame, samples: pd.DataFrame, threads: str
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], list[str]]:
+    """Every (episode, sample) with the sample in the episode: episode ids, stack codes, stacks.
+
+    Sort + searchsorted per worker, then one ``repeat``: memory and time follow
+    the number of pairs, never episodes x samples.
+    """
+    if threads not in ("all", "active"):
+        raise UsageError(f"threads must be 'all' or 'active', not {threads!r}")
+    nothing: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], list[str]] = (
+        np.zeros(0, np.int64),
+        np.zeros(0, np.int64),
+        [],
+    )
+    if episodes.empty or samples.empty:
+        return nothing
+    if threads == "active":
+        samples = samples[samples["active"].to_numpy(dtype=bool)]
+        if samples.empty:
+            return nothing
+    when = _epoch(samples["taken_at"])
+    worker = samples["worker_pid"].to_numpy(dtype=np.int64)
+    code, categories = _codes(samples["stack"], np.arange(len(samples)))
+    order = np.lexsort((when, worker))
+    when, worker, code = when[order], worker[order], code[order]
+    workers, segment_start = np.unique(worker, return_index=True)
+    segment_end = np.append(segment_start[1:], worker.size)
+
+    owner = episodes["owner_pid"].to_numpy(dtype=np.int64, na_value=-1)
+    begin = _floats(episodes["start"])
+    finish = _floats(episodes["end"])
+    finish = np.where(np.isnan(finish), begin + _floats(episodes["duration"]), finish)
+    ids = episodes["episode_id"].to_numpy(dtype=np.int64)
+    segment = np.minimum(np.searchsorted(workers, owner), workers.size - 1)
+    usable = (owner >= 0) & (workers[segment] == owner) & ~np.isnan(begin) & ~np.isnan(finish)
+    low = np.zeros(len(episodes), dtype=np.int64)
+    high = np.zeros(len(episodes), dtype=np.int64)
+    chosen = np.flatnonzero(usable)
+    by_segment = chosen[np.argsort(segment[chosen], kind="stable")]
+    bounds = np.flatnonzero(np.diff(segment[by_segment])) + 1
+    for group in np.split(by_segment, bounds):
+        if group.size == 0:
+            continue
+        a, b = segment_start[segment[group[0]]], segment_end[segment[group[0]]]
+        low[group] = a + np.searchsorted(when[a:b], begin[group], side="left")
+        high[group] = a + np.searchsorted(when[a:b], finish[group], side="right")
+    counts = np.maximum(high - low, 0)
+    total = int(counts.sum())
+    if total == 0:
+        return nothing
+    episode = np.repeat(ids, counts)
+    index = np.arange(total, dtype=np.int64) + np.repeat(low - (np.cumsum(counts) - counts), counts)
+    stack_code = code[index]
+    keep = stack_code >= 0
+    return episode[keep], stack_code[keep], [str(c) for c in categories]
+
+
+# -- counts over time -----------------------------------------------------------------------
+
+
+def connections_held(
+    activity: pd.DataFrame,
+    *,
+    snapshots: Sequence[float] | npt.NDArray[np.float64] | None = None,
+) -> pd.DataFrame:
+    """Per snapshot, how many client backends each owner held in a transaction.
+
+    One row per snapshot per owner that held a transaction at any time in the
+    recording (``held`` 0 when it held none then), so a count dropping to zero
+    is a row, not a missing one. Backends with no known owner count under
+    ``owner_pid`` ``<NA>``. Columns: ``taken_at`` (our clock), ``owner_pid``,
+    ``held``.
+    """
+    import pandas as pd
+
+    if activity.empty:
+        return empty_held()
+    rows = np.flatnonzero(~np.isnan(_floats(activity["xact_start"])) & _client_backends(activity))
+    if rows.size == 0:
+        return empty_held()
+    snaps = _snapshot_times(activity, snapshots)
+    taken = _floats(activity["taken_at"])[rows]
+    owner = activity["owner_pid"].to_numpy(dtype=np.int64, na_value=-1)[rows]
+    owners = np.unique(owner)
+    at = np.minimum(np.searchsorted(snaps, taken), snaps.size - 1)
+    flat = at * owners.size + np.searchsorted(owners, owner)
+    held = np.bincount(flat, minlength=snaps.size * owners.size)
+    owner_column = np.tile(owners, snaps.size)
+    frame: pd.DataFrame = pd.DataFrame(
+        {
+            "taken_at": np.repeat(snaps, owners.size),
+            "owner_pid": pd.array(np.where(owner_column < 0, 0, owner_column), dtype="Int64"),
+            "held": held.astype(np.int64),
+        }
+    )
+    frame.loc[owner_column < 0, "owner_pid"] = pd.NA
+    return frame
+
+
+def memory_alignment(held: pd.DataFrame, rss: pd.DataFrame) -> pd.DataFrame:
+    """Each RSS sample with the transactions its worker held at the latest snapshot before it.
+
+    ``held`` is :func:`connections_held`'s frame; ``rss`` has ``taken_at``,
+    ``worker_pid``, ``rss_bytes``. ``held`` is ``<NA>`` before the first
+    snapshot (nothing known yet), 0 for a worker that held nothing at that
+    snapshot; after the last snapshot the last count is carried. Columns:
+    ``taken_at`` (epoch seconds, our clock), ``worker_pid``, ``rss_bytes``,
+    ``held``; in time order.
+    """
+    import pandas as pd
+
+    if rss.empty:
+        return empty_alignment()
+    left: pd.DataFrame = pd.DataFrame(
+        {
+            "taken_at": _epoch(rss["taken_at"]),
+            "worker_pid": rss["worker_pid"].to_numpy(dtype=np.int64),
+            "rss_bytes": rss["rss_bytes"].to_numpy(dtype=np.int64),
+        }
+    ).sort_values(["taken_at", "worker_pid"], kind="stable", ignore_index=True)
+    known = held[held["owner_pid"].notna()]
+    right: pd.DataFrame = pd.DataFrame(
+        {
+            "taken_at": _floats(known["taken_at"]),
+            "worker_pid": known["owner_pid"].to_numpy(dtype=np.int64),
+            "held": known["held"].to_numpy(dtype=np.int64),
+        }
+    ).sort_values("taken_at", kind="stable", ignore_index=True)
+    merged = pd.merge_asof(left, right, on="taken_at", by="worker_pid", direction="backward")
+    counts = merged["held"].astype("Int64")
+    if not held.empty:
+        first = float(np.min(_floats(held["taken_at"])))
+        counts = counts.mask(counts.isna() & (merged["taken_at"] >= first), 0)
+    merged["held"] = counts
+    return merged
+
+
+# -- empty frames ---------------------------------------------------------------------------
+
+
+def empty_episodes() -> pd.DataFrame:
+    import pandas as pd
+
+    frame: pd.DataFrame = pd.DataFrame(
+        {
+            "episode_id": pd.Series([], dtype="int64"),
+            "pid": pd.Series([], dtype="int64"),
+            "backend_start": pd.Series([], dtype="float64"),
+            "xact_start": pd.Series([], dtype="float64"),
+            "owner_pid": pd.Series([], dtype="Int64"),
+            "owner_cmdline": pd.Series([], dtype="object"),
+            "start": pd.Series([], dtype="float64"),
+            "first_seen": pd.Series([], dtype="float64"),
+            "last_seen": pd.Series([], dtype="float64"),
+            "end": pd.Series([], dtype="float64"),
+            "open": pd.Series([], dtype="bool"),
+            "duration": pd.Series([], dtype="float64"),
+            "idle_seconds": pd.Series([], dtype="float64"),
+            "max_idle_age": pd.Series([], dtype="float64"),
+            "queries": pd.Series([], dtype="object"),
+            "last_query": pd.Series([], dtype="object"),
+            "application_name": pd.Series([], dtype="object"),
+            "samples": pd.Series([], dtype="int64"),
+        }
+    )
+    return frame
+
+
+def empty_stacks_during() -> pd.DataFrame:
+    import pandas as pd
+
+    frame: pd.DataFrame = pd.DataFrame(
+        {
+            "episode_id": pd.Series([], dtype="int64"),
+            "stack": pd.Categorical([]),
+            "samples": pd.Series([], dtype="int64"),
+            "share": pd.Series([], dtype="float64"),
+        }
+    )
+    return frame
+
+
+def empty_held() -> pd.DataFrame:
+    import pandas as pd
+
+    frame: pd.DataFrame = pd.DataFrame(
+        {
+            "taken_at": pd.Series([], dtype="float64"),
+            "owner_pid": pd.Series([], dtype="Int64"),
+            "held": pd.Series([], dtype="int64"),
+        }
+    )
+    return frame
+
+
+def empty_alignment() -> pd.DataFrame:
+    import pandas as pd
+
+    frame: pd.DataFrame = pd.DataFrame(
+        {
+            "taken_at": pd.Series([], dtype="float64"),
+            "worker_pid": pd.Series([], dtype="int64"),
+            "rss_bytes": pd.Series([], dtype="int64"),
+            "held": pd.Series([], dtype="Int64"),
+        }
+    )
+    return frame
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def _floats(series: pd.Series[Any]) -> npt.NDArray[np.float64]:
+    return series.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _column_floats(frame: pd.DataFrame, name: str, default: float) -> npt.NDArray[np.float64]:
+    if name not in frame.columns:
+        return np.full(len(frame), default)
+    return _floats(frame[name])
+
+
+def _epoch(series: pd.Series[Any]) -> npt.NDArray[np.float64]:
+    """Epoch seconds from datetimes (naive ones read as UTC) or from numbers."""
+    import pandas as pd
+
+    if pd.api.types.is_datetime64_any_dtype(series.dtype):
+        aware = series if series.dt.tz is not None else series.dt.tz_localize("UTC")
+        seconds = (aware - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+        return _floats(seconds)
+    return _floats(series)
+
+
+def _client_backends(activity: pd.DataFrame) -> npt.NDArray[np.bool_]:
+    """Rows of backends applications opened (``client backend``, or type unknown)."""
+    if "backend_type" not in activity.columns:
+        return np.ones(len(activity), dtype=bool)
+    kind = activity["backend_type"]
+    mask = kind.isna() | (kind == CLIENT_BACKEND)
+    return mask.to_numpy(dtype=bool)
+
+
+def _snapshot_times(
+    activity: pd.DataFrame, snapshots: Sequence[float] | npt.NDArray[np.float64] | None
+) -> npt.NDArray[np.float64]:
+    """Sorted distinct snapshot times: the given ones plus every ``taken_at`` in ``activity``."""
+    taken = _floats(activity["taken_at"])
+    if snapshots is not None and len(snapshots):
+        taken = np.concatenate([taken, np.asarray(snapshots, dtype=np.float64)])
+    return np.unique(taken[~np.isnan(taken)])
+
+
+def _codes(series: pd.Series[Any], rows: Any) -> tuple[npt.NDArray[np.int64], Sequence[Any]]:
+    """Integer codes (-1 for missing) of ``series`` at ``rows``, and what they stand for."""
+    import pandas as pd
+
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        codes = series.cat.codes.to_numpy()[rows].astype(np.int64)
+        return codes, list(series.cat.categories)
+    factorized, uniques = pd.factorize(series.iloc[rows])
+    return factorized.astype(np.int64), list(uniques)
+
+
+def _nullable_ints(series: pd.Series[Any]) -> pd.Series[Any]:
+    converted: pd.Series[Any] = series.reset_index(drop=True).astype("Int64")
+    return converted
+
+
+def _values(frame: pd.DataFrame, name: str, rows: Any) -> Any:
+    """``frame[name]`` at ``rows`` (dtype kept: a categorical stays one), None when absent."""
+    if name not in frame.columns:
+        return [None] * len(rows)
+    return frame[name].iloc[rows].reset_index(drop=True)

@@ -1,0 +1,67 @@
+"""``profiler session``: every probe in one window; the folder it leaves; comparisons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from profiler.cli.options import DSN_OPTION, JSON_OPTION, MATCH_OPTION, PID_OPTION
+
+app = typer.Typer(
+    help="Sessions: PostgreSQL activity, stacks, RSS, flamegraphs and memray in one window.",
+    no_args_is_help=True,
+)
+
+
+@app.command()
+def run(
+    pid: list[int] | None = PID_OPTION,
+    match: str | None = MATCH_OPTION,
+    dsn: str | None = DSN_OPTION,
+    duration: float | None = typer.Option(
+        None,
+        "-d",
+        "--duration",
+        min=1.0,
+        help="Seconds; without it, until Ctrl-C.",
+        show_default=False,
+    ),
+    cpu: bool = typer.Option(True, "--cpu/--no-cpu", help="py-spy flamegraphs of every worker."),
+    mem: bool = typer.Option(False, "--mem/--no-mem", help="memray on every worker (costly)."),
+    pg_interval: float = typer.Option(
+        1.0, "--pg-interval", min=0.1, help="Seconds between pg_stat_activity snapshots."
+    ),
+    dump_interval: float = typer.Option(
+        1.0, "--dump-interval", min=0.1, help="Seconds between timestamped stack dumps."
+    ),
+    rss_interval: float = typer.Option(
+        0.5, "--rss-interval", min=0.05, help="Seconds between RSS samples."
+    ),
+    lend_memray: bool = typer.Option(
+        False, "--lend-memray", help="With --mem: lend our memray to workers that have none."
+    ),
+    output: Path = typer.Option(..., "-o", "--output", help="The session folder to create."),
+    force: bool = typer.Option(False, "--force", help="Write into a folder that is not empty."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Record a profiling session: every probe started together, stopped together.
+
+    Example: profiler session run --pid 4242 --dsn "$DATABASE_URL" -d 60 -o sessions/before
+    """
+    from profiler.cli.session_run import run_session_command
+    from profiler.session.manifest import SessionSettings
+    from profiler.targets.discovery import TargetSpec
+
+    settings = SessionSettings(
+        duration=duration,
+        pg_interval=pg_interval,
+        dump_interval=dump_interval,
+        rss_interval=rss_interval,
+        cpu=cpu,
+        mem=mem,
+        lend_memray=lend_memray,
+    )
+    run_session_command(
+        TargetSpec(tuple(pid or ()), match), dsn, settings, output, force=force, as_json=as_json
+    )

@@ -1,0 +1,111 @@
+"""``profiler session run``, imported only when it runs (pandas, psycopg, psutil)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from profiler.cli import console
+from profiler.errors import AttachError, InterruptedCapture, UsageError
+from profiler.session.manifest import Manifest, SessionSettings, now
+from profiler.session.probes import Probe
+from profiler.session.run import build_probes, run_session, tool_versions
+from profiler.targets.discovery import TargetSpec, find_workers
+
+
+def run_session_command(
+    spec: TargetSpec,
+    dsn: str | None,
+    settings: SessionSettings,
+    output: Path,
+    *,
+    force: bool,
+    as_json: bool,
+) -> None:
+    from profiler.pg.connect import connection
+    from profiler.pg.dsn import redact, resolve
+
+    resolved = resolve(dsn)
+    if resolved is None:
+        raise UsageError(
+            "no PostgreSQL DSN", hint="pass --dsn, or set PROFILER_DSN or DATABASE_URL"
+        )
+    with connection(resolved):  # unreachable or refused: exit 4 before anything starts
+        pass
+    workers = [w for w in find_workers(spec) if w.role != "master"]
+    if not workers:
+        raise AttachError(
+            "no workers to profile", hint="name them with --pid or --match (see: profiler workers)"
+        )
+    directory = _prepare(output, force=force)
+    pids = [w.pid for w in workers]
+    manifest = Manifest(
+        name=directory.name,
+        started_at=now(),
+        settings=settings,
+        dsn=redact(resolved),
+        targets=[{"pid": w.pid, "role": w.role, "cmdline": w.cmdline} for w in workers],
+        tools=tool_versions(),
+    )
+    stop = threading.Event()
+    probes = build_probes(directory, stop, resolved, pids, settings, console.warn)
+    how_long = f"for {settings.duration:g}s" if settings.duration else "until Ctrl-C"
+    console.info(f"session {directory}: {len(pids)} worker(s), {len(probes)} probes {how_long}")
+
+    signalled: list[str] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        signalled.append(signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with console.err.status("") as status:
+
+            def tick(elapsed: float, running: list[Probe]) -> None:
+                left = f"{settings.duration - elapsed:.0f}s left" if settings.duration else ""
+                parts = " · ".join(probe.progress() for probe in running)
+                status.update(f"{elapsed:.0f}s {left} · {parts} (Ctrl-C stops)")
+
+            result = run_session(directory, manifest, probes, stop, tick=tick)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if "SIGTERM" in signalled:
+        result["interrupted"] = manifest.interrupted = True
+        manifest.write(directory)
+    _report(result, directory, as_json)
+    if result["interrupted"]:
+        raise InterruptedCapture(
+            f"session stopped by {signalled[0] if signalled else 'a signal'} before its end",
+            hint=f"everything captured is kept in {directory}",
+        )
+
+
+def _prepare(output: Path, *, force: bool) -> Path:
+    from profiler.outputs import prepare_directory
+
+    if output.exists() and any(output.iterdir()) and not force:
+        raise UsageError(
+            f"{output} is not empty", hint="pass a new -o DIR, or --force to write into it"
+        )
+    return prepare_directory(output).resolve()
+
+
+def _report(result: dict[str, Any], directory: Path, as_json: bool) -> None:
+    for name, probe in result["probes"].items():
+        if probe["status"] in ("failed", "partial"):
+            console.warn(f"probe {name} {probe['status']}: {probe['error']}")
+    if as_json:
+        console.print_json(result)
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, title=f"session {directory}/", title_justify="left")
+    for column in ("probe", "status", "files"):
+        table.add_column(column, overflow="fold")
+    for name, probe in result["probes"].items():
+        table.add_row(name, probe["status"], ", ".join(probe["files"][:4]) or "-")
+    console.out.print(table)

@@ -1,0 +1,302 @@
+"""The probes of a session: each captures one kind of evidence into the session folder.
+
+Every probe starts, runs on its own thread (or its tool's processes) and stops
+when the session's stop event is set. A probe that fails records why in its
+:class:`ProbeRecord` and ends; the others go on: a database restart must not
+cost the stacks, and a worker that dies must not cost the database.
+
+py-spy runs nonblocking in sessions, for dumps and records alike: two tracers
+cannot ptrace one process at once, so a blocking dump would fail whenever
+``cpu record`` or memray's attach held the worker; nonblocking reads need no
+ptrace stop and never pause the worker.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from profiler.errors import ProfilerError
+from profiler.session.manifest import ProbeRecord, SessionSettings
+
+
+class Probe(abc.ABC):
+    """One kind of evidence. Subclasses implement :meth:`capture` (runs until ``stop``)."""
+
+    name = "probe"
+
+    def __init__(self, directory: Path, stop: threading.Event) -> None:
+        self.directory = directory
+        self.stop_event = stop
+        self.record = ProbeRecord()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.record.status = "running"
+        self._thread = threading.Thread(target=self._guarded, name=f"probe-{self.name}")
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def progress(self) -> str:
+        return self.name
+
+    @abc.abstractmethod
+    def capture(self) -> None:
+        """Capture into ``directory`` until ``stop_event`` is set; raise ProfilerError to fail."""
+
+    def _guarded(self) -> None:
+        try:
+            self.capture()
+        except ProfilerError as exc:
+            self.record.status, self.record.error = "failed", exc.message
+        except Exception as exc:  # one probe's bug must not end the others
+            self.record.status, self.record.error = "failed", f"{type(exc).__name__}: {exc}"
+        else:
+            if self.record.status == "running":
+                self.record.status = "partial" if self.record.error else "ok"
+
+
+class PgProbe(Probe):
+    """pg_stat_activity with ownership, every ``pg_interval``, into ``activity.jsonl``."""
+
+    name = "pg"
+
+    def __init__(
+        self,
+        directory: Path,
+        stop: threading.Event,
+        dsn: str,
+        interval: float,
+        warn: Callable[[str], None],
+    ) -> None:
+        super().__init__(directory, stop)
+        self.dsn = dsn
+        self.interval = interval
+        self.warn = warn
+        self.snapshots = 0
+        self.gaps = 0
+        self.idle_in_transaction = 0
+        self.oldest_idle = 0.0
+
+    def capture(self) -> None:
+        from profiler.analysis.activity import idle_in_transaction
+        from profiler.model import Gap
+        from profiler.pg.dsn import redact
+        from profiler.pg.recording import RecordingWriter
+        from profiler.pg.sampler import ActivitySampler
+
+        sampler = ActivitySampler(self.dsn, interval=self.interval, warn=self.warn)
+        sampler.open()
+        path = self.directory / "activity.jsonl"
+        self.record.files.append(path.name)
+        self.record.facts["server_version"] = sampler.server_version
+        header = {"dsn": redact(self.dsn), "interval": self.interval}
+        try:
+            with RecordingWriter(path, {**header, "server_version": sampler.server_version}) as out:
+                for item in sampler.run(seconds=None, stop=self.stop_event):
+                    out.add(item)
+                    if isinstance(item, Gap):
+                        self.gaps += 1
+                        self.record.error = f"{self.gaps} sampling gap(s), last: {item.reason}"
+                        continue
+                    self.snapshots += 1
+                    idle = idle_in_transaction(item)
+                    self.idle_in_transaction = len(idle)
+                    ages = [b.state_age_seconds or 0.0 for b in idle]
+                    self.oldest_idle = max(ages, default=0.0)
+        finally:
+            sampler.close()
+        self.record.facts.update(snapshots=self.snapshots, gaps=self.gaps)
+
+    def progress(self) -> str:
+        idle = f", {self.idle_in_transaction} idle in tx" if self.idle_in_transaction else ""
+        oldest = f" (oldest {self.oldest_idle:.0f}s)" if self.idle_in_transaction else ""
+        return f"pg {self.snapshots} snapshots{idle}{oldest}"
+
+
+class StacksProbe(Probe):
+    """py-spy dump of every worker every ``dump_interval``, stamped, into ``stacks.jsonl``."""
+
+    name = "stacks"
+
+    def __init__(
+        self, directory: Path, stop: threading.Event, pids: list[int], interval: float
+    ) -> None:
+        super().__init__(directory, stop)
+        self.pids = pids
+        self.interval = interval
+        self.samples = 0
+        self.failures = 0
+
+    def capture(self) -> None:
+        from profiler.capture.stack_log import StackLogWriter
+        from profiler.capture.stacks import DumpFailure, periodic_dumps
+
+        path = self.directory / "stacks.jsonl"
+        self.record.files.append(path.name)
+        header = {"interval": self.interval, "pids": self.pids, "nonblocking": True}
+        with StackLogWriter(path, header) as log:
+            for item in periodic_dumps(
+                self.pids,
+                interval=self.interval,
+                seconds=None,
+                stop=self.stop_event,
+                nonblocking=True,
+            ):
+                log.add(item)
+                if isinstance(item, DumpFailure):
+                    self.failures += 1
+                    self.record.error = f"{self.failures} failed dump(s), last: {item.reason}"
+                else:
+                    self.samples += 1
+        self.record.facts.update(samples=self.samples, failures=self.failures)
+
+    def progress(self) -> str:
+        return f"stacks {self.samples} thread samples"
+
+
+class RssProbe(Probe):
+    """Every worker's RSS every ``rss_interval`` into ``rss.jsonl``."""
+
+    name = "rss"
+
+    def __init__(
+        self, directory: Path, stop: threading.Event, pids: list[int], interval: float
+    ) -> None:
+        super().__init__(directory, stop)
+        self.pids = pids
+        self.interval = interval
+        self.exited: set[int] = set()
+
+    def capture(self) -> None:
+        from profiler.memory.rss import RssSampler
+
+        path = self.directory / "rss.jsonl"
+        self.record.files.append(path.name)
+        with RssSampler(path, self.pids, self.interval) as sampler:
+            self.exited = sampler.exited
+            self.stop_event.wait()
+        self.record.facts.update(
+            peak_bytes={str(pid): peak for pid, peak in sampler.peaks.items()},
+            exited=sorted(sampler.exited),
+        )
+        if sampler.exited:
+            self.record.error = f"worker(s) exited: {', '.join(map(str, sorted(sampler.exited)))}"
+
+    def progress(self) -> str:
+        gone = f", {len(self.exited)} exited" if self.exited else ""
+        return f"rss {len(self.pids)} workers{gone}"
+
+
+class CpuProbe(Probe):
+    """``cpu record --idle --nonblocking`` on every worker, flamegraphs into ``cpu/``."""
+
+    name = "cpu"
+
+    def __init__(self, directory: Path, stop: threading.Event, pids: list[int], rate: int) -> None:
+        super().__init__(directory, stop)
+        self.pids = pids
+        self.rate = rate
+
+    def capture(self) -> None:
+        from profiler.capture import record as recorder
+        from profiler.report.cpu_record import ArtifactWriter, artifact_paths, describe, stamp
+
+        out = self.directory / "cpu"
+        out.mkdir(exist_ok=True)
+        # --idle: a wall-clock profile. A worker stuck waiting for a pool connection is
+        # idle to py-spy, and that wait is the evidence a session is after.
+        options = recorder.RecordOptions(rate=self.rate, idle=True, nonblocking=True)
+        plans = recorder.plan(self.pids, options)
+        paths = artifact_paths(out, [p.pid for p in plans], stamp(time.time()))
+        cmdlines = {p.pid: describe(p.pid) for p in plans}
+        recording = recorder.start(
+            plans, options, {p: f.collapsed for p, f in paths.workers.items()}
+        )
+        self.stop_event.wait()
+        writer = ArtifactWriter(recording, paths, options, cmdlines)
+        recorder.stop(recording, on_done=writer.worker_done)
+        manifest = writer.finish(interrupted=False)
+        self.record.files = [
+            str(path.relative_to(self.directory)) for path in paths.all() if path.exists()
+        ]
+        failed = [w for w in manifest["workers"] if w["status"] != "window"]
+        if failed:
+            self.record.error = "; ".join(
+                f"worker {w['pid']}: {w['error'] or w['status']}" for w in failed
+            )
+        if manifest["merged"] is None and len(failed) == len(manifest["workers"]):
+            raise ProfilerError(self.record.error or "py-spy could not sample any worker")
+
+    def progress(self) -> str:
+        return f"cpu py-spy on {len(self.pids)} workers"
+
+
+class MemProbe(Probe):
+    """memray on every ready worker into ``mem/``, attached first, detached at the end."""
+
+    name = "mem"
+
+    def __init__(
+        self, directory: Path, stop: threading.Event, pids: list[int], settings: SessionSettings
+    ) -> None:
+        super().__init__(directory, stop)
+        self.pids = pids
+        self.settings = settings
+        self.tracking = 0
+
+    def capture(self) -> None:
+        from profiler.memory import preflight
+        from profiler.memory.attach import (
+            MemOptions,
+            WorkerCapture,
+            attach_all,
+            attach_command,
+            detach_all,
+            safety_seconds,
+        )
+
+        out = self.directory / "mem"
+        out.mkdir(exist_ok=True)
+        out = out.resolve()
+        ready, failed = preflight.check_all(self.pids, lend=self.settings.lend_memray)
+        errors = [f"worker {pid}: {error.message}" for pid, error in failed.items()]
+        options = MemOptions(self.settings.mem_aggregate, self.settings.mem_native)
+        safety = safety_seconds(self.settings.duration, len(ready))
+        captures = [
+            WorkerCapture(
+                ready=worker,
+                capture=out / f"memray-{worker.pid}.bin",
+                command=attach_command(worker, out / f"memray-{worker.pid}.bin", options, safety),
+            )
+            for worker in ready
+        ]
+        try:
+            attach_all(captures)
+            self.tracking = sum(c.status == "tracking" for c in captures)
+            self.stop_event.wait()
+        finally:
+            detach_all(captures)
+        errors += [f"worker {c.pid}: {c.error}" for c in captures if c.error]
+        self.record.files = [
+            str(c.capture.relative_to(self.directory)) for c in captures if c.capture.exists()
+        ]
+        self.record.facts["workers"] = {str(c.pid): c.status for c in captures}
+        if errors:
+            self.record.error = "; ".join(errors)
+        if not self.record.files:
+            raise ProfilerError(self.record.error or "memray captured nothing")
+
+    def progress(self) -> str:
+        return f"mem {self.tracking} tracking"
+
+
+def probe_summary(probes: list[Probe]) -> dict[str, Any]:
+    return {probe.name: probe.record for probe in probes}

@@ -1,0 +1,107 @@
+"""``session run``: every probe started together, stopped together, one folder.
+
+The window is the session's: probes start back to back (memray's attach
+takes a second or two, so its capture starts that much later, which its
+manifest entry records), run until the duration ends or the stop event is set
+(Ctrl-C, SIGTERM), and are then stopped together. The activity recording is
+converted to a columnar file at the end so a long session loads in seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from profiler.session.manifest import Manifest, SessionSettings, now
+from profiler.session.probes import CpuProbe, MemProbe, PgProbe, Probe, RssProbe, StacksProbe
+
+JOIN_SECONDS = 60.0
+
+
+def build_probes(
+    directory: Path,
+    stop: threading.Event,
+    dsn: str,
+    pids: list[int],
+    settings: SessionSettings,
+    warn: Callable[[str], None],
+) -> list[Probe]:
+    probes: list[Probe] = [
+        PgProbe(directory, stop, dsn, settings.pg_interval, warn),
+        StacksProbe(directory, stop, pids, settings.dump_interval),
+        RssProbe(directory, stop, pids, settings.rss_interval),
+    ]
+    if settings.cpu:
+        probes.append(CpuProbe(directory, stop, pids, settings.cpu_rate))
+    if settings.mem:
+        probes.append(MemProbe(directory, stop, pids, settings))
+    return probes
+
+
+def run_session(
+    directory: Path,
+    manifest: Manifest,
+    probes: list[Probe],
+    stop: threading.Event,
+    *,
+    tick: Callable[[float, list[Probe]], None] = lambda elapsed, probes: None,
+) -> dict[str, Any]:
+    """Run ``probes`` for ``manifest.settings.duration`` (None: until ``stop``); the manifest."""
+    manifest.write(directory)
+    duration = manifest.settings.duration
+    started = time.monotonic()
+    for probe in probes:
+        probe.start()
+    cut_short = False
+    while True:
+        elapsed = time.monotonic() - started
+        if duration is not None and elapsed >= duration:
+            break
+        if stop.is_set():
+            cut_short = duration is not None
+            break
+        tick(elapsed, probes)
+        stop.wait(0.2 if duration is None else min(0.2, max(0.0, duration - elapsed)))
+    stop.set()
+    for probe in probes:
+        probe.join(JOIN_SECONDS)
+    manifest.ended_at = now()
+    manifest.interrupted = cut_short
+    manifest.probes = {probe.name: probe.record for probe in probes}
+    _columnar_activity(directory, manifest)
+    manifest.write(directory)
+    return manifest.to_json()
+
+
+def _columnar_activity(directory: Path, manifest: Manifest) -> None:
+    """activity.jsonl -> activity.parquet; the JSONL stays (it is what a crash leaves)."""
+    source = directory / "activity.jsonl"
+    pg = manifest.probes.get("pg")
+    if pg is None or not source.exists():
+        return
+    from profiler.session import activity_table
+
+    try:
+        rows = activity_table.convert(source, directory / "activity.parquet")
+    except Exception as exc:  # the JSONL is still there and readable
+        pg.error = f"{pg.error + '; ' if pg.error else ''}columnar copy failed: {exc}"
+        return
+    pg.files.append("activity.parquet")
+    pg.facts["rows"] = rows
+
+
+def tool_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from profiler import __version__
+
+    versions: dict[str, str | None] = {"profiler": __version__}
+    for name in ("py-spy", "memray", "psycopg"):
+        versions[name] = None
+        with contextlib.suppress(PackageNotFoundError):
+            versions[name] = version(name)
+    return versions
