@@ -395,6 +395,18 @@ def test_hold_profile_weighs_by_concurrent_episodes() -> None:
         ep.hold_profile(held, stacks, interval=0)
 
 
+def test_hold_profile_shares_a_dump_among_the_threads_it_saw() -> None:
+    # GIVEN one connection held from 10 to 12 by a worker whose dump at 11 saw two threads
+    held = ep.held_episodes(
+        activity(row(11, 7, state="active", xact_start=10.0), row(12, 7)), session_end=20.0
+    )
+    stacks = samples((11.0, 2001, "loop;wait_for_pool"), (11.0, 2001, "pool_thread;idle"))
+    # WHEN
+    profile = ep.hold_profile(held, stacks, interval=1.0)
+    # THEN the second of connection held is split, not counted once per thread
+    assert profile == Counter({"loop;wait_for_pool": 500, "pool_thread;idle": 500})
+
+
 def test_hold_profile_renders_as_a_flamegraph() -> None:
     from profiler.render.flamegraph import render_svg
 

@@ -270,7 +270,7 @@ def stacks_during(
     """
     import pandas as pd
 
-    episode, code, categories = _pairs(episodes, samples, threads)
+    episode, code, categories, _ = _pairs(episodes, samples, threads)
     if episode.size == 0:
         return empty_stacks_during()
     width = np.int64(len(categories))
@@ -300,9 +300,12 @@ def hold_profile(
 ) -> Counter[str]:
     """Stacks weighted by connection time held, in milliseconds (flamegraphs want integers).
 
-    Each sample of a worker inside one of its episodes counts ``interval``
+    Each dump of a worker inside one of its episodes counts ``interval``
     seconds (the dump interval) for each of that worker's episodes open at
-    that instant: a worker holding 4 connections while in stack S accrues 4x.
+    that instant, shared equally among the threads that dump saw (so a
+    worker's total is its connection-seconds held, whatever its thread
+    count): a one-thread worker holding 4 connections while in stack S
+    accrues 4x ``interval`` on S.
     The result renders with :func:`profiler.render.flamegraph.render_svg`
     (``unit="ms held"``). Same attribution limits as :func:`stacks_during`:
     for asyncio workers the weight lands on whatever the loop did while the
@@ -312,13 +315,13 @@ def hold_profile(
         raise UsageError(
             f"interval must be positive, not {interval}", hint="pass the dump interval"
         )
-    episode, code, categories = _pairs(episodes, samples, threads)
+    episode, code, categories, weight = _pairs(episodes, samples, threads)
     profile: Counter[str] = Counter()
     if episode.size == 0:
         return profile
-    counts = np.bincount(code, minlength=len(categories))
+    counts = np.bincount(code, weights=weight, minlength=len(categories))
     for index in np.flatnonzero(counts):
-        millis = round(int(counts[index]) * interval * 1000)
+        millis = round(float(counts[index]) * interval * 1000)
         if millis > 0:
             profile[categories[index]] = millis
     return profile
@@ -326,19 +329,18 @@ def hold_profile(
 
 def _pairs(
     episodes: pd.DataFrame, samples: pd.DataFrame, threads: str
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], list[str]]:
-    """Every (episode, sample) with the sample in the episode: episode ids, stack codes, stacks.
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], list[str], npt.NDArray[np.float64]]:
+    """Every (episode, sample) with the sample in the episode: episode ids, stack codes,
+    stacks, and each pair's weight (1 / the threads in that sample's dump).
 
     Sort + searchsorted per worker, then one ``repeat``: memory and time follow
     the number of pairs, never episodes x samples.
     """
     if threads not in ("all", "active"):
         raise UsageError(f"threads must be 'all' or 'active', not {threads!r}")
-    nothing: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], list[str]] = (
-        np.zeros(0, np.int64),
-        np.zeros(0, np.int64),
-        [],
-    )
+    nothing: tuple[
+        npt.NDArray[np.int64], npt.NDArray[np.int64], list[str], npt.NDArray[np.float64]
+    ] = (np.zeros(0, np.int64), np.zeros(0, np.int64), [], np.zeros(0, np.float64))
     if episodes.empty or samples.empty:
         return nothing
     if threads == "active":
@@ -352,6 +354,12 @@ def _pairs(
     when, worker, code = when[order], worker[order], code[order]
     workers, segment_start = np.unique(worker, return_index=True)
     segment_end = np.append(segment_start[1:], worker.size)
+    # threads per dump: samples sharing (worker, taken_at), adjacent after the sort
+    dump_start = np.flatnonzero(
+        np.concatenate(([True], (np.diff(when) != 0) | (np.diff(worker) != 0)))
+    )
+    per_dump = np.diff(np.append(dump_start, worker.size))
+    share = 1.0 / np.repeat(per_dump, per_dump)
 
     owner = episodes["owner_pid"].to_numpy(dtype=np.int64, na_value=-1)
     begin = _floats(episodes["start"])
@@ -379,7 +387,7 @@ def _pairs(
     index = np.arange(total, dtype=np.int64) + np.repeat(low - (np.cumsum(counts) - counts), counts)
     stack_code = code[index]
     keep = stack_code >= 0
-    return episode[keep], stack_code[keep], [str(c) for c in categories]
+    return episode[keep], stack_code[keep], [str(c) for c in categories], share[index][keep]
 
 
 # -- counts over time -----------------------------------------------------------------------
