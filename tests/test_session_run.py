@@ -20,15 +20,15 @@ from profiler.pg import recording
 WORKER = """
 import threading, time
 
-def session_marker_busy():
+def session_marker_busy():  # on the stack whenever a dump looks: it sleeps inside too
     deadline = time.perf_counter() + 0.02
     while time.perf_counter() < deadline:
         pass
+    time.sleep(0.01)
 
 print("ready", flush=True)
 while True:
     session_marker_busy()
-    time.sleep(0.01)
 """
 
 
