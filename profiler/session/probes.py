@@ -121,10 +121,8 @@ class PgProbe(Probe):
         return f"pg {self.snapshots} snapshots{idle}{oldest}"
 
 
-class StacksProbe(Probe):
-    """py-spy dump of every worker every ``dump_interval``, stamped, into ``stacks.jsonl``."""
-
-    name = "stacks"
+class WorkerSamplingProbe(Probe):
+    """A probe that looks at every worker every ``interval`` seconds."""
 
     def __init__(
         self, directory: Path, stop: threading.Event, pids: list[int], interval: float
@@ -132,8 +130,14 @@ class StacksProbe(Probe):
         super().__init__(directory, stop)
         self.pids = pids
         self.interval = interval
-        self.samples = 0
-        self.failures = 0
+
+
+class StacksProbe(WorkerSamplingProbe):
+    """py-spy dump of every worker every ``dump_interval``, stamped, into ``stacks.jsonl``."""
+
+    name = "stacks"
+    samples = 0  # counters, bumped by the capture thread, read by progress()
+    failures = 0
 
     def capture(self) -> None:
         from profiler.capture.stack_log import StackLogWriter
@@ -162,18 +166,11 @@ class StacksProbe(Probe):
         return f"stacks {self.samples} thread samples"
 
 
-class RssProbe(Probe):
+class RssProbe(WorkerSamplingProbe):
     """Every worker's RSS every ``rss_interval`` into ``rss.jsonl``."""
 
     name = "rss"
-
-    def __init__(
-        self, directory: Path, stop: threading.Event, pids: list[int], interval: float
-    ) -> None:
-        super().__init__(directory, stop)
-        self.pids = pids
-        self.interval = interval
-        self.exited: set[int] = set()
+    exited: frozenset[int] | set[int] = frozenset()  # the sampler's set, once it runs
 
     def capture(self) -> None:
         from profiler.memory.rss import RssSampler
