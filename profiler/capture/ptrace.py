@@ -10,6 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+PTRACE_HINT = (
+    "run as root or as the target's user with CAP_SYS_PTRACE "
+    "(containers: --cap-add SYS_PTRACE), or lower kernel.yama.ptrace_scope to 0 "
+    "(sysctl kernel.yama.ptrace_scope=0)"
+)
 YAMA_SCOPE = Path("/proc/sys/kernel/yama/ptrace_scope")
 CAP_SYS_PTRACE = 19
 

@@ -28,16 +28,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from profiler.capture.processes import is_running
-from profiler.capture.ptrace import read_access
+from profiler.capture.ptrace import PTRACE_HINT, read_access
 from profiler.capture.tools import find_tool
 from profiler.errors import AttachError, ToolMissingError
 
 PYSPY_INSTALL_HINT = "pip install py-spy (it is a dependency of profiler), or pass its path"
-PTRACE_HINT = (
-    "run as root or as the target's user with CAP_SYS_PTRACE "
-    "(containers: --cap-add SYS_PTRACE), or lower kernel.yama.ptrace_scope to 0 "
-    "(sysctl kernel.yama.ptrace_scope=0)"
-)
 MAX_CONSECUTIVE_FAILURES = 3
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from profiler.cli import console
-from profiler.cli.options import JSON_OPTION, MATCH_OPTION, PID_OPTION
+from profiler.cli.options import JSON_OPTION, MATCH_OPTION, PID_OPTION, duration_option
 from profiler.cli.signals import Terminated, terminate_as_exception
 from profiler.outputs import prepare_directory, refuse_to_clobber
 
@@ -56,13 +56,8 @@ def dump(
         help="Dump again every S seconds, writing timestamped samples to -o FILE (JSON Lines).",
         show_default=False,
     ),
-    duration: float | None = typer.Option(
-        None,
-        "-d",
-        "--duration",
-        min=0.1,
-        help="With --interval: seconds to keep dumping; without it, until Ctrl-C.",
-        show_default=False,
+    duration: float | None = duration_option(
+        "With --interval: seconds to keep dumping; without it, until Ctrl-C."
     ),
     output: Path | None = typer.Option(
         None, "-o", "--output", help="With --interval: the stack sample log to write."
@@ -194,14 +189,7 @@ def _dump_json(
 def record(
     pid: list[int] | None = PID_OPTION,
     match: str | None = MATCH_OPTION,
-    duration: float | None = typer.Option(
-        None,
-        "-d",
-        "--duration",
-        min=0.1,
-        help="Seconds to record; without it, record until Ctrl-C.",
-        show_default=False,
-    ),
+    duration: float | None = duration_option("Seconds to record; without it, record until Ctrl-C."),
     rate: int = RATE_OPTION,
     idle: bool = IDLE_OPTION,
     gil: bool = GIL_OPTION,
@@ -222,7 +210,7 @@ def record(
     import shlex
 
     from profiler.capture import record as recorder
-    from profiler.capture.stacks import PTRACE_HINT
+    from profiler.capture.ptrace import PTRACE_HINT
     from profiler.errors import AttachError, InterruptedCapture
     from profiler.report.cpu_record import ArtifactWriter, artifact_paths, describe, stamp
     from profiler.targets.discovery import TargetSpec, attach_pids

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from profiler.cli import console
-from profiler.cli.options import DSN_OPTION, JSON_OPTION
+from profiler.cli.options import DSN_OPTION, JSON_OPTION, duration_option
 
 if TYPE_CHECKING:
     from profiler.analysis.activity import Limits
@@ -168,9 +168,7 @@ def _print_snapshot(taken: Snapshot) -> None:
 def watch(
     dsn: str | None = DSN_OPTION,
     interval: float = INTERVAL_OPTION,
-    duration: float | None = typer.Option(
-        None, "--duration", "-d", min=0.1, help="Stop after this many seconds (default: Ctrl-C)."
-    ),
+    duration: float | None = duration_option("Stop after this many seconds (default: Ctrl-C)."),
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Record every snapshot to this file (JSON Lines)."
     ),

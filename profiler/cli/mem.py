@@ -8,7 +8,7 @@ import typer
 
 from profiler.cli import console
 from profiler.cli.mem_report import report
-from profiler.cli.options import JSON_OPTION, MATCH_OPTION, PID_OPTION
+from profiler.cli.options import JSON_OPTION, MATCH_OPTION, PID_OPTION, duration_option
 
 app = typer.Typer(
     help="Memory: memray on every worker at once, and reports from its captures.",
@@ -21,13 +21,9 @@ app.command("report")(report)
 def attach(
     pid: list[int] | None = PID_OPTION,
     match: str | None = MATCH_OPTION,
-    duration: float | None = typer.Option(
-        None,
-        "-d",
-        "--duration",
-        min=1.0,
-        help="Seconds to track; without it, until Ctrl-C (memray stops by itself after 1 h).",
-        show_default=False,
+    duration: float | None = duration_option(
+        "Seconds to track; without it, until Ctrl-C (memray stops by itself after 1 h).",
+        minimum=1.0,
     ),
     aggregate: bool = typer.Option(
         False,

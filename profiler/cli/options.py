@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 DSN_OPTION = typer.Option(
@@ -20,3 +22,11 @@ PID_OPTION = typer.Option(
 MATCH_OPTION = typer.Option(
     None, "--match", help="Every Python process whose command line matches this regex."
 )
+
+
+def duration_option(help: str, *, minimum: float = 0.1) -> Any:
+    """``-d/--duration S`` for captures: None means "until Ctrl-C", which every help says.
+
+    ``Any``, as ``typer.Option`` itself returns: it stands as a parameter's default.
+    """
+    return typer.Option(None, "-d", "--duration", min=minimum, help=help, show_default=False)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from profiler.cli.options import DSN_OPTION, JSON_OPTION, MATCH_OPTION, PID_OPTION
+from profiler.cli.options import DSN_OPTION, JSON_OPTION, MATCH_OPTION, PID_OPTION, duration_option
 
 app = typer.Typer(
     help="Sessions: PostgreSQL activity, stacks, RSS, flamegraphs and memray in one window.",
@@ -19,14 +19,7 @@ def run(
     pid: list[int] | None = PID_OPTION,
     match: str | None = MATCH_OPTION,
     dsn: str | None = DSN_OPTION,
-    duration: float | None = typer.Option(
-        None,
-        "-d",
-        "--duration",
-        min=1.0,
-        help="Seconds; without it, until Ctrl-C.",
-        show_default=False,
-    ),
+    duration: float | None = duration_option("Seconds; without it, until Ctrl-C.", minimum=1.0),
     cpu: bool = typer.Option(True, "--cpu/--no-cpu", help="py-spy flamegraphs of every worker."),
     mem: bool = typer.Option(False, "--mem/--no-mem", help="memray on every worker (costly)."),
     pg_interval: float = typer.Option(

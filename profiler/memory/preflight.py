@@ -25,15 +25,10 @@ from pathlib import Path
 
 import psutil
 
-from profiler.capture.ptrace import read_access
+from profiler.capture.ptrace import PTRACE_HINT, read_access
 from profiler.capture.tools import find_debugger
 from profiler.errors import AttachError, ProfilerError, ToolMissingError
 from profiler.targets.interpreter import InterpreterFacts, interpreter_of, probe_interpreter
-
-PTRACE_HINT = (
-    "run as root or as the worker's user with CAP_SYS_PTRACE "
-    "(containers: --cap-add SYS_PTRACE), or sysctl kernel.yama.ptrace_scope=0"
-)
 
 
 def our_memray_version() -> str:
