@@ -407,6 +407,54 @@ def test_hold_profile_shares_a_dump_among_the_threads_it_saw() -> None:
     assert profile == Counter({"loop;wait_for_pool": 500, "pool_thread;idle": 500})
 
 
+def tasks(*rows: tuple[float, int, str, tuple[int, ...]]) -> pd.DataFrame:
+    """Task samples ``(taken_at, worker_pid, stack, backends)``, as the tasks reader gives."""
+    frame = samples(*((t, w, s) for t, w, s, _ in rows))
+    frame["backends"] = [b for _, _, _, b in rows]
+    return frame
+
+
+def test_a_task_naming_the_backend_takes_the_whole_hold() -> None:
+    # GIVEN worker 2001 holds backend 7 from 10 to 12; at 11 it has three tasks, one of which
+    # references backend 7 from its frames (the holder, suspended at an await)
+    held = ep.held_episodes(
+        activity(row(11, 7, state="idle in transaction", xact_start=10.0), row(12, 7)),
+        session_end=20.0,
+    )
+    rounds = tasks(
+        (11.0, 2001, "serve;main_loop;sleep", ()),
+        (11.0, 2001, "invoke_tool;call_tool;post", (7,)),
+        (11.0, 2001, "list_tools;page", (8,)),
+    )
+    # WHEN
+    profile, owners = ep.hold_attribution(held, rounds, interval=1.0)
+    # THEN the second goes to the holder alone, and its owner is named
+    assert profile == Counter({"invoke_tool;call_tool;post": 1000})
+    assert owners == {"invoke_tool;call_tool;post": [2001]}
+    assert list(ep.stacks_during(held, rounds)["stack"]) == ["invoke_tool;call_tool;post"]
+
+
+def test_without_a_named_holder_a_round_is_shared_among_its_tasks() -> None:
+    # GIVEN the round at 11 names no backend of the episode (held through an object the
+    # sampler cannot see); the round at 11.5 names it from two tasks
+    held = ep.held_episodes(
+        activity(row(11, 7, state="idle in transaction", xact_start=10.0), row(12, 7)),
+        session_end=20.0,
+        snapshots=[11, 12],
+    )
+    rounds = tasks(
+        (11.0, 2001, "a", ()),
+        (11.0, 2001, "b", (9,)),
+        (11.5, 2001, "a", (7,)),
+        (11.5, 2001, "b", (7, 9)),
+        (11.5, 2001, "c", ()),
+    )
+    # WHEN
+    profile = ep.hold_profile(held, rounds, interval=1.0)
+    # THEN 11: halves for a and b; 11.5: halves for the two that named backend 7, none for c
+    assert profile == Counter({"a": 1000, "b": 1000})
+
+
 def test_hold_profile_renders_as_a_flamegraph() -> None:
     from profiler.render.flamegraph import render_svg
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -270,7 +271,8 @@ def stacks_during(
     """
     import pandas as pd
 
-    episode, code, categories, _ = _pairs(episodes, samples, threads)
+    pairs = _pairs(episodes, samples, threads)
+    episode, code, categories = pairs.episode, pairs.code, pairs.categories
     if episode.size == 0:
         return empty_stacks_during()
     width = np.int64(len(categories))
@@ -306,44 +308,78 @@ def hold_profile(
     worker's total is its connection-seconds held, whatever its thread
     count): a one-thread worker holding 4 connections while in stack S
     accrues 4x ``interval`` on S.
+
+    Task samples (:mod:`profiler.capture.tasks`: one row per asyncio task,
+    with the ``backends`` its frames referenced) are samples too: a task
+    is a "thread" of its round. When, in one round, some task names the
+    episode's backend, the episode's time goes to those tasks alone (exact
+    attribution); otherwise it is shared among every task of the round.
+
     The result renders with :func:`profiler.render.flamegraph.render_svg`
-    (``unit="ms held"``). Same attribution limits as :func:`stacks_during`:
-    for asyncio workers the weight lands on whatever the loop did while the
-    holder was suspended.
+    (``unit="ms held"``). Without task samples, the limits of
+    :func:`stacks_during` hold: for asyncio workers the weight lands on
+    whatever the loop did while the holder was suspended.
     """
+    return hold_attribution(episodes, samples, interval=interval, threads=threads)[0]
+
+
+def hold_attribution(
+    episodes: pd.DataFrame,
+    samples: pd.DataFrame,
+    *,
+    interval: float,
+    threads: Threads = "all",
+) -> tuple[Counter[str], dict[str, list[int]]]:
+    """:func:`hold_profile`, and for each of its stacks the owner PIDs whose episodes gave it
+    weight (a finding names the workers, not only the code)."""
     if not interval > 0:
         raise UsageError(
             f"interval must be positive, not {interval}", hint="pass the dump interval"
         )
-    episode, code, categories, weight = _pairs(episodes, samples, threads)
+    pairs = _pairs(episodes, samples, threads)
     profile: Counter[str] = Counter()
-    if episode.size == 0:
-        return profile
-    counts = np.bincount(code, weights=weight, minlength=len(categories))
+    owners: dict[str, list[int]] = {}
+    if pairs.episode.size == 0:
+        return profile, owners
+    categories = pairs.categories
+    counts = np.bincount(pairs.code, weights=pairs.weight, minlength=len(categories))
+    owner = episodes["owner_pid"].to_numpy(dtype=np.int64, na_value=-1)[pairs.episode]
+    by_code = np.unique(np.stack([pairs.code, owner]), axis=1)
     for index in np.flatnonzero(counts):
         millis = round(float(counts[index]) * interval * 1000)
         if millis > 0:
             profile[categories[index]] = millis
-    return profile
+    for code, pid in by_code.T.tolist():
+        stack = categories[code]
+        if stack in profile and pid >= 0:
+            owners.setdefault(stack, []).append(int(pid))
+    return profile, owners
 
 
-def _pairs(
-    episodes: pd.DataFrame, samples: pd.DataFrame, threads: str
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], list[str], npt.NDArray[np.float64]]:
-    """Every (episode, sample) with the sample in the episode: episode ids, stack codes,
-    stacks, and each pair's weight (1 / the threads in that sample's dump).
+@dataclass(frozen=True, slots=True)
+class _Pairs:
+    """Every (episode, sample) with the sample inside the episode, column-wise."""
+
+    episode: npt.NDArray[np.int64]  # episode_id
+    code: npt.NDArray[np.int64]  # index into categories
+    categories: list[str]
+    weight: npt.NDArray[np.float64]  # the pair's share of its dump's interval
+
+
+def _pairs(episodes: pd.DataFrame, samples: pd.DataFrame, threads: str) -> _Pairs:
+    """Every (episode, sample) with the sample in the episode, each pair weighted by its
+    share of the dump: 1 / the threads (or tasks) in that dump, or, when some task of the
+    dump names the episode's backend in ``backends``, 1 / those tasks (0 for the others).
 
     Sort + searchsorted per worker, then one ``repeat``: memory and time follow
     the number of pairs, never episodes x samples.
     """
     if threads not in ("all", "active"):
         raise UsageError(f"threads must be 'all' or 'active', not {threads!r}")
-    nothing: tuple[
-        npt.NDArray[np.int64], npt.NDArray[np.int64], list[str], npt.NDArray[np.float64]
-    ] = (np.zeros(0, np.int64), np.zeros(0, np.int64), [], np.zeros(0, np.float64))
+    nothing = _Pairs(np.zeros(0, np.int64), np.zeros(0, np.int64), [], np.zeros(0, np.float64))
     if episodes.empty or samples.empty:
         return nothing
-    if threads == "active":
+    if threads == "active" and "active" in samples.columns:
         samples = samples[samples["active"].to_numpy(dtype=bool)]
         if samples.empty:
             return nothing
@@ -385,9 +421,47 @@ def _pairs(
         return nothing
     episode = np.repeat(ids, counts)
     index = np.arange(total, dtype=np.int64) + np.repeat(low - (np.cumsum(counts) - counts), counts)
+    weight = share[index]
+    if "backends" in samples.columns:
+        first_of_dump = np.zeros(worker.size, dtype=np.int64)
+        first_of_dump[dump_start] = 1
+        dump = (np.cumsum(first_of_dump) - 1)[index]
+        named = samples["backends"].iloc[order[index]].reset_index(drop=True)
+        weight = _exact_weights(episodes, episode, dump, named, weight)
     stack_code = code[index]
-    keep = stack_code >= 0
-    return episode[keep], stack_code[keep], [str(c) for c in categories], share[index][keep]
+    keep = (stack_code >= 0) & (weight > 0)
+    return _Pairs(episode[keep], stack_code[keep], [str(c) for c in categories], weight[keep])
+
+
+def _exact_weights(
+    episodes: pd.DataFrame,
+    episode: npt.NDArray[np.int64],
+    dump: npt.NDArray[np.int64],
+    named: pd.Series[Any],
+    weight: npt.NDArray[np.float64],
+) -> npt.NDArray[np.float64]:
+    """Pair weights where a task of the dump named the episode's backend: those tasks share it.
+
+    ``episode``, ``dump`` and ``named`` (the sample's ``backends``, tuples of
+    backend PIDs) are per pair.
+    """
+    position = np.empty(int(episodes["episode_id"].max()) + 1, dtype=np.int64)
+    position[episodes["episode_id"].to_numpy(dtype=np.int64)] = np.arange(len(episodes))
+    episode_backend = episodes["pid"].to_numpy(dtype=np.int64)[position[episode]]
+    long = named.explode().dropna()
+    if long.empty:
+        return weight
+    pair = long.index.to_numpy(dtype=np.int64)
+    exact = np.zeros(episode.size, dtype=bool)
+    exact[pair[long.to_numpy(dtype=np.int64) == episode_backend[pair]]] = True
+    if not exact.any():
+        return weight
+    _, codes = np.unique(episode * (int(dump.max()) + 1) + dump, return_inverse=True)
+    exact_per_group = np.bincount(codes, weights=exact)
+    resolved = exact_per_group[codes] > 0
+    refined: npt.NDArray[np.float64] = weight.copy()
+    refined[resolved] = np.where(exact[resolved], 1.0 / exact_per_group[codes[resolved]], 0.0)
+    return refined
 
 
 # -- counts over time -----------------------------------------------------------------------

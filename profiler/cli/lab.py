@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
+from pathlib import Path
 
 import typer
 
@@ -109,6 +111,11 @@ def load(
         10.0, "--seconds", "-s", help="How long to run; the run stops itself."
     ),
     url: str | None = typer.Option(None, "--url", help="Gateway URL; default: the running lab's."),
+    record_into: Path | None = typer.Option(
+        None,
+        "--record-into",
+        help="A session folder: leave the result there as load.json, for session show/compare.",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Drive bounded load on the gateway (loopback only) and print RPS, latency and errors.
@@ -122,8 +129,19 @@ def load(
     target = url or lab_status().url
     if target is None:
         raise UsageError("no lab is running and no --url given", hint="profiler lab up")
+    if record_into is not None and not record_into.is_dir():
+        raise UsageError(
+            f"--record-into {record_into} is not a folder",
+            hint="pass the -o DIR of a `profiler session run` (it may still be running)",
+        )
     console.info(f"load: {users} users for {seconds:g}s on {target}")
+    started = time.time()
     result = run_load(target, users=users, seconds=seconds)
+    if record_into is not None:
+        from profiler.session import load_record
+
+        record = load_record.from_result(result, url=target, started_at=started, ended_at=time.time())
+        console.info(f"load recorded in {load_record.write(record_into, record)}")
     if as_json:
         console.print_json(asdict(result))
         return
