@@ -114,24 +114,26 @@ def open_sessions(postgres_dsn: str) -> Iterator[Callable[..., list[HeldSession]
         conn.close()
 
 
-@pytest.fixture
-def run_cli() -> Callable[..., CliResult]:
+def run_profiler(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> CliResult:
     """Run ``profiler`` as a real subprocess, as users and scripts do."""
     import sys
 
-    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> CliResult:
-        completed = subprocess.run(
-            [sys.executable, "-m", "profiler", *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            env={**os.environ, **(env or {})},
-            cwd=Path(__file__).parent.parent,
-        )
-        return CliResult(completed.returncode, completed.stdout, completed.stderr)
+    completed = subprocess.run(
+        [sys.executable, "-m", "profiler", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, **(env or {})},
+        cwd=Path(__file__).parent.parent,
+    )
+    return CliResult(completed.returncode, completed.stdout, completed.stderr)
 
-    return run
+
+@pytest.fixture
+def run_cli() -> Callable[..., CliResult]:
+    """:func:`run_profiler`, as a fixture."""
+    return run_profiler
 
 
 @dataclass(frozen=True)

@@ -455,6 +455,25 @@ def test_without_a_named_holder_a_round_is_shared_among_its_tasks() -> None:
     assert profile == Counter({"a": 1000, "b": 1000})
 
 
+def test_a_round_naming_no_holder_is_shared_among_requests_not_server_tasks() -> None:
+    # GIVEN no task of the round names backend 7, two are requests (an endpoint), one is the
+    # server's main loop
+    held = ep.held_episodes(
+        activity(row(11, 7, state="idle in transaction", xact_start=10.0), row(12, 7)),
+        session_end=20.0,
+    )
+    rounds = tasks(
+        (11.0, 2001, "serve;main_loop", ()),
+        (11.0, 2001, "request;solve_dependencies", ()),
+        (11.0, 2001, "request;handler", ()),
+    )
+    rounds["endpoint"] = [None, "endpoint GET /a (a)", "endpoint GET /b (b)"]
+    # WHEN
+    profile = ep.hold_profile(held, rounds, interval=1.0)
+    # THEN the requests share the second; the main loop gets none
+    assert profile == Counter({"request;solve_dependencies": 500, "request;handler": 500})
+
+
 def test_hold_profile_renders_as_a_flamegraph() -> None:
     from profiler.render.flamegraph import render_svg
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from profiler.capture import stack_log
+from profiler.capture import stack_log, tasks
 from profiler.capture.processes import stop_pid
 from profiler.memory import rss
 from profiler.pg import recording
@@ -72,8 +72,13 @@ def test_a_session_holds_every_probe_in_one_folder(
         "pg": "ok",
         "stacks": "ok",
         "rss": "ok",
+        "workers": "ok",
+        "tasks": "ok",
         "cpu": "ok",
     }
+    # the task sampler ran in the worker (no event loop: rounds without tasks)
+    assert probes["tasks"]["files"] == [f"tasks/tasks-{pid}.jsonl"]
+    assert tasks.read_end(out / "tasks" / f"tasks-{pid}.jsonl")["reason"] == "stopped"
     for probe in probes.values():
         assert all((out / f).exists() for f in probe["files"]), probe
     # the activity recording saw the held connections, every second

@@ -423,44 +423,64 @@ def _pairs(episodes: pd.DataFrame, samples: pd.DataFrame, threads: str) -> _Pair
     index = np.arange(total, dtype=np.int64) + np.repeat(low - (np.cumsum(counts) - counts), counts)
     weight = share[index]
     if "backends" in samples.columns:
-        first_of_dump = np.zeros(worker.size, dtype=np.int64)
-        first_of_dump[dump_start] = 1
-        dump = (np.cumsum(first_of_dump) - 1)[index]
-        named = samples["backends"].iloc[order[index]].reset_index(drop=True)
-        weight = _exact_weights(episodes, episode, dump, named, weight)
+        dump = _dump_ids(dump_start, worker.size)[index]
+        weight = _task_weights(episodes, samples, episode, order[index], dump, weight)
     stack_code = code[index]
     keep = (stack_code >= 0) & (weight > 0)
     return _Pairs(episode[keep], stack_code[keep], [str(c) for c in categories], weight[keep])
 
 
-def _exact_weights(
+def _dump_ids(dump_start: npt.NDArray[np.int64], size: int) -> npt.NDArray[np.int64]:
+    """Each sorted sample's dump number, from the positions where dumps start."""
+    first_of_dump = np.zeros(size, dtype=np.int64)
+    first_of_dump[dump_start] = 1
+    ids: npt.NDArray[np.int64] = np.cumsum(first_of_dump) - 1
+    return ids
+
+
+def _task_weights(
     episodes: pd.DataFrame,
+    samples: pd.DataFrame,
     episode: npt.NDArray[np.int64],
+    rows: npt.NDArray[np.int64],
     dump: npt.NDArray[np.int64],
-    named: pd.Series[Any],
     weight: npt.NDArray[np.float64],
 ) -> npt.NDArray[np.float64]:
-    """Pair weights where a task of the dump named the episode's backend: those tasks share it.
+    """Pair weights for task samples: per (episode, round), the tasks that named the
+    episode's backend share it; failing that, the candidate tasks (requests: those
+    with an endpoint); failing that, every task of the round (``weight`` as given).
 
-    ``episode``, ``dump`` and ``named`` (the sample's ``backends``, tuples of
-    backend PIDs) are per pair.
+    ``episode``, ``rows`` (the sample's row in ``samples``) and ``dump`` are
+    per pair; a sample's ``backends`` is a tuple of backend PIDs, its
+    ``endpoint`` (when the column exists) its request. A round that names no holder
+    happens when a connection is held through an object the sampler did not
+    reach; the server's own tasks (its main loop, the lifespan) do not hold
+    request connections, so they are not blamed while a request could be.
     """
+    named = samples["backends"].iloc[rows].reset_index(drop=True)
+    candidate = (
+        samples["endpoint"].notna().to_numpy(dtype=bool)[rows]
+        if "endpoint" in samples.columns
+        else np.ones(rows.size, dtype=bool)
+    )
     position = np.empty(int(episodes["episode_id"].max()) + 1, dtype=np.int64)
     position[episodes["episode_id"].to_numpy(dtype=np.int64)] = np.arange(len(episodes))
     episode_backend = episodes["pid"].to_numpy(dtype=np.int64)[position[episode]]
-    long = named.explode().dropna()
-    if long.empty:
-        return weight
-    pair = long.index.to_numpy(dtype=np.int64)
     exact = np.zeros(episode.size, dtype=bool)
-    exact[pair[long.to_numpy(dtype=np.int64) == episode_backend[pair]]] = True
-    if not exact.any():
+    long = named.explode().dropna()
+    if not long.empty:
+        pair = long.index.to_numpy(dtype=np.int64)
+        exact[pair[long.to_numpy(dtype=np.int64) == episode_backend[pair]]] = True
+    if not exact.any() and candidate.all():
         return weight
     _, codes = np.unique(episode * (int(dump.max()) + 1) + dump, return_inverse=True)
-    exact_per_group = np.bincount(codes, weights=exact)
-    resolved = exact_per_group[codes] > 0
     refined: npt.NDArray[np.float64] = weight.copy()
-    refined[resolved] = np.where(exact[resolved], 1.0 / exact_per_group[codes[resolved]], 0.0)
+    unresolved = np.ones(episode.size, dtype=bool)
+    for chosen in (exact, candidate):
+        per_group = np.bincount(codes, weights=chosen & unresolved)
+        resolved = unresolved & (per_group[codes] > 0)
+        refined[resolved] = np.where(chosen[resolved], 1.0 / per_group[codes[resolved]], 0.0)
+        unresolved &= ~resolved
     return refined
 
 

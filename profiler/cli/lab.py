@@ -140,7 +140,9 @@ def load(
     if record_into is not None:
         from profiler.session import load_record
 
-        record = load_record.from_result(result, url=target, started_at=started, ended_at=time.time())
+        record = load_record.from_result(
+            result, url=target, started_at=started, ended_at=time.time()
+        )
         console.info(f"load recorded in {load_record.write(record_into, record)}")
     if as_json:
         console.print_json(asdict(result))

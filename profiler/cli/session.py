@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -34,6 +35,20 @@ def run(
     lend_memray: bool = typer.Option(
         False, "--lend-memray", help="With --mem: lend our memray to workers that have none."
     ),
+    tasks: bool = typer.Option(
+        True,
+        "--tasks/--no-tasks",
+        help="Inject the asyncio task sampler: which coroutine holds each connection.",
+    ),
+    task_interval: float = typer.Option(
+        0.2, "--task-interval", min=0.05, help="Seconds between task sampler rounds."
+    ),
+    pool_capacity: int | None = typer.Option(
+        None,
+        "--pool-capacity",
+        min=1,
+        help="pool_size + max_overflow per worker, if known (else inferred for saturation).",
+    ),
     output: Path = typer.Option(..., "-o", "--output", help="The session folder to create."),
     force: bool = typer.Option(False, "--force", help="Write into a folder that is not empty."),
     as_json: bool = JSON_OPTION,
@@ -54,7 +69,64 @@ def run(
         cpu=cpu,
         mem=mem,
         lend_memray=lend_memray,
+        tasks=tasks,
+        task_interval=task_interval,
+        pool_capacity=pool_capacity,
     )
     run_session_command(
         TargetSpec(tuple(pid or ()), match), dsn, settings, output, force=force, as_json=as_json
+    )
+
+
+def _idle_threshold() -> Any:
+    return typer.Option(
+        1.0,
+        "--idle-threshold",
+        min=0.0,
+        help="Seconds idle in transaction before a transaction counts as held too long.",
+    )
+
+
+@app.command()
+def show(
+    directory: Path = typer.Argument(..., help="A session folder (from session run -o DIR)."),
+    idle_threshold: float = _idle_threshold(),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Findings, measures and the code paths that held connections, for one session.
+
+    Example: profiler session show sessions/before
+    """
+    from profiler.analysis.findings import Thresholds
+    from profiler.cli.session_show import show_command
+
+    show_command(directory, Thresholds(idle_in_transaction_seconds=idle_threshold), as_json=as_json)
+
+
+@app.command()
+def compare(
+    before: Path = typer.Argument(..., help="The session before the change."),
+    after: Path = typer.Argument(..., help="The session after it."),
+    fail_on: list[str] | None = typer.Option(
+        None,
+        "--fail-on",
+        help="Exit 1 when AFTER is worse on this rule (repeatable): any, idle-in-transaction, "
+        "held-connections, throughput, peak-rss, vanished-workers, or a finding's rule.",
+    ),
+    idle_threshold: float = _idle_threshold(),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Before/after: idle-in-transaction count and age, connections held, throughput, RSS.
+
+    Example: profiler session compare sessions/before sessions/after --fail-on idle-in-transaction
+    """
+    from profiler.analysis.findings import Thresholds
+    from profiler.cli.session_show import compare_command
+
+    compare_command(
+        before,
+        after,
+        Thresholds(idle_in_transaction_seconds=idle_threshold),
+        fail_on or [],
+        as_json=as_json,
     )

@@ -9,6 +9,8 @@ from typing import Any
 
 from profiler.cli import console
 from profiler.errors import AttachError, InterruptedCapture, UsageError
+from profiler.memory.oom import memory_limit
+from profiler.model import Worker
 from profiler.session.manifest import Manifest, SessionSettings, now
 from profiler.session.probes import Probe
 from profiler.session.run import build_probes, run_session, tool_versions
@@ -34,7 +36,8 @@ def run_session_command(
         )
     with connection(resolved):  # unreachable or refused: exit 4 before anything starts
         pass
-    workers = [w for w in find_workers(spec) if w.role != "master"]
+    found = find_workers(spec)
+    workers = [w for w in found if w.role != "master"]
     if not workers:
         raise AttachError(
             "no workers to profile", hint="name them with --pid or --match (see: profiler workers)"
@@ -46,11 +49,22 @@ def run_session_command(
         started_at=now(),
         settings=settings,
         dsn=redact(resolved),
-        targets=[{"pid": w.pid, "role": w.role, "cmdline": w.cmdline} for w in workers],
+        targets=[
+            {
+                "pid": w.pid,
+                "role": w.role,
+                "cmdline": w.cmdline,
+                "memory_limit": memory_limit(w.pid),
+            }
+            for w in workers
+        ],
         tools=tool_versions(),
     )
     stop = threading.Event()
-    probes = build_probes(directory, stop, resolved, pids, settings, console.warn)
+    master = master_of(found, pids)
+    probes = build_probes(
+        directory, stop, resolved, pids, settings, console.warn, master_pid=master
+    )
     how_long = f"for {settings.duration:g}s" if settings.duration else "until Ctrl-C"
     console.info(f"session {directory}: {len(pids)} worker(s), {len(probes)} probes {how_long}")
 
@@ -82,6 +96,25 @@ def run_session_command(
             f"session stopped by {signalled[0] if signalled else 'a signal'} before its end",
             hint=f"everything captured is kept in {directory}",
         )
+
+
+def master_of(found: list[Worker], pids: list[int]) -> int | None:
+    """The process that forks the workers (it forks their replacements too): a master among
+    the targets, else the one parent every worker shares, unless that is init."""
+    masters = [w.pid for w in found if w.role == "master"]
+    if len(masters) == 1:
+        return masters[0]
+    import psutil
+
+    parents: set[int] = set()
+    for pid in pids:
+        try:
+            parents.add(psutil.Process(pid).ppid())
+        except psutil.Error:
+            continue
+    if len(parents) == 1 and (parent := parents.pop()) > 1:
+        return parent
+    return None
 
 
 def _prepare(output: Path, *, force: bool) -> Path:

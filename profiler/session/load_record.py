@@ -80,10 +80,12 @@ def read(directory: Path) -> LoadRecord | None:
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read {path}: {exc}", hint="delete it or record the load again")
+        raise InputError(
+            f"cannot read {path}: {exc}", hint="delete it or record the load again"
+        ) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
         raise InputError(f"{path} is not a {FORMAT} v{VERSION} record", hint="record it again")
-    fields = {name: data.get(name) for name in LoadRecord.__dataclass_fields__}
+    fields: dict[str, Any] = {name: data.get(name) for name in LoadRecord.__dataclass_fields__}
     try:
         return LoadRecord(**fields)
     except TypeError as exc:

@@ -48,6 +48,9 @@ class SessionSettings:
     mem_aggregate: bool = False
     mem_native: bool = False
     lend_memray: bool = False
+    tasks: bool = True
+    task_interval: float = 0.2
+    pool_capacity: int | None = None  # pool_size + max_overflow per worker, when told
 
 
 @dataclass(slots=True)

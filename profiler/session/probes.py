@@ -23,6 +23,8 @@ from typing import Any
 from profiler.errors import ProfilerError
 from profiler.session.manifest import ProbeRecord, SessionSettings
 
+DEBUGGER_WAIT_SECONDS = 60.0
+
 
 class Probe(abc.ABC):
     """One kind of evidence. Subclasses implement :meth:`capture` (runs until ``stop``)."""
@@ -242,11 +244,17 @@ class MemProbe(Probe):
     name = "mem"
 
     def __init__(
-        self, directory: Path, stop: threading.Event, pids: list[int], settings: SessionSettings
+        self,
+        directory: Path,
+        stop: threading.Event,
+        pids: list[int],
+        settings: SessionSettings,
+        debugger_free: threading.Event,
     ) -> None:
         super().__init__(directory, stop)
         self.pids = pids
         self.settings = settings
+        self.debugger_free = debugger_free
         self.tracking = 0
 
     def capture(self) -> None:
@@ -263,6 +271,7 @@ class MemProbe(Probe):
         out = self.directory / "mem"
         out.mkdir(exist_ok=True)
         out = out.resolve()
+        self.debugger_free.wait(DEBUGGER_WAIT_SECONDS)  # the task sampler injects first
         ready, failed = preflight.check_all(self.pids, lend=self.settings.lend_memray)
         errors = [f"worker {pid}: {error.message}" for pid, error in failed.items()]
         options = MemOptions(self.settings.mem_aggregate, self.settings.mem_native)
@@ -293,6 +302,111 @@ class MemProbe(Probe):
 
     def progress(self) -> str:
         return f"mem {self.tracking} tracking"
+
+
+class TasksProbe(WorkerSamplingProbe):
+    """The asyncio task sampler injected into every worker, into ``tasks/tasks-PID.jsonl``.
+
+    Injection goes through a debugger (gdb), as memray's attach does, so it runs
+    before memray attaches (``debugger_free`` is set once every injection is
+    done): two debuggers cannot ptrace one process at once. The sampler stops
+    itself at the session's end (stop file), and if we die, at its lease's end.
+    """
+
+    name = "tasks"
+
+    def __init__(
+        self,
+        directory: Path,
+        stop: threading.Event,
+        pids: list[int],
+        interval: float,
+        duration: float | None,
+        debugger_free: threading.Event,
+    ) -> None:
+        super().__init__(directory, stop, pids, interval)
+        self.duration = duration
+        self.debugger_free = debugger_free
+        self.sampling: list[int] = []
+
+    def capture(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from profiler.capture import tasks
+
+        out = self.directory / "tasks"
+        out.mkdir(exist_ok=True)
+        paths = {pid: out.resolve() / f"tasks-{pid}.jsonl" for pid in self.pids}
+        limit = (self.duration or tasks.UNBOUNDED_SECONDS) + tasks.STOP_SLACK_SECONDS
+        errors: dict[int, str] = {}
+
+        def inject(pid: int) -> None:
+            try:
+                tasks.inject(pid, paths[pid], interval=self.interval, duration=limit)
+            except ProfilerError as exc:
+                errors[pid] = exc.message
+
+        try:
+            with ThreadPoolExecutor(max_workers=min(8, len(self.pids) or 1)) as pool:
+                list(pool.map(inject, self.pids))
+        finally:
+            self.debugger_free.set()
+        self.sampling = [pid for pid in self.pids if pid not in errors]
+        with tasks.Leases([paths[pid] for pid in self.sampling]) as leases:
+            while not self.stop_event.wait(tasks.LEASE_RENEW_SECONDS):
+                leases.renew()
+        for pid in self.sampling:
+            tasks.request_stop(paths[pid])
+        tasks.wait_for_end([paths[pid] for pid in self.sampling], timeout=2 * self.interval + 2)
+        self.record.files = [
+            str(path.relative_to(self.directory.resolve()))
+            for path in paths.values()
+            if path.exists()
+        ]
+        self.record.facts["workers"] = {str(pid): errors.get(pid, "sampled") for pid in self.pids}
+        if errors:
+            self.record.error = "; ".join(f"worker {pid}: {why}" for pid, why in errors.items())
+        if not self.sampling:
+            raise ProfilerError(self.record.error or "the task sampler ran in no worker")
+
+    def progress(self) -> str:
+        return f"tasks in {len(self.sampling)} workers"
+
+
+class WorkersProbe(Probe):
+    """Which workers vanished (and whether the OOM killer took them), which replaced them."""
+
+    name = "workers"
+
+    def __init__(
+        self, directory: Path, stop: threading.Event, pids: list[int], master_pid: int | None
+    ) -> None:
+        super().__init__(directory, stop)
+        self.pids = pids
+        self.master_pid = master_pid
+        self.vanished = 0
+
+    def capture(self) -> None:
+        from profiler.targets.membership import WorkerWatcher
+
+        path = self.directory / "workers.jsonl"
+        self.record.files.append(path.name)
+        with WorkerWatcher(path, self.pids, self.master_pid) as watcher:
+            while not self.stop_event.wait(0.5):
+                self.vanished = sum(e["event"] == "vanished" for e in watcher.events)
+        events = watcher.events
+        vanished = [e for e in events if e["event"] == "vanished"]
+        self.record.facts.update(
+            vanished=[e["pid"] for e in vanished],
+            appeared=[e["pid"] for e in events if e["event"] == "appeared"],
+        )
+        if vanished:
+            self.record.error = "worker(s) vanished: " + ", ".join(
+                f"{e['pid']} ({e['exit']})" for e in vanished
+            )
+
+    def progress(self) -> str:
+        return f"{self.vanished} vanished" if self.vanished else "workers steady"
 
 
 def probe_summary(probes: list[Probe]) -> dict[str, Any]:

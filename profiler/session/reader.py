@@ -10,7 +10,13 @@ asked for and kept:
 * ``stack_samples``: one row per thread per dump, the columns of
   :func:`profiler.capture.stack_log.to_dataframe`;
 * ``rss``: one row per worker per RSS sample, the columns of
-  :func:`profiler.memory.rss.to_dataframe`.
+  :func:`profiler.memory.rss.to_dataframe`;
+* ``task_samples``: one row per asyncio task per round of the task sampler
+  injected into each worker (:mod:`profiler.capture.tasks`);
+* ``worker_events``: workers that vanished (and how) or appeared
+  (:mod:`profiler.targets.membership`);
+* ``load``: the load the session ran under, when recorded
+  (:mod:`profiler.session.load_record`).
 
 A probe that did not run (no file) gives an empty frame with the same
 columns, so analysis code needs no special case. Needs pandas and pyarrow
@@ -29,16 +35,19 @@ from profiler.capture import stack_log
 from profiler.capture.stacks import Frame
 from profiler.errors import InputError
 from profiler.memory import rss as rss_log
-from profiler.session import activity_table
+from profiler.session import activity_table, load_record
 from profiler.session.manifest import FORMAT, MANIFEST, VERSION
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from profiler.model import Gap
+    from profiler.session.load_record import LoadRecord
 
 STACKS_NAME = "stacks.jsonl"
 RSS_NAME = "rss.jsonl"
+TASKS_DIR = "tasks"
+WORKERS_NAME = "workers.jsonl"
 HINT = "a session folder comes from `profiler session run -o DIR`"
 
 STACK_COLUMNS = stack_log.COLUMNS
@@ -126,6 +135,11 @@ class Session:
         return max([self.started_at, *(t for t in candidates if t is not None)])
 
     @property
+    def start(self) -> float:
+        """``started_at`` as epoch seconds (our clock)."""
+        return self.started_at.timestamp()
+
+    @property
     def end(self) -> float:
         """``ended_at`` as epoch seconds: the ``session_end`` the episode functions take."""
         return self.ended_at.timestamp()
@@ -190,6 +204,41 @@ class Session:
             typed: pd.DataFrame = frame.astype({"worker_pid": "int64", "rss_bytes": "int64"})
             return typed
         return rss_log.to_dataframe(rss_log.read(path))
+
+    @cached_property
+    def task_samples(self) -> pd.DataFrame:
+        """One row per asyncio task per round of the injected task sampler, every worker
+        that had one (``tasks/tasks-PID.jsonl``); empty (same columns) when none ran."""
+        import pandas as pd
+
+        from profiler.capture import tasks
+
+        paths = sorted((self.path / TASKS_DIR).glob("tasks-*.jsonl"))
+        frames = [tasks.read(path) for path in paths]
+        frames = [frame for frame in frames if not frame.empty]
+        if not frames:
+            return tasks.empty()
+        combined: pd.DataFrame = pd.concat(frames, ignore_index=True)
+        for name in ("task", "stack", "leaf"):
+            combined[name] = combined[name].astype("category")
+        return combined
+
+    @property
+    def task_interval(self) -> float:
+        return float(self.settings.get("task_interval") or 0.2)
+
+    @cached_property
+    def worker_events(self) -> pd.DataFrame:
+        """Workers that vanished or appeared during the session (``workers.jsonl``)."""
+        from profiler.targets import membership
+
+        path = self.path / WORKERS_NAME
+        return membership.read(path) if path.exists() else membership.empty()
+
+    @cached_property
+    def load(self) -> LoadRecord | None:
+        """The load the session ran under, when something recorded it (``load.json``)."""
+        return load_record.read(self.path)
 
     @staticmethod
     def _last_of(frame: pd.DataFrame) -> datetime | None:

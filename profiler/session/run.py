@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from profiler.session.manifest import Manifest, SessionSettings, now
-from profiler.session.probes import CpuProbe, MemProbe, PgProbe, Probe, RssProbe, StacksProbe
+from profiler.session.probes import (
+    CpuProbe,
+    MemProbe,
+    PgProbe,
+    Probe,
+    RssProbe,
+    StacksProbe,
+    TasksProbe,
+    WorkersProbe,
+)
 
 JOIN_SECONDS = 60.0
 
@@ -29,16 +38,28 @@ def build_probes(
     pids: list[int],
     settings: SessionSettings,
     warn: Callable[[str], None],
+    *,
+    master_pid: int | None = None,
 ) -> list[Probe]:
+    debugger_free = threading.Event()
     probes: list[Probe] = [
         PgProbe(directory, stop, dsn, settings.pg_interval, warn),
         StacksProbe(directory, stop, pids, settings.dump_interval),
         RssProbe(directory, stop, pids, settings.rss_interval),
+        WorkersProbe(directory, stop, pids, master_pid),
     ]
+    if settings.tasks:
+        probes.append(
+            TasksProbe(
+                directory, stop, pids, settings.task_interval, settings.duration, debugger_free
+            )
+        )
+    else:
+        debugger_free.set()
     if settings.cpu:
         probes.append(CpuProbe(directory, stop, pids, settings.cpu_rate))
     if settings.mem:
-        probes.append(MemProbe(directory, stop, pids, settings))
+        probes.append(MemProbe(directory, stop, pids, settings, debugger_free))
     return probes
 
 

@@ -1,0 +1,642 @@
+"""The asyncio task sampler that runs *inside* a worker: stdlib only, sent as source text.
+
+py-spy reads threads; a request coroutine suspended at ``await http.post(...)``
+is on no thread's stack, even while it holds a database connection. This
+module is injected into the live worker (see :mod:`profiler.capture.tasks`):
+its whole source text plus one ``start(...)`` line is compiled and run there,
+so it must import nothing but the standard library, define no dataclasses
+(they need the module in ``sys.modules``) and read no ``__name__``.
+
+:func:`start` opens the output file and returns at once; a daemon thread then
+samples every ``interval`` seconds. One round:
+
+* copies asyncio's registry of live tasks (a ``WeakSet`` that the event loop
+  thread may change meanwhile: copied with retries, as ``asyncio.all_tasks``
+  does) and drops the copy at the end of the round: no task, frame or local
+  outlives its round;
+* walks each task's suspended coroutine chain (``cr_await`` /
+  ``gi_yieldfrom`` / ``ag_await``) and records its frames, innermost first;
+* looks for open PostgreSQL connections among the locals of those frames
+  with a bounded breadth-first walk, and records their backend PIDs.
+
+Locals are read with :func:`gc.get_referents` on the suspended coroutine,
+which is what the garbage collector itself does: unlike ``frame.f_locals``
+on 3.11/3.12 it creates no snapshot dict on the frame (that dict would keep
+every local alive until the frame's next refresh, and it is the very dict
+``locals()`` returns to the application). Nothing is written into the worker
+but this thread, its output file and, for each sampled coroutine, the frame
+object CPython creates lazily when ``cr_frame`` is first read (asyncio's
+own ``Task.get_stack`` does the same).
+
+Only attributes known to be plain data are read: an instance's ``__dict__``
+(through the type's own descriptor), ``__slots__`` members, and for the few
+recognised connection types (SQLAlchemy, psycopg 3, psycopg2, asyncpg) the
+properties that read libpq's or asyncpg's local state without a round trip.
+Never a property or ``__getattr__`` of an unknown object.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import gc
+import json
+import os
+import sys
+import threading
+import time
+import types
+from collections.abc import Callable
+from typing import IO, Any
+
+FORMAT = "profiler-task-samples"
+VERSION = 1
+THREAD_NAME = "profiler-task-sampler"
+STOP_SUFFIX = ".stop"
+LEASE_SUFFIX = ".lease"
+MAX_FRAMES = 200  # per coroutine chain
+MAX_DEPTH = 3  # from a frame's locals
+MAX_VISITS = 300  # objects looked at per task
+MAX_CONTAINER = 1000  # larger containers are not looked into
+MAX_HOPS = 6  # Session -> transaction -> Connection -> pool proxy -> adapter -> driver
+COPY_RETRIES = 100
+SHUTDOWN_JOIN_SECONDS = 1.0
+
+_ATOMIC = (str, bytes, bytearray, int, float, complex, bool, type(None), range, memoryview)
+_OPAQUE = (
+    types.ModuleType,
+    type,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    types.FrameType,
+    types.CodeType,
+    types.CoroutineType,
+    types.GeneratorType,
+    types.AsyncGeneratorType,
+    types.TracebackType,
+)
+
+# (module prefix, class name) found in a type's MRO -> what the object is.
+_KINDS = {
+    ("sqlalchemy.orm.session", "Session"): "sa_session",
+    ("sqlalchemy.ext.asyncio.session", "AsyncSession"): "sa_async_session",
+    ("sqlalchemy.ext.asyncio.engine", "AsyncConnection"): "sa_async_connection",
+    ("sqlalchemy.engine.base", "Connection"): "sa_connection",
+    ("sqlalchemy.pool.base", "PoolProxiedConnection"): "sa_pool_proxy",
+    ("sqlalchemy.connectors.asyncio", "AsyncAdapt_dbapi_connection"): "sa_adapter",
+    ("sqlalchemy.dialects.postgresql.asyncpg", "AsyncAdapt_asyncpg_connection"): "sa_adapter",
+    ("sqlalchemy.dialects.postgresql.psycopg", "AsyncAdapt_psycopg_connection"): "sa_adapter",
+    ("psycopg.", "BaseConnection"): "psycopg",
+    ("psycopg2", "connection"): "psycopg2",
+    ("asyncpg.connection", "Connection"): "asyncpg",
+    ("asyncpg.pool", "PoolConnectionProxy"): "asyncpg_proxy",
+    # Pools and engines reach every idle connection: never attribute those to a task.
+    ("sqlalchemy.engine.base", "Engine"): "skip",
+    ("sqlalchemy.ext.asyncio.engine", "AsyncEngine"): "skip",
+    ("sqlalchemy.pool.base", "Pool"): "skip",
+    ("psycopg_pool.", "BasePool"): "skip",
+    ("asyncpg.pool", "Pool"): "skip",
+    ("asyncio.futures", "Future"): "skip",
+    ("_asyncio", "Future"): "skip",
+    ("asyncio.events", "AbstractEventLoop"): "skip",
+    ("threading", "Thread"): "skip",
+}
+
+
+def start(
+    path: str,
+    interval: float,
+    duration: float,
+    max_tasks: int = 500,
+    lease_seconds: float | None = None,
+) -> threading.Thread:
+    """Open ``path`` (exclusively), write the header and start sampling in a daemon thread.
+
+    The sampler stops by itself after ``duration`` seconds, when ``path + ".stop"``
+    appears, at interpreter exit, or (with ``lease_seconds``) when ``path + ".lease"``
+    exists and was last touched longer ago than that: the host renews the lease
+    while it lives, so a host that died stops the sampler long before its duration.
+
+    Returns at once: the injected code runs with the GIL held in the worker.
+    A failure to open the file raises here, so the injector gets it back as
+    the payload's error text; after that nothing raises into the worker: the
+    thread records any error in its ``end`` line.
+    """
+    handle = open(path, "x", encoding="utf-8")  # noqa: SIM115 (the thread closes it)
+    try:
+        header = {
+            "kind": "header",
+            "format": FORMAT,
+            "version": VERSION,
+            "pid": os.getpid(),
+            "interval": interval,
+            "duration": duration,
+            "max_tasks": max_tasks,
+            "lease_seconds": lease_seconds,
+            "python": sys.version.split()[0],
+            "task_registry": _registry_name(),
+            "sys_path": [entry for entry in sys.path if isinstance(entry, str)],
+            "started_at": time.time(),
+        }
+        handle.write(json.dumps(header) + "\n")
+        handle.flush()
+        stop = threading.Event()
+        hooks: list[Callable[[], None]] = []
+        thread = threading.Thread(
+            target=_run,
+            args=(handle, path, interval, duration, max_tasks, lease_seconds, stop, hooks),
+            name=THREAD_NAME,
+            daemon=True,
+        )
+
+        def at_exit() -> None:
+            """At interpreter exit: end the round in progress and write the end line."""
+            stop.set()
+            thread.join(SHUTDOWN_JOIN_SECONDS)
+
+        hooks.append(at_exit)
+        atexit.register(at_exit)
+        thread.start()
+    except BaseException:
+        handle.close()
+        raise
+    return thread
+
+
+def request_stop(path: str) -> None:
+    """Ask the sampler writing ``path`` to stop at its next round (the host does the same)."""
+    with open(path + STOP_SUFFIX, "a", encoding="utf-8"):
+        pass
+
+
+def _run(
+    handle: IO[str],
+    path: str,
+    interval: float,
+    duration: float,
+    max_tasks: int,
+    lease_seconds: float | None,
+    stop: threading.Event,
+    hooks: list[Callable[[], None]],
+) -> None:
+    """The sampling loop: rounds on a fixed-rate grid until duration, stop file or exit."""
+    reason = "duration"
+    try:
+        began = time.monotonic()
+        deadline = began + duration
+        stop_file = path + STOP_SUFFIX
+        tick = 0
+        while True:
+            if stop.is_set():
+                reason = "shutdown"
+                break
+            if os.path.exists(stop_file):
+                reason = "stopped"
+                break
+            if lease_seconds is not None and _lease_expired(path + LEASE_SUFFIX, lease_seconds):
+                reason = "lease expired"
+                break
+            if time.monotonic() >= deadline:
+                break
+            handle.write(sample_round(max_tasks))
+            handle.flush()
+            tick += 1
+            tick = max(tick, int((time.monotonic() - began) / interval) + 1)
+            next_at = began + tick * interval
+            stop.wait(max(0.0, min(next_at, deadline) - time.monotonic()))
+    except BaseException as exc:  # nothing may escape into the worker
+        reason = f"error: {type(exc).__name__}: {exc}"
+    finally:
+        with contextlib.suppress(BaseException):
+            end = {"kind": "end", "taken_at": time.time(), "reason": reason}
+            handle.write(json.dumps(end) + "\n")
+            handle.flush()
+        with contextlib.suppress(BaseException):
+            handle.close()
+        for hook in hooks:
+            atexit.unregister(hook)
+
+
+def _lease_expired(lease: str, seconds: float) -> bool:
+    try:
+        return time.time() - os.stat(lease).st_mtime > seconds
+    except OSError:  # no lease taken (yet): only the duration bounds the sampler
+        return False
+
+
+def sample_round(max_tasks: int) -> str:
+    """One round as JSON lines: a ``task`` line per live task, then a ``round`` line.
+
+    The ``round`` line's ``cpu_seconds`` is this thread's CPU time for the
+    round: the sampler's cost, all of it spent holding the GIL. ``seconds`` is
+    its wall time, longer when the worker's threads kept the GIL from it: the
+    tasks of one round are then read over that span, not at ``taken_at``.
+    """
+    started = time.perf_counter()
+    cpu_started = time.thread_time()
+    taken_at = time.time()
+    tasks = [task for task in _all_tasks() if not _done(task)]
+    skipped = max(0, len(tasks) - max_tasks)
+    del tasks[max_tasks:]
+    lines = []
+    cache: dict[Any, Any] = {}
+    for task in tasks:
+        record = describe_task(task, cache)
+        record["taken_at"] = taken_at
+        lines.append(json.dumps(record))
+    count = len(tasks)
+    del tasks, cache
+    summary = {
+        "kind": "round",
+        "taken_at": taken_at,
+        "tasks": count,
+        "skipped": skipped,
+        "seconds": time.perf_counter() - started,
+        "cpu_seconds": time.thread_time() - cpu_started,
+    }
+    lines.append(json.dumps(summary))
+    return "\n".join(lines) + "\n"
+
+
+def describe_task(task: Any, cache: dict[Any, Any] | None = None) -> dict[str, Any]:
+    """A task's record: name, frames innermost first, what it awaits, its backend PIDs."""
+    cache = {} if cache is None else cache
+    coro = task.get_coro()
+    frames, holders, last = walk_chain(coro)
+    running = any(_running(holder) for holder in holders)
+    roots = [] if running else locals_of(holders)
+    return {
+        "kind": "task",
+        "task_id": id(task),
+        "task": str(task.get_name()),
+        "frames": frames,
+        "awaiting": _awaiting(last, getattr(task, "_fut_waiter", None)),
+        "running": running,
+        "backends": find_backends(roots, cache) if roots else [],
+        "endpoint": find_endpoint(roots),
+    }
+
+
+def find_endpoint(roots: list[Any]) -> dict[str, Any] | None:
+    """The web endpoint the task serves, from the ASGI ``scope`` among its frames' locals.
+
+    Starlette's router (and so FastAPI's) puts the matched route's function in
+    ``scope["endpoint"]`` and the route in ``scope["route"]``. A request that
+    holds a connection while still resolving its dependencies has no frame of
+    its handler yet; the endpoint says whose request it is all the same.
+    Only plain dicts are looked into (``dict.get`` runs no user code).
+    """
+    for root in roots:
+        if type(root) is not dict or root.get("type") not in ("http", "websocket"):
+            continue
+        endpoint = root.get("endpoint")
+        code = getattr(endpoint, "__code__", None)
+        if code is None:
+            continue
+        route = root.get("route")
+        path = route.__dict__.get("path") if hasattr(route, "__dict__") else None
+        return {
+            "name": getattr(code, "co_qualname", code.co_name),
+            "filename": code.co_filename,
+            "line": code.co_firstlineno,
+            "method": root.get("method"),
+            "route": path if isinstance(path, str) else root.get("path"),
+        }
+    return None
+
+
+def walk_chain(coro: Any) -> tuple[list[list[Any]], list[Any], Any]:
+    """Follow a coroutine's ``await`` chain: frames innermost first, the coroutines and
+    generators walked (outermost first), and the object the chain ended on (a Future's
+    iterator, an unknown awaitable, or None)."""
+    frames: list[list[Any]] = []
+    holders: list[Any] = []
+    current = coro
+    for _ in range(MAX_FRAMES):
+        step = _STEPS.get(type(current))
+        if step is None:
+            break
+        frame_attr, await_attr = step
+        frame = getattr(current, frame_attr)
+        if frame is None:  # finished or closed
+            current = None
+            break
+        holders.append(current)
+        frames.append(_frame_record(frame))
+        current = getattr(current, await_attr)
+    frames.reverse()
+    return frames, holders, current
+
+
+def find_backends(roots: list[Any], cache: dict[Any, Any] | None = None) -> list[int]:
+    """Backend PIDs of the open connections reachable from ``roots`` (a frame's locals).
+
+    Breadth first, depth at most ``MAX_DEPTH``, at most ``MAX_VISITS``
+    objects, each once; containers and plain objects are looked into, the
+    recognised connection holders are resolved and not looked into further.
+    """
+    cache = {} if cache is None else cache
+    found: list[int] = []
+    seen: set[int] = set()
+    visits = 0
+    level = roots
+    for depth in range(MAX_DEPTH + 1):
+        deeper: list[Any] = []
+        for obj in level:
+            tp = type(obj)
+            if tp in _ATOMIC or id(obj) in seen:
+                continue
+            if visits >= MAX_VISITS:
+                return sorted(set(found))
+            seen.add(id(obj))
+            visits += 1
+            kind = _kind(tp, cache)
+            if kind == "skip":
+                continue
+            if kind is not None:
+                with contextlib.suppress(Exception):
+                    _resolve(obj, kind, found, cache, MAX_HOPS)
+                continue
+            if depth < MAX_DEPTH:
+                with contextlib.suppress(Exception):
+                    deeper.extend(_children(obj, tp, cache))
+        level = deeper
+    return sorted(set(found))
+
+
+# -- tasks -------------------------------------------------------------------------------
+
+
+def _registry() -> list[Any]:
+    """asyncio's sets of live tasks in this Python (3.10-3.11: one; 3.12+: two)."""
+    module = sys.modules.get("asyncio.tasks")
+    if module is None:
+        return []  # asyncio never imported: no tasks
+    found = []
+    for name in ("_all_tasks", "_scheduled_tasks", "_eager_tasks"):
+        registry = module.__dict__.get(name)
+        if registry is not None:
+            found.append(registry)
+    return found
+
+
+def _registry_name() -> str | None:
+    module = sys.modules.get("asyncio.tasks")
+    if module is None:
+        return "asyncio not imported"
+    names = [n for n in ("_all_tasks", "_scheduled_tasks", "_eager_tasks") if n in module.__dict__]
+    return "+".join(names) or None
+
+
+def _all_tasks() -> list[Any]:
+    """A copy of every registered task; the loop thread may add one meanwhile, so retry."""
+    tasks: list[Any] = []
+    for registry in _registry():
+        for attempt in range(COPY_RETRIES):
+            try:
+                tasks.extend(list(registry))
+                break
+            except RuntimeError:  # changed size during iteration
+                if attempt == COPY_RETRIES - 1:
+                    raise
+    return list({id(task): task for task in tasks}.values())
+
+
+def _done(task: Any) -> bool:
+    try:
+        return bool(task.done())
+    except Exception:  # a foreign task type: treat it as gone
+        return True
+
+
+_STEPS: dict[type, tuple[str, str]] = {
+    types.CoroutineType: ("cr_frame", "cr_await"),
+    types.GeneratorType: ("gi_frame", "gi_yieldfrom"),
+    types.AsyncGeneratorType: ("ag_frame", "ag_await"),
+}
+_RUNNING = {
+    types.CoroutineType: "cr_running",
+    types.GeneratorType: "gi_running",
+    types.AsyncGeneratorType: "ag_running",
+}
+
+
+def _running(holder: Any) -> bool:
+    return bool(getattr(holder, _RUNNING[type(holder)]))
+
+
+def _frame_record(frame: types.FrameType) -> list[Any]:
+    code = frame.f_code
+    name = getattr(code, "co_qualname", code.co_name)
+    return [name, code.co_filename, frame.f_lineno or 0]
+
+
+def _awaiting(last: Any, waiter: Any) -> str | None:
+    """What the innermost coroutine waits on, by type name (a Future rather than its
+    iterator)."""
+    if last is None:
+        return None
+    if waiter is not None:
+        return type(waiter).__name__
+    name = type(last).__name__
+    return "Future" if name == "FutureIter" else name
+
+
+def locals_of(holders: list[Any]) -> list[Any]:
+    """The locals (and value stacks) of suspended frames, innermost first, read as the GC
+    reads them.
+
+    On 3.11+ a coroutine owns its frame's data and its referents are its
+    locals; on 3.10 they include its frame object, whose referents are the
+    locals plus the module's globals and builtins, which are left out.
+    Innermost first: the application's own frames, where sessions live, come
+    before the framework's when the visit budget runs out.
+    """
+    walked = {id(holder) for holder in holders}
+    roots: list[Any] = []
+    for holder in reversed(holders):
+        for ref in gc.get_referents(holder):
+            if type(ref) is types.FrameType:
+                skip = {id(ref.f_globals), id(ref.f_builtins), *walked}
+                roots.extend(r for r in gc.get_referents(ref) if id(r) not in skip)
+            elif id(ref) not in walked:
+                roots.append(ref)
+    return roots
+
+
+# -- the bounded walk ----------------------------------------------------------------------
+
+_MISSING = object()
+_TYPE_MODULE = type.__dict__["__module__"]
+_TYPE_QUALNAME = type.__dict__["__qualname__"]
+
+
+def _kind(tp: type, cache: dict[Any, Any]) -> str | None:
+    """What a type is to the walk: a connection holder's kind, ``skip``, or None (look in).
+
+    Names are read through ``type``'s own descriptors: a metaclass cannot run code here.
+    """
+    key = ("kind", tp)
+    if key in cache:
+        return cache[key]  # type: ignore[no-any-return]
+    kind: str | None = None
+    if issubclass(tp, _OPAQUE):
+        kind = "skip"
+    else:
+        for klass in tp.__mro__:
+            module = _TYPE_MODULE.__get__(klass, type)
+            name = _TYPE_QUALNAME.__get__(klass, type)
+            if not isinstance(module, str):
+                continue
+            for (prefix, wanted), found in _KINDS.items():
+                if name == wanted and module.startswith(prefix):
+                    kind = found
+                    break
+            if kind is not None:
+                break
+    cache[key] = kind
+    return kind
+
+
+def _layout(tp: type, cache: dict[Any, Any]) -> list[Any]:
+    """The descriptors of a type's instance data: its ``__dict__`` getset and its slots."""
+    key = ("layout", tp)
+    if key in cache:
+        return cache[key]  # type: ignore[no-any-return]
+    layout: list[Any] = []
+    has_dict = False
+    for klass in tp.__mro__:
+        for name, descriptor in list(klass.__dict__.items()):
+            kind = type(descriptor)
+            if name == "__dict__" and kind is types.GetSetDescriptorType and not has_dict:
+                layout.append(descriptor)
+                has_dict = True
+            elif kind is types.MemberDescriptorType and name != "__weakref__":
+                layout.append(descriptor)
+    cache[key] = layout
+    return layout
+
+
+def _children(obj: Any, tp: type, cache: dict[Any, Any]) -> list[Any]:
+    """What a container holds, or an object's instance attributes; never through its code."""
+    items = _items(obj, tp)
+    if items is not None:
+        return items
+    values: list[Any] = []
+    for descriptor in _layout(tp, cache):
+        try:
+            value = descriptor.__get__(obj, tp)
+        except (AttributeError, TypeError):
+            continue  # an unset slot, or no instance dict after all
+        if type(descriptor) is types.MemberDescriptorType:
+            values.append(value)
+        elif type(value) is dict and len(value) <= MAX_CONTAINER:
+            values.extend(dict.values(value))
+    return values
+
+
+def _items(obj: Any, tp: type) -> list[Any] | None:
+    """A built-in container's items through the built-in's own methods (a subclass's
+    ``__iter__`` is code), or None when ``obj`` is not one. Large ones are sized first."""
+    for base in (dict, list, tuple, set, frozenset):
+        if issubclass(tp, base):
+            if base.__len__(obj) > MAX_CONTAINER:
+                return []  # too large: looked at, not into
+            return list(dict.values(obj)) if base is dict else list(base.__iter__(obj))
+    if tp is types.CellType:
+        try:
+            return [obj.cell_contents]
+        except ValueError:  # an empty cell
+            return []
+    return None
+
+
+def _plain(obj: Any, name: str) -> Any:
+    """``obj.name`` when it is instance data (a slot or the instance ``__dict__``), else
+    None: a property or any other data descriptor is code, and is not run."""
+    tp = type(obj)
+    declared: Any = _MISSING
+    for klass in tp.__mro__:
+        declared = klass.__dict__.get(name, _MISSING)
+        if declared is not _MISSING:
+            break
+    if type(declared) is types.MemberDescriptorType:
+        try:
+            return declared.__get__(obj, tp)
+        except AttributeError:
+            return None
+    if declared is not _MISSING and (
+        hasattr(type(declared), "__set__") or hasattr(type(declared), "__delete__")
+    ):
+        return None
+    for klass in tp.__mro__:
+        descriptor = klass.__dict__.get("__dict__")
+        if type(descriptor) is types.GetSetDescriptorType:
+            attributes = descriptor.__get__(obj, tp)
+            return attributes.get(name) if type(attributes) is dict else None
+    return None
+
+
+def _resolve(obj: Any, kind: str, found: list[int], cache: dict[Any, Any], hops: int) -> None:
+    """Follow a recognised connection holder down to its driver connection's backend PID."""
+    if hops <= 0 or obj is None:
+        return
+
+    def follow(target: Any) -> None:
+        if target is None:
+            return
+        target_kind = _kind(type(target), cache)
+        if target_kind not in (None, "skip"):
+            _resolve(target, target_kind, found, cache, hops - 1)
+
+    handler = _RESOLVERS.get(kind)
+    if handler is not None:
+        handler(obj, found, follow)
+
+
+def _session(obj: Any, found: list[int], follow: Callable[[Any], None]) -> None:
+    transaction = _plain(obj, "_transaction")
+    for _ in range(MAX_HOPS):
+        if transaction is None:
+            return
+        connections = _plain(transaction, "_connections")
+        if type(connections) is dict:
+            for entry in list(connections.values()):
+                if type(entry) is tuple and entry:
+                    follow(entry[0])
+        transaction = _plain(transaction, "_parent")
+
+
+def _pid(found: list[int], value: Any) -> None:
+    if type(value) is int and value > 0:
+        found.append(value)
+
+
+def _psycopg(obj: Any, found: list[int], follow: Callable[[Any], None]) -> None:
+    if not obj.closed:  # libpq's status, no round trip
+        _pid(found, obj.info.backend_pid)  # PQbackendPID: local
+
+
+def _psycopg2(obj: Any, found: list[int], follow: Callable[[Any], None]) -> None:
+    if not obj.closed:
+        _pid(found, obj.get_backend_pid())  # PQbackendPID: local
+
+
+def _asyncpg(obj: Any, found: list[int], follow: Callable[[Any], None]) -> None:
+    if not obj.is_closed():
+        _pid(found, obj.get_server_pid())  # from the startup message: local
+
+
+_RESOLVERS: dict[str, Callable[[Any, list[int], Callable[[Any], None]], None]] = {
+    "sa_session": _session,
+    "sa_async_session": lambda obj, found, follow: follow(_plain(obj, "sync_session")),
+    "sa_async_connection": lambda obj, found, follow: follow(_plain(obj, "sync_connection")),
+    "sa_connection": lambda obj, found, follow: follow(_plain(obj, "_dbapi_connection")),
+    "sa_pool_proxy": lambda obj, found, follow: follow(_plain(obj, "dbapi_connection")),
+    "sa_adapter": lambda obj, found, follow: follow(_plain(obj, "_connection")),
+    "asyncpg_proxy": lambda obj, found, follow: follow(_plain(obj, "_con")),
+    "psycopg": _psycopg,
+    "psycopg2": _psycopg2,
+    "asyncpg": _asyncpg,
+}

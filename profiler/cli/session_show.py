@@ -1,0 +1,202 @@
+"""``profiler session show`` and ``session compare``, imported only when they run (pandas)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from profiler.cli import console
+from profiler.errors import ChecksFailed
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from profiler.analysis.findings import Finding, Thresholds
+    from profiler.session.compare import Change, Comparison
+    from profiler.session.summary import Summary
+
+SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
+HELD_ROWS = 10
+
+
+def show_command(directory: Path, thresholds: Thresholds, *, as_json: bool) -> None:
+    summary = _summarize(directory, thresholds)
+    if as_json:
+        console.print_json(summary.to_json())
+        return
+    out = console.out
+    out.print(_heading(summary))
+    for name, probe in summary.to_json()["probes"].items():
+        if probe["status"] in ("failed", "partial"):
+            console.warn(f"probe {name} {probe['status']}: {probe['error']}")
+    if not summary.findings:
+        out.print("no findings: nothing crossed a threshold")
+    for finding in summary.findings:
+        out.print(_finding_line(finding))
+    out.print(_metrics_table(summary))
+    if summary.metrics.top_paths:
+        out.print(_paths_table(summary))
+    if not summary.episodes.empty:
+        out.print(_held_table(summary))
+
+
+def compare_command(
+    before: Path, after: Path, thresholds: Thresholds, fail_on: list[str], *, as_json: bool
+) -> None:
+    from profiler.session.compare import compare
+
+    comparison = compare(_summarize(before, thresholds), _summarize(after, thresholds), fail_on)
+    if as_json:
+        console.print_json(comparison.to_json())
+    else:
+        _print_comparison(comparison)
+    if comparison.failed_on:
+        raise ChecksFailed(
+            f"{after} is worse than {before} on: {', '.join(comparison.failed_on)}",
+            hint="see the changes marked worse above (or in --json)",
+        )
+
+
+def _summarize(directory: Path, thresholds: Thresholds) -> Summary:
+    from profiler.session import open as open_session
+    from profiler.session.summary import summarize
+
+    return summarize(open_session(directory), thresholds)
+
+
+def _heading(summary: Summary) -> str:
+    session = summary.session
+    metrics = summary.metrics
+    state = " [red](interrupted)[/]" if session.interrupted else ""
+    return (
+        f"[bold]session {session.name}[/]{state}  {session.started_at:%Y-%m-%d %H:%M:%S} UTC, "
+        f"{metrics.duration_seconds:.0f} s, {metrics.workers} worker(s), "
+        f"{metrics.transactions} transactions seen, stacks from {summary.attribution}"
+    )
+
+
+def _finding_line(finding: Finding) -> str:
+    style = SEVERITY_STYLE.get(finding.severity, "")
+    return f"[{style}]{finding.severity:<8}[/] {finding.rule:<20} {finding.title}"
+
+
+def _metrics_table(summary: Summary) -> Table:
+    from rich.table import Table
+
+    from profiler.session.compare import MEASURES
+
+    table = Table(box=None, pad_edge=False, title="measures", title_justify="left")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for measure in MEASURES:
+        value = getattr(summary.metrics, measure.name)
+        table.add_row(measure.label, _format(value, measure.unit))
+    return table
+
+
+def _paths_table(summary: Summary) -> Table:
+    from rich.table import Table
+
+    table = Table(
+        box=None,
+        pad_edge=False,
+        title="code paths by connection-seconds held",
+        title_justify="left",
+    )
+    for column in ("held s", "share", "workers", "path"):
+        table.add_column(column, justify="right" if column != "path" else "left", overflow="fold")
+    for held in summary.metrics.top_paths:
+        table.add_row(
+            f"{held.seconds:.1f}",
+            f"{held.share:.0%}",
+            " ".join(map(str, held.owner_pids)) or "-",
+            held.path,
+        )
+    return table
+
+
+def _held_table(summary: Summary) -> Table:
+    from rich.table import Table
+
+    from profiler.session.summary import held_connections
+
+    rows = held_connections(summary.episodes, summary.session.start)
+    table = Table(
+        box=None,
+        pad_edge=False,
+        title=f"longest transactions ({min(HELD_ROWS, len(rows))} of {len(rows)})",
+        title_justify="left",
+    )
+    for column in ("backend", "owner", "start", "held s", "idle s", "query"):
+        table.add_column(column, justify="left" if column == "query" else "right", overflow="fold")
+    for row in rows[:HELD_ROWS]:
+        table.add_row(
+            str(row["backend_pid"]),
+            str(row["owner_pid"] or "?"),
+            f"+{row['start_offset']:.1f}s",
+            f"{row['duration']:.1f}{'+' if row['open'] else ''}",
+            f"{row['idle_seconds']:.1f}",
+            _one_line(row["last_query"]),
+        )
+    return table
+
+
+def _print_comparison(comparison: Comparison) -> None:
+    from rich.table import Table
+
+    out = console.out
+    out.print(
+        f"[bold]before[/] {comparison.before.session.name}   [bold]after[/] "
+        f"{comparison.after.session.name}"
+    )
+    table = Table(box=None, pad_edge=False)
+    for column in ("measure", "before", "after", "change"):
+        table.add_column(column, justify="left" if column == "measure" else "right")
+    for change in comparison.changes:
+        table.add_row(
+            change.measure.label,
+            _format(change.before, change.measure.unit),
+            _format(change.after, change.measure.unit),
+            _verdict(change),
+        )
+    out.print(table)
+    if comparison.paths:
+        paths = Table(
+            box=None,
+            pad_edge=False,
+            title="connection-seconds held by code path",
+            title_justify="left",
+        )
+        for column in ("before s", "after s", "path"):
+            paths.add_column(
+                column, justify="left" if column == "path" else "right", overflow="fold"
+            )
+        for path in comparison.paths:
+            paths.add_row(f"{path.before_seconds:.1f}", f"{path.after_seconds:.1f}", path.path)
+        out.print(paths)
+    for finding in comparison.resolved:
+        out.print(f"[green]resolved[/] {finding.rule}: {finding.title}")
+    for finding in comparison.appeared:
+        out.print(f"[red]new[/]      {finding.rule}: {finding.title}")
+
+
+def _verdict(change: Change) -> str:
+    style = {"better": "green", "worse": "bold red"}.get(change.verdict)
+    return f"[{style}]{change.verdict}[/]" if style else change.verdict
+
+
+def _format(value: Any, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "bytes":
+        return f"{value / 2**20:.0f} MiB"
+    if isinstance(value, float):
+        return f"{value:.2f}{' ' + unit if unit else ''}"
+    return f"{value}{' ' + unit if unit else ''}"
+
+
+def _one_line(text: str | None, width: int = 80) -> str:
+    if not text:
+        return "-"
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"

@@ -1,0 +1,304 @@
+"""One session, analysed: episodes, the connection-hold profile, findings and headline numbers.
+
+This is where a session's files meet the pure functions of
+:mod:`profiler.analysis`: which samples explain a held connection is decided
+here, per worker. A worker the task sampler ran in is explained by its asyncio
+tasks (a coroutine suspended at ``await`` is on no thread's stack, so py-spy
+alone would blame the idle event loop); any other worker by its py-spy thread
+samples. ``session show`` prints a summary, ``session compare`` two of them,
+and reports render them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from profiler.analysis import episodes as ep
+from profiler.analysis.code_paths import describe, group_by_path
+from profiler.analysis.findings import Evidence, Finding, Thresholds, evaluate
+from profiler.analysis.stats import percentile
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from profiler.session.reader import Session
+
+TOP_PATHS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class HeldPath:
+    """A code path and the connection-seconds it held."""
+
+    path: str
+    seconds: float
+    share: float
+    owner_pids: list[int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "seconds": round(self.seconds, 3),
+            "share": round(self.share, 4),
+            "owner_pids": self.owner_pids,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    """The numbers a before/after comparison is made of. None: not measured in this session."""
+
+    duration_seconds: float
+    workers: int
+    transactions: int
+    idle_in_transaction: int  # transactions idle in transaction beyond the threshold
+    idle_age_p50: float | None  # over every transaction seen idle in transaction
+    idle_age_p95: float | None
+    idle_age_max: float | None
+    held_per_worker_mean: float | None  # connections in a transaction, mean over snapshots
+    held_per_worker_max: int | None
+    connection_seconds_held: float
+    throughput_rps: float | None
+    load_errors: int | None
+    peak_rss_bytes: int | None
+    vanished_workers: int
+    top_paths: list[HeldPath] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "duration_seconds": round(self.duration_seconds, 3),
+            "workers": self.workers,
+            "transactions": self.transactions,
+            "idle_in_transaction": self.idle_in_transaction,
+            "idle_age_p50": _rounded(self.idle_age_p50),
+            "idle_age_p95": _rounded(self.idle_age_p95),
+            "idle_age_max": _rounded(self.idle_age_max),
+            "held_per_worker_mean": _rounded(self.held_per_worker_mean),
+            "held_per_worker_max": self.held_per_worker_max,
+            "connection_seconds_held": round(self.connection_seconds_held, 3),
+            "throughput_rps": self.throughput_rps,
+            "load_errors": self.load_errors,
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "vanished_workers": self.vanished_workers,
+            "top_paths": [p.to_json() for p in self.top_paths],
+        }
+
+
+@dataclass(slots=True)
+class Summary:
+    """A session analysed. Frames are kept for reports and notebooks."""
+
+    session: Session
+    thresholds: Thresholds
+    episodes: pd.DataFrame
+    held: pd.DataFrame
+    hold_profile: Counter[str]
+    hold_owners: dict[str, list[int]]
+    attribution: str  # "tasks", "threads", "tasks+threads" or "none"
+    findings: list[Finding]
+    metrics: Metrics
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``session show --json`` shape (CLI.md): findings, held connections, metrics."""
+        manifest = self.session.manifest
+        return {
+            "name": self.session.name,
+            "path": str(self.session.path),
+            "started_at": self.session.started_at.isoformat(),
+            "ended_at": self.session.ended_at.isoformat(),
+            "interrupted": self.session.interrupted,
+            "targets": manifest.get("targets", []),
+            "attribution": self.attribution,
+            "thresholds": {
+                name: getattr(self.thresholds, name)
+                for name in self.thresholds.__dataclass_fields__
+            },
+            "findings": [finding.to_json() for finding in self.findings],
+            "held_connections": held_connections(self.episodes, self.session.start),
+            "metrics": self.metrics.to_json(),
+            "probes": {
+                name: {"status": probe.get("status"), "error": probe.get("error")}
+                for name, probe in manifest.get("probes", {}).items()
+            },
+        }
+
+
+def summarize(session: Session, thresholds: Thresholds | None = None) -> Summary:
+    """Everything ``session show`` says about ``session``."""
+    thresholds = thresholds or Thresholds()
+    episodes = ep.held_episodes(
+        session.activity, session_end=session.end, snapshots=session.snapshots
+    )
+    held = ep.connections_held(session.activity, snapshots=session.snapshots)
+    profile, owners, attribution = hold_profile(session, episodes)
+    events = session.worker_events
+    evidence = Evidence(
+        episodes=episodes,
+        held=held,
+        hold_profile=profile,
+        hold_owners=owners,
+        wait_samples=session.stack_samples,
+        rss=session.rss,
+        workers=events,
+        memory_limits=memory_limits(session.manifest),
+        pool_capacity=pool_capacity(session.settings),
+        session_start=session.start,
+        session_end=session.end,
+    )
+    findings = evaluate(evidence, thresholds)
+    metrics = _metrics(session, thresholds, episodes, held, profile, owners)
+    return Summary(
+        session, thresholds, episodes, held, profile, owners, attribution, findings, metrics
+    )
+
+
+def hold_profile(
+    session: Session, episodes: pd.DataFrame
+) -> tuple[Counter[str], dict[str, list[int]], str]:
+    """The connection-hold profile, each worker explained by its best samples.
+
+    Returns the profile (ms held per stack), the owners per stack, and which
+    samples were used.
+    """
+    tasks = with_endpoints(session.task_samples)
+    threads = session.stack_samples
+    task_workers = set(tasks["worker_pid"].unique().tolist()) if not tasks.empty else set()
+    if task_workers and not threads.empty:
+        threads = threads[~threads["worker_pid"].isin(task_workers)]
+    profile: Counter[str] = Counter()
+    owners: dict[str, list[int]] = {}
+    used: list[str] = []
+    sources = (
+        ("tasks", tasks, session.task_interval),
+        ("threads", threads, float(session.settings.get("dump_interval") or 1.0)),
+    )
+    for name, samples, interval in sources:
+        if samples.empty:
+            continue
+        part, part_owners = ep.hold_attribution(episodes, samples, interval=interval)
+        if part:
+            used.append(name)
+        profile.update(part)
+        for stack, pids in part_owners.items():
+            owners[stack] = sorted(set(owners.get(stack, [])) | set(pids))
+    return profile, owners, "+".join(used) or "none"
+
+
+def with_endpoints(tasks: pd.DataFrame) -> pd.DataFrame:
+    """Task samples whose stacks start with their request's endpoint, when known.
+
+    The endpoint becomes the root frame (``endpoint POST /path (handler)``):
+    the hold flamegraph then groups a request's time under its endpoint, and
+    a request still resolving its dependencies (no frame of its handler yet)
+    is counted for the endpoint that will run.
+    """
+    import pandas as pd
+
+    if tasks.empty or "endpoint" not in tasks.columns or tasks["endpoint"].isna().all():
+        return tasks
+    known = tasks["endpoint"].notna()
+    stacks = tasks["stack"].astype(str)
+    rooted = tasks["endpoint"].astype(str) + ";" + stacks
+    result: pd.DataFrame = tasks.copy()
+    result["stack"] = pd.Categorical(rooted.where(known, stacks))
+    return result
+
+
+def held_connections(episodes: pd.DataFrame, session_start: float) -> list[dict[str, Any]]:
+    """Every transaction held, longest first, as JSON rows (``session show --json``)."""
+    if episodes.empty:
+        return []
+    ordered = episodes.sort_values("duration", ascending=False, kind="stable")
+    rows: list[dict[str, Any]] = []
+    for record in ordered.to_dict("records"):
+        owner = record["owner_pid"]
+        rows.append(
+            {
+                "backend_pid": int(record["pid"]),
+                "owner_pid": None if _missing(owner) else int(owner),
+                "start_offset": round(float(record["start"]) - session_start, 3),
+                "duration": round(float(record["duration"]), 3),
+                "open": bool(record["open"]),
+                "idle_seconds": round(float(record["idle_seconds"]), 3),
+                "max_idle_age": _rounded(record["max_idle_age"]),
+                "last_query": record["last_query"],
+                "application_name": record["application_name"],
+            }
+        )
+    return rows
+
+
+def memory_limits(manifest: dict[str, Any]) -> dict[int, int]:
+    """Worker pid -> its cgroup memory limit, as ``session run`` recorded it per target."""
+    limits: dict[int, int] = {}
+    for target in manifest.get("targets", []):
+        limit = target.get("memory_limit") if isinstance(target, dict) else None
+        if isinstance(limit, int) and limit > 0:
+            limits[int(target["pid"])] = limit
+    return limits
+
+
+def pool_capacity(settings: dict[str, Any]) -> int | None:
+    value = settings.get("pool_capacity")
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def _metrics(
+    session: Session,
+    thresholds: Thresholds,
+    episodes: pd.DataFrame,
+    held: pd.DataFrame,
+    profile: Counter[str],
+    owners: dict[str, list[int]],
+) -> Metrics:
+    ages = episodes["max_idle_age"].dropna().sort_values().tolist() if not episodes.empty else []
+    beyond = sum(age > thresholds.idle_in_transaction_seconds for age in ages)
+    known = held[held["owner_pid"].notna()] if not held.empty else held
+    per_worker_mean = (
+        float(known.groupby("owner_pid")["held"].mean().mean()) if len(known) else None
+    )
+    per_worker_max = int(known["held"].max()) if len(known) else None
+    total_ms = sum(profile.values())
+    paths: list[HeldPath] = []
+    path_owners: dict[str, set[int]] = {}
+    for stack, pids in owners.items():
+        path_owners.setdefault(describe(stack).display, set()).update(pids)
+    for path, millis, _ in group_by_path(profile)[:TOP_PATHS]:
+        share = millis / total_ms if total_ms else 0.0
+        paths.append(HeldPath(path, millis / 1000, share, sorted(path_owners.get(path, ()))))
+    load = session.load
+    rss = session.rss
+    events = session.worker_events
+    vanished = int((events["event"] == "vanished").sum()) if not events.empty else 0
+    return Metrics(
+        duration_seconds=session.end - session.start,
+        workers=len(session.manifest.get("targets", [])),
+        transactions=len(episodes),
+        idle_in_transaction=int(beyond),
+        idle_age_p50=percentile(ages, 50),
+        idle_age_p95=percentile(ages, 95),
+        idle_age_max=ages[-1] if ages else None,
+        held_per_worker_mean=None if per_worker_mean is None else round(per_worker_mean, 3),
+        held_per_worker_max=per_worker_max,
+        connection_seconds_held=total_ms / 1000,
+        throughput_rps=None if load is None else load.rps,
+        load_errors=None if load is None else load.errors,
+        peak_rss_bytes=int(rss["rss_bytes"].max()) if not rss.empty else None,
+        vanished_workers=vanished,
+        top_paths=paths,
+    )
+
+
+def _missing(value: Any) -> bool:
+    import pandas as pd
+
+    return value is None or bool(pd.isna(value))
+
+
+def _rounded(value: Any) -> float | None:
+    if _missing(value) or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return round(float(value), 3)

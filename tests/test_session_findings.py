@@ -1,0 +1,161 @@
+"""Acceptance for sessions: on the lab, the findings name the code that holds connections.
+
+The lab gateway in ``held`` mode and then in ``fresh`` mode, each under the same
+bounded load on loopback while ``profiler session run`` records it (task
+sampler injected, py-spy dumps, RSS, pg_stat_activity with ownership). Then
+``session show`` must name the held handler and its downstream call, with the
+worker PIDs, and ``session compare`` must show the improvement and gate on it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from profiler.lab.lifecycle import LabOptions, down, up, worker_pids
+from profiler.lab.load import run_load
+from profiler.pg.embedded import free_port
+from profiler.session import load_record
+from tests.conftest import CliResult, run_profiler
+
+WORKERS, POOL_SIZE, MAX_OVERFLOW, POOL_TIMEOUT = 2, 6, 0, 0.1
+USERS, LOAD_SECONDS, LATENCY = 24, 10.0, 1.0
+SESSION_SECONDS = 12
+
+
+def _record(mode: str, dsn: str, out: Path, run_cli: Callable[..., CliResult]) -> CliResult:
+    """One lab session: the lab up, a session around a bounded load, the lab down."""
+    state = up(
+        LabOptions(
+            mode=mode,  # type: ignore[arg-type]
+            workers=WORKERS,
+            pool_size=POOL_SIZE,
+            max_overflow=MAX_OVERFLOW,
+            pool_timeout=POOL_TIMEOUT,
+            downstream_latency=LATENCY,
+            port=free_port(),
+            dsn=dsn,
+        )
+    )
+    try:
+        workers = worker_pids(state.master.pid) if state.master else []
+        assert len(workers) == WORKERS
+        pids = [arg for pid in workers for arg in ("--pid", str(pid))]
+        session: list[CliResult] = []
+        recorder = threading.Thread(
+            target=lambda: session.append(
+                run_cli(
+                    "session", "run", *pids, "--dsn", dsn, "-d", str(SESSION_SECONDS),
+                    "--no-cpu", "--pool-capacity", str(POOL_SIZE + MAX_OVERFLOW),
+                    "-o", str(out), "--json",
+                )
+            )
+        )  # fmt: skip
+        recorder.start()
+        time.sleep(2.5)  # probes started, task sampler injected
+        started = time.time()
+        result = run_load(state.url, users=USERS, seconds=LOAD_SECONDS)
+        record = load_record.from_result(
+            result, url=state.url, started_at=started, ended_at=time.time()
+        )
+        recorder.join(SESSION_SECONDS + 90)
+        load_record.write(out, record)
+    finally:
+        down()
+    return session[0]
+
+
+@pytest.fixture(scope="module")
+def lab_sessions(
+    postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Path]]:
+    root = tmp_path_factory.mktemp("sessions")
+    folders = {mode: root / mode for mode in ("held", "fresh")}
+    with pytest.MonkeyPatch.context() as patch:  # module scope: before the autouse isolation
+        patch.setenv("PROFILER_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+        for mode, folder in folders.items():
+            recorded = _record(mode, postgres_dsn, folder, run_profiler)
+            assert recorded.exit_code == 0, recorded.output
+    yield folders
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_held_session_names_the_handler_and_its_downstream_call(
+    lab_sessions: dict[str, Path], run_cli: Callable[..., CliResult]
+) -> None:
+    # WHEN the held session is shown
+    shown = run_cli("session", "show", str(lab_sessions["held"]), "--json")
+    assert shown.exit_code == 0, shown.output
+    report = json.loads(shown.stdout)
+    manifest = json.loads((lab_sessions["held"] / "manifest.json").read_text())
+    workers = {target["pid"] for target in manifest["targets"]}
+
+    # THEN the task sampler explained the holds, and the top finding is the code path:
+    # the invoke endpoint, holding its connections across call_tool's downstream call
+    assert report["attribution"].startswith("tasks"), report["probes"]
+    top = report["findings"][0]
+    assert top["rule"] == "held-code-path", report["findings"]
+    assert "invoke_tool" in top["title"], top["title"]
+    assert "invoke_tool → call_tool → AsyncClient.post" in top["title"], top["title"]
+    endpoint = top["evidence"]["endpoints"][0]
+    assert endpoint["endpoint"] == "POST /tools/{tool_id}/invoke (invoke_tool)", endpoint
+    assert set(endpoint["owner_pids"]) <= workers and endpoint["owner_pids"]
+    # AND the connection-hold profile is dominated by it
+    assert endpoint["share"] > 0.5, top["evidence"]
+    # AND the idle-in-transaction finding names the same workers
+    rules = {finding["rule"]: finding for finding in report["findings"]}
+    idle = rules["idle-in-transaction"]["evidence"]
+    assert {row["owner_pid"] for row in idle["by_owner"]} <= workers
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_fresh_session_has_no_held_code_path(
+    lab_sessions: dict[str, Path], run_cli: Callable[..., CliResult]
+) -> None:
+    shown = run_cli("session", "show", str(lab_sessions["fresh"]), "--json")
+    assert shown.exit_code == 0, shown.output
+    rules = {finding["rule"] for finding in json.loads(shown.stdout)["findings"]}
+    assert "held-code-path" not in rules
+    assert "idle-in-transaction" not in rules
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_compare_shows_the_fix_and_gates_the_regression(
+    lab_sessions: dict[str, Path], run_cli: Callable[..., CliResult]
+) -> None:
+    held, fresh = str(lab_sessions["held"]), str(lab_sessions["fresh"])
+    # WHEN held (before) is compared with fresh (after)
+    better = run_cli("session", "compare", held, fresh, "--json", "--fail-on", "any")
+    assert better.exit_code == 0, better.output
+    changes = {c["measure"]: c for c in json.loads(better.stdout)["changes"]}
+    # THEN fewer transactions idle in transaction, for less time, and more throughput
+    assert changes["idle_in_transaction"]["verdict"] == "better", changes
+    assert changes["idle_age_max"]["verdict"] == "better", changes
+    assert changes["throughput_rps"]["verdict"] == "better", changes
+    assert changes["throughput_rps"]["after"] > 2 * changes["throughput_rps"]["before"]
+
+    # AND the other way round (the fix reverted) fails the gate with exit 1
+    worse = run_cli("session", "compare", fresh, held, "--fail-on", "idle-in-transaction")
+    assert worse.exit_code == 1, worse.output
+    assert "idle-in-transaction" in worse.stderr
+    table = run_cli("session", "compare", held, fresh)
+    assert table.exit_code == 0 and "throughput" in table.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_show_prints_findings_and_the_held_table(
+    lab_sessions: dict[str, Path], run_cli: Callable[..., CliResult]
+) -> None:
+    shown = run_cli("session", "show", str(lab_sessions["held"]))
+    assert shown.exit_code == 0, shown.output
+    assert "held-code-path" in shown.stdout
+    assert "longest transactions" in shown.stdout

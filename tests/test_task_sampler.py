@@ -1,0 +1,522 @@
+"""The asyncio task sampler: injected into real workers, and its walk on real objects.
+
+Real attach tests start a Python target that prints ``ready``, inject the
+sampler through gdb (memray's channel) and read the file back through
+:func:`profiler.capture.tasks.read`. The unit tests drive a real event loop
+by hand and point the walk at real psycopg and SQLAlchemy connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from profiler.capture import task_payload, tasks
+from profiler.capture.processes import stop_pid
+from profiler.capture.stacks import Frame
+from profiler.errors import AttachError, InputError, UsageError
+from profiler.pg.dsn import to_sqlalchemy
+from tests.helpers import retry
+
+HOLDERS = """
+import asyncio
+
+import psycopg
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
+
+DSN = {dsn!r}
+engine = create_engine({url!r})
+
+
+async def hold_connection(started):
+    conn = await psycopg.AsyncConnection.connect(DSN)
+    await conn.execute("select 1")
+    started.set_result(conn.info.backend_pid)
+    await asyncio.sleep(600)
+
+
+async def hold_session(started):
+    session = Session(engine)
+    started.set_result(session.connection().connection.dbapi_connection.info.backend_pid)
+    await asyncio.sleep(600)
+
+
+async def main():
+    loop = asyncio.get_running_loop()
+    first, second = loop.create_future(), loop.create_future()
+    running = [
+        asyncio.create_task(hold_connection(first), name="psycopg-holder"),
+        asyncio.create_task(hold_session(second), name="sqlalchemy-holder"),
+    ]
+    pids = [await first, await second]
+    print("ready", flush=True)
+    print(*pids, flush=True)
+    await asyncio.gather(*running)
+
+
+asyncio.run(main())
+"""
+
+SLEEPERS = """
+import asyncio
+
+
+async def sampler_test_marker():
+    await asyncio.sleep(600)
+
+
+async def main():
+    others = [asyncio.create_task(sampler_test_marker()) for _ in range(3)]
+    print("ready", flush=True)
+    await asyncio.gather(*others)
+
+
+asyncio.run(main())
+"""
+
+NO_LOOP = """
+import time
+
+print("ready", flush=True)
+while True:
+    time.sleep(0.1)
+"""
+
+
+def _inject_and_wait(pid: int, path: Path, **options: Any) -> None:
+    tasks.inject(pid, path, **options)
+    assert tasks.wait_for_end([path], timeout=20) == []
+
+
+# -- real workers --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_tasks_holding_connections_name_their_backends(
+    python_process: Any, postgres_dsn: str, tmp_path: Path
+) -> None:
+    # GIVEN a worker whose tasks hold a psycopg connection and a SQLAlchemy session
+    child = python_process(HOLDERS.format(dsn=postgres_dsn, url=to_sqlalchemy(postgres_dsn)))
+    psycopg_pid, session_pid = map(int, child.stdout.readline().split())
+    path = tmp_path / "tasks.jsonl"
+
+    # WHEN the sampler runs in it for 1.5 s at 10 Hz
+    _inject_and_wait(child.pid, path, interval=0.1, duration=1.5)
+
+    # THEN each holder's task names its own backend, every round
+    samples = tasks.read(path)
+    assert (samples["worker_pid"] == child.pid).all()
+    assert str(samples["taken_at"].dtype) == "datetime64[ns, UTC]"
+    holder = samples[samples["task"] == "psycopg-holder"]
+    session = samples[samples["task"] == "sqlalchemy-holder"]
+    rounds = tasks.read_rounds(path)
+    assert len(rounds) >= 10
+    assert len(holder) == len(session) == len(rounds)
+    assert holder["stack"].str.contains("hold_connection (<string>:", regex=False).all()
+    assert set(holder["backends"]) == {(psycopg_pid,)}
+    assert set(session["backends"]) == {(session_pid,)}
+    assert set(samples.loc[samples["task"] == "Task-1", "backends"]) == {()}
+    assert tasks.read_end(path)["reason"] == "duration"  # type: ignore[index]
+
+
+@pytest.mark.slow
+def test_a_stop_request_ends_sampling_at_the_next_round(
+    python_process: Any, tmp_path: Path
+) -> None:
+    # GIVEN a sampler injected for a minute
+    child = python_process(SLEEPERS)
+    path = tmp_path / "tasks.jsonl"
+    tasks.inject(child.pid, path, interval=0.1, duration=60)
+    retry(lambda: len(tasks.read_rounds(path)) >= 2, what="two rounds")
+
+    # WHEN we ask it to stop
+    tasks.request_stop(path)
+
+    # THEN it ends within a round or two, says why, and the stop file is cleaned up
+    assert tasks.wait_for_end([path], timeout=5) == []
+    assert tasks.read_end(path)["reason"] == "stopped"  # type: ignore[index]
+    assert not Path(f"{path}.stop").exists()
+    samples = tasks.read(path)
+    markers = samples[samples["stack"].str.contains("sampler_test_marker")]
+    assert markers["leaf"].astype(str).eq("sleep").all()
+    assert markers["task_id"].nunique() == 3
+    assert child.poll() is None  # the worker goes on
+
+
+@pytest.mark.slow
+def test_a_worker_without_an_event_loop_gives_empty_rounds(
+    python_process: Any, tmp_path: Path
+) -> None:
+    # GIVEN a Python process that never started asyncio
+    child = python_process(NO_LOOP)
+    path = tmp_path / "tasks.jsonl"
+
+    # WHEN the sampler runs in it
+    _inject_and_wait(child.pid, path, interval=0.1, duration=0.5)
+
+    # THEN it wrote rounds of no task, and no error
+    assert tasks.read(path).empty
+    rounds = tasks.read_rounds(path)
+    assert len(rounds) >= 3
+    assert (rounds["tasks"] == 0).all()
+    assert tasks.read_end(path)["reason"] == "duration"  # type: ignore[index]
+    assert tasks.read_header(path)["pid"] == child.pid
+
+
+@pytest.mark.slow
+def test_a_process_that_is_gone_or_not_python_cannot_be_injected(tmp_path: Path) -> None:
+    # GIVEN a PID that no longer runs, and a process that is not Python
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        # WHEN / THEN each is a one-line AttachError, and nothing is written
+        with pytest.raises(AttachError, match=f"no process with PID {gone.pid}"):
+            tasks.inject(gone.pid, tmp_path / "gone.jsonl", interval=0.1, duration=1)
+        with pytest.raises(AttachError, match="not a Python process") as raised:
+            tasks.inject(sleeper.pid, tmp_path / "sleep.jsonl", interval=0.1, duration=1)
+        assert raised.value.hint
+        assert not list(tmp_path.iterdir())
+    finally:
+        stop_pid(sleeper.pid)
+        sleeper.wait()
+
+
+def test_an_existing_output_is_refused_before_anything_is_injected(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.jsonl"
+    path.write_text("keep me\n")
+    with pytest.raises(UsageError, match="already exists"):
+        tasks.inject(1, path, interval=0.1, duration=1)
+    assert path.read_text() == "keep me\n"
+
+
+# -- the payload, in this process ----------------------------------------------------------
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """An event loop driven by hand: tasks stay suspended while the test looks at them."""
+    event_loop = asyncio.new_event_loop()
+    yield event_loop
+    pending = [task for task in asyncio.all_tasks(event_loop) if not task.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        event_loop.run_until_complete(asyncio.wait(pending))
+    event_loop.close()
+
+
+async def _inner_marker(future: asyncio.Future[None]) -> None:
+    await future
+
+
+async def _outer_marker(future: asyncio.Future[None]) -> None:
+    await _inner_marker(future)
+
+
+def _suspend(loop: asyncio.AbstractEventLoop, coro: Any, name: str) -> asyncio.Task[Any]:
+    task = loop.create_task(coro, name=name)
+    loop.run_until_complete(asyncio.sleep(0))  # one step: now suspended
+    return task
+
+
+def test_the_chain_of_a_suspended_task_is_read_innermost_first(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    # GIVEN a task suspended two coroutines deep on a Future
+    future: asyncio.Future[None] = loop.create_future()
+    task = _suspend(loop, _outer_marker(future), "walked")
+
+    # WHEN it is described
+    record = task_payload.describe_task(task)
+
+    # THEN frames are innermost first, with qualified names and lines, like py-spy's
+    names = [frame[0] for frame in record["frames"]]
+    assert names == ["_inner_marker", "_outer_marker"]
+    assert all(frame[1] == __file__ and frame[2] > 0 for frame in record["frames"])
+    assert record["awaiting"] == "Future"
+    assert record["running"] is False
+    assert record["backends"] == []
+    assert record["task"] == "walked"
+
+
+def test_a_finished_coroutine_has_no_frames(loop: asyncio.AbstractEventLoop) -> None:
+    future: asyncio.Future[None] = loop.create_future()
+    coro = _outer_marker(future)
+    task = _suspend(loop, coro, "finishing")
+    future.set_result(None)
+    loop.run_until_complete(task)
+    assert task_payload.walk_chain(coro) == ([], [], None)
+
+
+@pytest.mark.postgres
+def test_open_psycopg_connections_are_found_closed_ones_are_not(postgres_dsn: str) -> None:
+    # GIVEN an open connection two containers deep, and a closed one beside it
+    with psycopg.connect(postgres_dsn) as conn:
+        closed = psycopg.connect(postgres_dsn)
+        closed.close()
+        roots = [{"deps": [conn, closed]}, "a string"]
+
+        # WHEN the walk looks at them
+        found = task_payload.find_backends(roots)
+
+        # THEN only the open one is named
+        assert found == [conn.info.backend_pid]
+
+
+@pytest.mark.postgres
+def test_connections_beyond_the_depth_limit_are_not_found(postgres_dsn: str) -> None:
+    with psycopg.connect(postgres_dsn) as conn:
+        deep: Any = conn
+        for _ in range(task_payload.MAX_DEPTH + 1):
+            deep = [deep]
+        assert task_payload.find_backends([deep]) == []
+        assert task_payload.find_backends([deep[0]]) == [conn.info.backend_pid]
+
+
+@pytest.mark.postgres
+def test_a_session_in_a_suspended_task_names_its_backend_and_only_while_it_holds_it(
+    loop: asyncio.AbstractEventLoop, postgres_dsn: str
+) -> None:
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    engine = create_engine(to_sqlalchemy(postgres_dsn))
+    release: asyncio.Future[None] = loop.create_future()
+    committed: asyncio.Future[None] = loop.create_future()
+    pids: list[int] = []
+
+    async def handler_marker() -> None:
+        session = Session(engine)
+        pids.append(session.connection().connection.dbapi_connection.info.backend_pid)
+        await release
+        session.commit()  # the connection goes back to the pool; the session stays
+        await committed
+
+    # GIVEN a task holding a session's connection
+    task = _suspend(loop, handler_marker(), "handler")
+    try:
+        # THEN the task names that backend
+        assert task_payload.describe_task(task)["backends"] == pids
+        # WHEN the transaction ends, THEN it names none
+        release.set_result(None)
+        loop.run_until_complete(asyncio.sleep(0))
+        assert task_payload.describe_task(task)["backends"] == []
+    finally:
+        committed.set_result(None)
+        loop.run_until_complete(task)
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_fastapi_dependency_sessions_are_found_from_the_routing_frame(postgres_dsn: str) -> None:
+    import httpx
+    from fastapi import Depends, FastAPI
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    engine = create_engine(to_sqlalchemy(postgres_dsn))
+    app = FastAPI()
+    pids: list[int] = []
+
+    async def get_db() -> Any:
+        with Session(engine) as session:
+            yield session
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        entered, release = asyncio.Event(), asyncio.Event()
+
+        @app.get("/held")
+        async def held(db: Session = Depends(get_db)) -> dict[str, str]:  # noqa: B008
+            pids.append(db.connection().connection.dbapi_connection.info.backend_pid)
+            entered.set()
+            await release.wait()
+            return {}
+
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://lab") as client:
+            request = asyncio.create_task(client.get("/held"), name="request")
+            await entered.wait()
+            whole = task_payload.describe_task(request)["backends"]
+            _, holders, _ = task_payload.walk_chain(request.get_coro())
+            routing = [
+                holder
+                for holder in holders
+                if holder.cr_frame.f_code.co_filename.endswith("fastapi/routing.py")
+                and holder.cr_frame.f_code.co_qualname == "get_request_handler.<locals>.app"
+            ]
+            from_routing = task_payload.find_backends(task_payload.locals_of(routing))
+            release.set()
+            await request
+        return whole, from_routing
+
+    try:
+        whole, from_routing = asyncio.run(scenario())
+    finally:
+        engine.dispose()
+    assert whole == pids
+    assert from_routing == pids
+
+
+def test_properties_and_getattr_of_unknown_objects_are_never_run() -> None:
+    calls: list[str] = []
+
+    class Trap:
+        def __init__(self) -> None:
+            self.inside = {"value": 1}
+
+        @property
+        def loud(self) -> int:
+            calls.append("property")
+            return 1
+
+        def __getattr__(self, name: str) -> Any:
+            calls.append(name)
+            raise AttributeError(name)
+
+    assert task_payload.find_backends([Trap(), [Trap()]]) == []
+    assert calls == []
+
+
+def test_the_running_task_is_recorded_without_its_locals(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    async def sampling_marker() -> dict[str, Any]:
+        return task_payload.describe_task(asyncio.current_task())
+
+    record = loop.run_until_complete(sampling_marker())
+    assert record["running"] is True
+    assert record["frames"][0][0].endswith("sampling_marker")
+    assert record["backends"] == []
+
+
+def test_a_round_lists_live_tasks_and_its_own_cost(loop: asyncio.AbstractEventLoop) -> None:
+    futures = [loop.create_future() for _ in range(3)]
+    for number, future in enumerate(futures):
+        _suspend(loop, _outer_marker(future), f"t{number}")
+    lines = [json.loads(line) for line in task_payload.sample_round(2).splitlines()]
+    kinds = [line["kind"] for line in lines]
+    assert kinds == ["task", "task", "round"]
+    assert lines[-1]["tasks"] == 2
+    assert lines[-1]["skipped"] == 1
+    assert 0 < lines[-1]["seconds"] < 1
+
+
+def test_the_sent_source_runs_in_a_bare_namespace_as_the_injector_runs_it(
+    tmp_path: Path,
+) -> None:
+    # GIVEN the exact source inject() sends, run with only __builtins__ (as memray's channel)
+    path = tmp_path / "tasks.jsonl"
+    source = tasks.payload_source(path, interval=0.05, duration=30)
+    exec(compile(source, "<profiler-task-sampler>", "exec"), {"__builtins__": __builtins__})
+    sampler = next(t for t in threading.enumerate() if t.name == task_payload.THREAD_NAME)
+    assert sampler.daemon
+
+    # WHEN it is asked to stop
+    time.sleep(0.2)
+    tasks.request_stop(path)
+    sampler.join(5)
+
+    # THEN it ended cleanly; rounds were written and it measured itself
+    assert tasks.read_end(path)["reason"] == "stopped"  # type: ignore[index]
+    assert len(tasks.read_rounds(path)) >= 2
+    header = tasks.read_header(path)
+    assert header["format"] == "profiler-task-samples" and header["version"] == 1
+
+
+def test_the_sampler_never_overwrites_and_says_so_to_the_injector(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.jsonl"
+    path.write_text("")
+    with pytest.raises(FileExistsError):
+        task_payload.start(str(path), 0.1, 1)
+
+
+def test_an_expired_lease_stops_the_sampler(tmp_path: Path) -> None:
+    # GIVEN a sampler with a 0.2 s lease, taken once and never renewed
+    path = tmp_path / "tasks.jsonl"
+    tasks.Leases([path]).renew()
+    sampler = task_payload.start(str(path), 0.05, 30, lease_seconds=0.2)
+
+    # WHEN the lease runs out, THEN the sampler ends by itself
+    sampler.join(5)
+    assert not sampler.is_alive()
+    assert tasks.read_end(path)["reason"] == "lease expired"  # type: ignore[index]
+
+
+# -- the reader ----------------------------------------------------------------------------
+
+
+def _write(path: Path, *records: dict[str, Any], tail: str = "") -> None:
+    header = {"kind": "header", "format": tasks.FORMAT, "version": tasks.VERSION, "pid": 42}
+    lines = [json.dumps(record) for record in (header, *records)]
+    path.write_text("\n".join(lines) + "\n" + tail)
+
+
+TASK = {
+    "kind": "task",
+    "taken_at": 1_700_000_000.5,
+    "task_id": 7,
+    "task": "Task-7",
+    "frames": [
+        ["sleep", "/usr/lib/python3.11/asyncio/tasks.py", 649],
+        ["handler", "/srv/app.py", 12],
+    ],
+    "awaiting": "Future",
+    "running": False,
+    "backends": [1234],
+}
+ROUND = {"kind": "round", "taken_at": 1_700_000_000.5, "tasks": 1, "skipped": 0, "seconds": 0.001}
+
+
+def test_the_reader_types_columns_and_folds_stacks_as_py_spy_stacks(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.jsonl"
+    _write(path, TASK, ROUND)
+    samples = tasks.read(path)
+    row = samples.iloc[0]
+    frames = [Frame("handler", "/srv/app.py", 12, None), Frame("sleep", "tasks.py", 649, None)]
+    assert row["stack"] == ";".join(frame.label for frame in frames)
+    assert row["leaf"] == "sleep"
+    assert row["depth"] == 2
+    assert row["backends"] == (1234,)
+    assert row["worker_pid"] == 42
+    assert str(samples["taken_at"].dtype) == "datetime64[ns, UTC]"
+    assert samples["stack"].dtype == "category"
+    assert samples["task_id"].dtype == "int64"
+    assert tasks.read_end(path) is None
+    assert list(tasks.empty().columns) == list(samples.columns)
+
+
+def test_a_torn_last_line_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.jsonl"
+    _write(path, TASK, ROUND, tail='{"kind": "task", "taken_at": 17000')
+    assert len(tasks.read(path)) == 1
+    assert len(tasks.read_rounds(path)) == 1
+
+
+def test_a_corrupt_middle_line_is_an_input_error(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.jsonl"
+    _write(path, TASK, {"kind": "task", "taken_at": 1.0}, ROUND)
+    with pytest.raises(InputError, match="line 3 is corrupt"):
+        tasks.read(path)
+
+
+def test_another_format_or_version_is_an_input_error(tmp_path: Path) -> None:
+    path = tmp_path / "other.jsonl"
+    path.write_text(json.dumps({"kind": "header", "format": "something-else", "version": 1}) + "\n")
+    with pytest.raises(InputError, match="is not a profiler-task-samples file"):
+        tasks.read(path)
+    header = {"kind": "header", "format": tasks.FORMAT, "version": 99, "pid": 1}
+    path.write_text(json.dumps(header) + "\n")
+    with pytest.raises(InputError, match="format version 99"):
+        tasks.read(path)
