@@ -1,8 +1,14 @@
 """Acceptance for sessions: on the lab, the findings name the code that holds connections.
 
 The lab gateway in ``held`` mode and then in ``fresh`` mode, each under the same
-bounded load on loopback while ``profiler session run`` records it (task
-sampler injected, py-spy dumps, RSS, pg_stat_activity with ownership). Then
+bounded load on loopback while a session records it (``profiler.lab.record``: task
+sampler injected, py-spy dumps, RSS, pg_stat_activity with ownership).
+
+The lab runs with a short ``pool_timeout`` (0.1 s): a checkout that finds the
+pool empty blocks the event loop (the handlers are ``async def`` over a sync
+``Session``), and with 30 s the held lab deadlocks outright (every connection
+taken by an authentication session waiting for a second one), which is a
+finding too but not this test's. Then
 ``session show`` must name the held handler and its downstream call, with the
 worker PIDs, and ``session compare`` must show the improvement and gate on it.
 """
@@ -10,64 +16,39 @@ worker PIDs, and ``session compare`` must show the improvement and gate on it.
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from profiler.lab.lifecycle import LabOptions, down, up, worker_pids
-from profiler.lab.load import run_load
+from profiler.lab.lifecycle import LabOptions
+from profiler.lab.record import record_lab_session, session_settings
 from profiler.pg.embedded import free_port
-from profiler.session import load_record
-from tests.conftest import CliResult, run_profiler
+from tests.conftest import CliResult
 
 WORKERS, POOL_SIZE, MAX_OVERFLOW, POOL_TIMEOUT = 2, 6, 0, 0.1
 USERS, LOAD_SECONDS, LATENCY = 24, 10.0, 1.0
-SESSION_SECONDS = 12
 
 
-def _record(mode: str, dsn: str, out: Path, run_cli: Callable[..., CliResult]) -> CliResult:
+def _record(mode: str, dsn: str, out: Path) -> None:
     """One lab session: the lab up, a session around a bounded load, the lab down."""
-    state = up(
-        LabOptions(
-            mode=mode,  # type: ignore[arg-type]
-            workers=WORKERS,
-            pool_size=POOL_SIZE,
-            max_overflow=MAX_OVERFLOW,
-            pool_timeout=POOL_TIMEOUT,
-            downstream_latency=LATENCY,
-            port=free_port(),
-            dsn=dsn,
-        )
+    options = LabOptions(
+        mode=mode,  # type: ignore[arg-type]
+        workers=WORKERS,
+        pool_size=POOL_SIZE,
+        max_overflow=MAX_OVERFLOW,
+        pool_timeout=POOL_TIMEOUT,
+        downstream_latency=LATENCY,
+        port=free_port(),
+        dsn=dsn,
     )
-    try:
-        workers = worker_pids(state.master.pid) if state.master else []
-        assert len(workers) == WORKERS
-        pids = [arg for pid in workers for arg in ("--pid", str(pid))]
-        session: list[CliResult] = []
-        recorder = threading.Thread(
-            target=lambda: session.append(
-                run_cli(
-                    "session", "run", *pids, "--dsn", dsn, "-d", str(SESSION_SECONDS),
-                    "--no-cpu", "--pool-capacity", str(POOL_SIZE + MAX_OVERFLOW),
-                    "-o", str(out), "--json",
-                )
-            )
-        )  # fmt: skip
-        recorder.start()
-        time.sleep(2.5)  # probes started, task sampler injected
-        started = time.time()
-        result = run_load(state.url, users=USERS, seconds=LOAD_SECONDS)
-        record = load_record.from_result(
-            result, url=state.url, started_at=started, ended_at=time.time()
-        )
-        recorder.join(SESSION_SECONDS + 90)
-        load_record.write(out, record)
-    finally:
-        down()
-    return session[0]
+    out.mkdir()
+    settings = session_settings(LOAD_SECONDS, cpu=False, pool_capacity=POOL_SIZE + MAX_OVERFLOW)
+    recorded = record_lab_session(
+        options, out, users=USERS, load_seconds=LOAD_SECONDS, settings=settings
+    )
+    assert recorded.manifest["interrupted"] is False
+    assert {p["status"] for p in recorded.manifest["probes"].values()} <= {"ok", "partial"}
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +60,7 @@ def lab_sessions(
     with pytest.MonkeyPatch.context() as patch:  # module scope: before the autouse isolation
         patch.setenv("PROFILER_STATE_DIR", str(tmp_path_factory.mktemp("state")))
         for mode, folder in folders.items():
-            recorded = _record(mode, postgres_dsn, folder, run_profiler)
-            assert recorded.exit_code == 0, recorded.output
+            _record(mode, postgres_dsn, folder)
     yield folders
 
 

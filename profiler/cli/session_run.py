@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import signal
-import threading
 from pathlib import Path
 from typing import Any
 
 from profiler.cli import console
 from profiler.errors import AttachError, InterruptedCapture, UsageError
-from profiler.memory.oom import memory_limit
-from profiler.model import Worker
-from profiler.session.manifest import Manifest, SessionSettings, now
+from profiler.session.manifest import SessionSettings
 from profiler.session.probes import Probe
-from profiler.session.run import build_probes, run_session, tool_versions
+from profiler.session.run import prepare_session, run_session
 from profiler.targets.discovery import TargetSpec, find_workers
 
 
@@ -27,7 +24,7 @@ def run_session_command(
     as_json: bool,
 ) -> None:
     from profiler.pg.connect import connection
-    from profiler.pg.dsn import redact, resolve
+    from profiler.pg.dsn import resolve
 
     resolved = resolve(dsn)
     if resolved is None:
@@ -43,28 +40,9 @@ def run_session_command(
             "no workers to profile", hint="name them with --pid or --match (see: profiler workers)"
         )
     directory = _prepare(output, force=force)
-    pids = [w.pid for w in workers]
-    manifest = Manifest(
-        name=directory.name,
-        started_at=now(),
-        settings=settings,
-        dsn=redact(resolved),
-        targets=[
-            {
-                "pid": w.pid,
-                "role": w.role,
-                "cmdline": w.cmdline,
-                "memory_limit": memory_limit(w.pid),
-            }
-            for w in workers
-        ],
-        tools=tool_versions(),
-    )
-    stop = threading.Event()
-    master = master_of(found, pids)
-    probes = build_probes(
-        directory, stop, resolved, pids, settings, console.warn, master_pid=master
-    )
+    prepared = prepare_session(directory, resolved, found, settings, console.warn)
+    manifest, probes, stop = prepared.manifest, prepared.probes, prepared.stop
+    pids = [target["pid"] for target in manifest.targets]
     how_long = f"for {settings.duration:g}s" if settings.duration else "until Ctrl-C"
     console.info(f"session {directory}: {len(pids)} worker(s), {len(probes)} probes {how_long}")
 
@@ -96,25 +74,6 @@ def run_session_command(
             f"session stopped by {signalled[0] if signalled else 'a signal'} before its end",
             hint=f"everything captured is kept in {directory}",
         )
-
-
-def master_of(found: list[Worker], pids: list[int]) -> int | None:
-    """The process that forks the workers (it forks their replacements too): a master among
-    the targets, else the one parent every worker shares, unless that is init."""
-    masters = [w.pid for w in found if w.role == "master"]
-    if len(masters) == 1:
-        return masters[0]
-    import psutil
-
-    parents: set[int] = set()
-    for pid in pids:
-        try:
-            parents.add(psutil.Process(pid).ppid())
-        except psutil.Error:
-            continue
-    if len(parents) == 1 and (parent := parents.pop()) > 1:
-        return parent
-    return None
 
 
 def _prepare(output: Path, *, force: bool) -> Path:

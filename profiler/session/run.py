@@ -13,9 +13,11 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from profiler.model import Worker
 from profiler.session.manifest import Manifest, SessionSettings, now
 from profiler.session.probes import (
     CpuProbe,
@@ -61,6 +63,72 @@ def build_probes(
     if settings.mem:
         probes.append(MemProbe(directory, stop, pids, settings, debugger_free))
     return probes
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedSession:
+    """A session ready to run: its manifest (targets, settings) and its probes, not started."""
+
+    directory: Path
+    manifest: Manifest
+    probes: list[Probe]
+    stop: threading.Event
+
+
+def prepare_session(
+    directory: Path,
+    dsn: str,
+    found: list[Worker],
+    settings: SessionSettings,
+    warn: Callable[[str], None],
+) -> PreparedSession:
+    """The manifest and probes for the workers among ``found`` (masters are followed, not
+    profiled: their new children are the replacements of workers that die)."""
+    from profiler.memory.oom import memory_limit
+    from profiler.pg.dsn import redact
+
+    workers = [w for w in found if w.role != "master"]
+    pids = [w.pid for w in workers]
+    manifest = Manifest(
+        name=directory.name,
+        started_at=now(),
+        settings=settings,
+        dsn=redact(dsn),
+        targets=[
+            {
+                "pid": w.pid,
+                "role": w.role,
+                "cmdline": w.cmdline,
+                "memory_limit": memory_limit(w.pid),
+            }
+            for w in workers
+        ],
+        tools=tool_versions(),
+    )
+    stop = threading.Event()
+    probes = build_probes(
+        directory, stop, dsn, pids, settings, warn, master_pid=master_of(found, pids)
+    )
+    return PreparedSession(directory, manifest, probes, stop)
+
+
+def master_of(found: list[Worker], pids: list[int]) -> int | None:
+    """The process that forks the workers (it forks their replacements too): a master among
+    the targets, else the one parent every worker shares, unless that is init."""
+    masters = [w.pid for w in found if w.role == "master"]
+    if len(masters) == 1:
+        return masters[0]
+    import psutil
+
+    parents: set[int] = set()
+    for pid in pids:
+        try:
+            parents.add(psutil.Process(pid).ppid())
+        except psutil.Error:
+            continue
+    if len(parents) == 1 and (parent := parents.pop()) > 1:
+        return parent
+    return None
 
 
 def run_session(
