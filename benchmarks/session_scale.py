@@ -1,26 +1,38 @@
-"""What an hour-long session at 1,000 backends costs to convert, load and correlate.
+"""What an hour-long session at 1,000 backends costs to convert, load, correlate and judge.
 
 A synthetic session folder is written with the real writers
-(``RecordingWriter``, ``StackLogWriter``, ``JsonlWriter`` for RSS): 3,600
-snapshots of 1,000 backends (3.6 M activity rows) at 1 s, owned by 8 gunicorn
-workers (a few backends with no known owner, or a remote one), with a state mix
-of idle, short active transactions and long idle-in-transaction episodes;
-backends reconnect now and then (sometimes reusing their pid), one worker dies
-three quarters of the way in and is replaced; about 100 k stack samples (every
-worker dumped every 0.5 s, one or two threads) and an RSS point per worker per
-second. Server times run 0.25 s behind ours.
+(``RecordingWriter``, ``StackLogWriter``, ``JsonlWriter`` for RSS, task samples
+and worker events, ``Manifest.write``): 3,600 snapshots of 1,000 backends
+(3.6 M activity rows) at 1 s, owned by 8 gunicorn workers and one uvicorn
+(asyncio) worker, a few backends with no known owner or a remote one, with a
+state mix of idle, short active transactions and long idle-in-transaction
+episodes (20 s to 5 min, spanning many snapshots); backends reconnect now and
+then (sometimes reusing their pid), one gunicorn worker is OOM-killed three
+quarters of the way in and replaced (``workers.jsonl`` says so); about 100 k
+stack samples (every worker dumped every 0.5 s, one or two threads; the
+asyncio worker's one thread mostly idle in ``select``), an RSS point per worker
+per second, and about 20 k asyncio task samples from the uvicorn worker (one
+round a second: the server's own task, a task per request in a transaction,
+naming its backend pid and its endpoint, one in ten naming none, and now and
+then a request not yet holding a connection). Server times run 0.25 s behind
+ours.
 
 Each phase then runs in its own child process, so its peak RSS
-(``getrusage`` maxrss) is its own:
+(``getrusage`` maxrss, printed after each step: the peak so far) is its own:
 
 - ``convert``: ``activity.jsonl`` -> ``activity.parquet`` (what ``session run``
   does at the end);
 - ``jsonl``: loading the JSONL directly (what reading a killed session costs);
 - ``analyse``: ``profiler.session.open``, the activity table from Parquet, the
-  stack samples and RSS, then ``held_episodes``, ``stacks_during``,
-  ``hold_profile``, ``connections_held``, ``memory_alignment``.
+  stack samples, RSS, task samples and worker events, then ``held_episodes``,
+  ``stacks_during``, the hold attribution (``summary.hold_profile``: task
+  samples for the asyncio worker, thread samples for the others),
+  ``connections_held``, ``memory_alignment`` and the findings
+  (``findings.evaluate``); TOTAL is the sum of these steps;
+- ``summarize``: ``summarize(profiler.session.open(dir))`` end to end, as
+  ``session show`` runs it, then ``Summary.to_json()`` (``--json``).
 
-Goal: load + correlate under 10 s and 1.5 GB peak.
+Goal: load + correlate + findings under 10 s and 1.5 GB peak.
 
 Run: python benchmarks/session_scale.py [--dir DIR [--reuse]] [--snapshots 3600] [--backends 1000]
      [--workers 8] [--keep]
@@ -37,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -44,18 +57,30 @@ from typing import Any
 import numpy as np
 
 from profiler import jsonl
+from profiler.capture import tasks as task_log
 from profiler.capture.stack_log import StackLogWriter
 from profiler.capture.stacks import Frame, StackSample
 from profiler.memory import rss as rss_log
 from profiler.model import ActivitySample, Gap, Snapshot
 from profiler.pg.recording import RecordingWriter
+from profiler.session.manifest import Manifest, ProbeRecord, SessionSettings
+from profiler.targets import membership
 from profiler.targets.ownership import Owner
 
 T0 = 1_750_000_000.0
 SERVER_LAG = 0.25  # the server's clock runs this far behind ours
 INTERVAL = 1.0
 DUMP_INTERVAL = 0.5
+TASK_INTERVAL = 1.0
 WORKER_BASE = 2001
+MASTER_PID = 2000
+ASYNC_PID = 2101  # the uvicorn worker the task sampler runs in
+ASYNC_BACKENDS = 12  # its pool; the gunicorn workers share the rest
+GOAL_SECONDS = 10.0
+GOAL_MB = 1500.0
+SHOWN_FINDINGS = 6
+SYNC_CMDLINE = "gunicorn: worker [app]"
+ASYNC_CMDLINE = "uvicorn app.main:app --workers 1"
 
 
 def utc(epoch: float) -> datetime:
@@ -71,6 +96,71 @@ QUERIES = [
 ]
 APPS = ["gateway", "gateway-batch", "psql", "celery"]
 
+# The asyncio worker's code: frames as the task sampler records them, innermost first.
+APP_DIR = "/srv/app"
+SITE = "/srv/venv/lib/python3.12/site-packages"
+ROUTES = [  # handler, method, route, first line
+    ("create_order", "POST", "/orders", 41),
+    ("pay_order", "POST", "/orders/{order_id}/pay", 77),
+    ("get_order", "GET", "/orders/{order_id}", 25),
+    ("refund_order", "POST", "/orders/{order_id}/refund", 103),
+    ("search_orders", "GET", "/search", 140),
+]
+ROUTE_OF = [0, 0, 0, 0, 1, 1, 1, 2, 3, 4]  # a transaction's route, by task id: skewed
+FASTAPI = [["run_endpoint_function", f"{SITE}/fastapi/routing.py", 212],
+           ["app", f"{SITE}/fastapi/routing.py", 301]]  # fmt: skip
+MAIN_TASK = [["main_loop", f"{SITE}/uvicorn/server.py", 239],
+             ["_serve", f"{SITE}/uvicorn/server.py", 89],
+             ["serve", f"{SITE}/uvicorn/server.py", 68]]  # fmt: skip
+
+
+def handler_frame(route: int, offset: int) -> list[Any]:
+    name, _, _, line = ROUTES[route]
+    return [name, f"{APP_DIR}/app/routes.py", line + offset]
+
+
+def downstream_frames(route: int) -> list[list[Any]]:
+    """Idle in transaction: the request awaits a downstream HTTP call, connection held."""
+    return [
+        ["_send_single_request", f"{SITE}/httpx/_client.py", 1729],
+        ["send", f"{SITE}/httpx/_client.py", 1629],
+        ["post", f"{SITE}/httpx/_client.py", 1144],
+        ["notify_ledger", f"{APP_DIR}/app/downstream.py", 31],
+        handler_frame(route, 6),
+        *FASTAPI,
+    ]
+
+
+def query_frames(route: int) -> list[list[Any]]:
+    """Active: the request awaits its query."""
+    return [
+        ["execute", f"{SITE}/sqlalchemy/ext/asyncio/session.py", 461],
+        ["load_order", f"{APP_DIR}/app/repo.py", 22],
+        handler_frame(route, 3),
+        *FASTAPI,
+    ]
+
+
+def dependency_frames() -> list[list[Any]]:
+    """A request still resolving its dependencies: no connection yet."""
+    return [
+        ["decode_token", f"{APP_DIR}/app/auth.py", 18],
+        ["get_current_user", f"{APP_DIR}/app/auth.py", 30],
+        ["solve_dependencies", f"{SITE}/fastapi/dependencies/utils.py", 600],
+        FASTAPI[1],
+    ]
+
+
+def endpoint(route: int) -> dict[str, Any]:
+    name, method, path, line = ROUTES[route]
+    return {
+        "name": name,
+        "filename": f"{APP_DIR}/app/routes.py",
+        "line": line,
+        "method": method,
+        "route": path,
+    }
+
 
 class Fleet:
     """1,000 backends moving between idle, short transactions and long idle ones."""
@@ -82,6 +172,7 @@ class Fleet:
         self.next_pid = 30_000 + backends
         self.start = T0 - SERVER_LAG - rng.uniform(60, 3600, backends)
         self.owner_of = np.array([workers[i % len(workers)] for i in range(backends)])
+        self.owner_of[:ASYNC_BACKENDS] = ASYNC_PID
         fate = rng.random(backends)
         self.unknown = fate < 0.03  # no owner found
         self.remote = (fate >= 0.03) & (fate < 0.05)  # a client on another host
@@ -92,6 +183,8 @@ class Fleet:
         self.change = self.start.copy()
         self.query = rng.integers(0, len(QUERIES), backends)
         self.app = rng.integers(0, len(APPS), backends)
+        self.task = np.zeros(backends, dtype=np.int64)  # the asyncio task of the transaction
+        self.next_task = 140_200_000_000
 
     def new_pids(self, chosen: np.ndarray[Any, Any]) -> None:
         count = int(chosen.sum()) if chosen.dtype == bool else len(chosen)
@@ -130,6 +223,8 @@ class Fleet:
         self.idle_tx[starting] = long
         self.change[starting] = self.xact[starting] + np.where(long, 0.05, 0.0)
         self.query[starting] = rng.integers(0, len(QUERIES), count)
+        self.task[starting] = np.arange(self.next_task, self.next_task + count)
+        self.next_task += count
         # A long transaction wakes up now and then to run another statement.
         wake = self.in_tx & self.idle_tx & (rng.random(self.size) < 0.02)
         self.change[wake] = server_now - rng.uniform(0, 0.5, int(wake.sum()))
@@ -141,7 +236,8 @@ class Fleet:
         if self.remote[i]:
             return Owner("remote", detail="10.0.0.9 is not this host")
         worker = int(self.owner_of[i])
-        return Owner("process", worker, f"gunicorn: worker [app] {worker}")
+        cmdline = ASYNC_CMDLINE if worker == ASYNC_PID else f"{SYNC_CMDLINE} {worker}"
+        return Owner("process", worker, cmdline)
 
     def snapshot(self, taken: float, server_now: float) -> Snapshot:
         samples = []
@@ -168,15 +264,73 @@ class Fleet:
                 owners[pid] = found
         return Snapshot(utc(taken), 160004, tuple(samples), owners, {})
 
+    def task_round(self, taken: float, pyrng: random.Random) -> list[dict[str, Any]]:
+        """The asyncio worker's tasks at ``taken``: the server's own, one per request in a
+        transaction on one of its backends (the owner may be unknown to us: the task still
+        names the backend), and now and then a request that holds no connection yet."""
+        records: list[dict[str, Any]] = [
+            {"task_id": 140_100_000_001, "task": "Task-1", "frames": MAIN_TASK,
+             "awaiting": "sleep", "running": False, "backends": [], "endpoint": None}
+        ]  # fmt: skip
+        mine = self.in_tx & (self.owner_of == ASYNC_PID) & ~self.remote
+        for i in np.flatnonzero(mine).tolist():
+            task = int(self.task[i])
+            route = ROUTE_OF[task % len(ROUTE_OF)]
+            idle = bool(self.idle_tx[i])
+            records.append(
+                {
+                    "task_id": task,
+                    "task": f"Task-{task % 1_000_000}",
+                    "frames": downstream_frames(route) if idle else query_frames(route),
+                    "awaiting": "Future" if idle else "Task",
+                    "running": False,
+                    # one request in ten holds its connection where the sampler cannot see it
+                    "backends": [] if task % 10 == 3 else [int(self.pid[i])],
+                    "endpoint": endpoint(route),
+                }
+            )
+        if pyrng.random() < 0.3:
+            records.append(
+                {"task_id": 140_300_000_000 + pyrng.randrange(10**6), "task": "Task-0",
+                 "frames": dependency_frames(), "awaiting": "Future", "running": False,
+                 "backends": [], "endpoint": endpoint(pyrng.choice(ROUTE_OF))}
+            )  # fmt: skip
+        for record in records:
+            record.update(kind="task", taken_at=taken)
+        return records
+
 
 def write_activity(
-    path: Path, snapshots: int, backends: int, workers: list[int], replacement: int, dies_at: int
-) -> int:
+    directory: Path,
+    snapshots: int,
+    backends: int,
+    workers: list[int],
+    replacement: int,
+    dies_at: int,
+) -> tuple[int, int]:
+    """``activity.jsonl`` and, round by round beside it, the asyncio worker's task samples."""
     rng = np.random.default_rng(7)
+    pyrng = random.Random(11)
     fleet = Fleet(backends, workers, rng)
     header = {"interval": INTERVAL, "server_version": 160004, "dsn": "postgresql://app@db/app"}
-    rows = 0
-    with RecordingWriter(path, header) as out:
+    task_header = {
+        "pid": ASYNC_PID,
+        "interval": TASK_INTERVAL,
+        "duration": snapshots * INTERVAL + 30,
+        "max_tasks": 500,
+        "lease_seconds": 30.0,
+        "python": "3.12.3",
+        "task_registry": "_scheduled_tasks",
+        "sys_path": [APP_DIR, SITE],
+        "started_at": T0 + 0.2,
+    }
+    (directory / "tasks").mkdir(exist_ok=True)
+    task_path = directory / "tasks" / f"tasks-{ASYNC_PID}.jsonl"
+    rows = task_rows = 0
+    with (
+        RecordingWriter(directory / "activity.jsonl", header) as out,
+        jsonl.JsonlWriter(task_path, task_log.FORMAT, task_log.VERSION, task_header) as tasks,
+    ):
         for tick in range(snapshots):
             taken = T0 + tick * INTERVAL + float(rng.uniform(0, 0.01))
             server_now = taken - SERVER_LAG
@@ -187,29 +341,53 @@ def write_activity(
             rows += backends
             if tick == snapshots // 2:
                 out.add(Gap(utc(taken + 0.5), utc(taken + 0.9), "server restart (synthetic)"))
-    return rows
+            round_at = T0 + tick * TASK_INTERVAL + 0.4  # between this snapshot and the next
+            records = fleet.task_round(round_at, pyrng)
+            for record in records:
+                tasks.write(record)
+            tasks.write(
+                {"kind": "round", "taken_at": round_at, "tasks": len(records), "skipped": 0,
+                 "seconds": 0.002, "cpu_seconds": 0.0015}
+            )  # fmt: skip
+            task_rows += len(records)
+        tasks.write({"kind": "end", "taken_at": T0 + snapshots * INTERVAL, "reason": "stopped"})
+    return rows, task_rows
 
 
-def alive(second: float, workers: list[int], replacement: int, dies_at: int) -> list[int]:
-    return [*workers[:-1], replacement] if second >= dies_at else workers
+def processes(second: float, workers: list[int], replacement: int, dies_at: int) -> list[int]:
+    """The worker processes alive at ``second``: the gunicorn workers and the asyncio one."""
+    return [*(workers if second < dies_at else [*workers[:-1], replacement]), ASYNC_PID]
 
 
 def write_stacks(
     path: Path, snapshots: int, workers: list[int], replacement: int, dies_at: int
 ) -> int:
-    """Every live worker dumped every 0.5 s, one or two threads, stacks 12-40 frames deep."""
+    """Every live worker dumped every 0.5 s, one or two threads, stacks 12-40 frames deep;
+    the asyncio worker has one thread, its event loop, idle in ``select`` nine times in ten."""
     pyrng = random.Random(7)
     frames = [
         Frame(f"frame_{k}", f"/srv/app/module_{k % 23}.py", 10 + k, None, f"module_{k % 23}.py")
         for k in range(400)
     ]
     stacks = [tuple(pyrng.sample(frames, pyrng.randint(12, 40))) for _ in range(60)]
+    loop = tuple(
+        Frame(name, f"{SITE}/{file}", line, None, file)
+        for name, file, line in (
+            ("select", "selectors.py", 468),
+            ("_run_once", "asyncio/base_events.py", 1898),
+            ("run_forever", "asyncio/base_events.py", 608),
+            ("run_until_complete", "asyncio/base_events.py", 641),
+            ("run", "uvicorn/server.py", 65),
+        )
+    )
     written = 0
     with StackLogWriter(path, {"interval": DUMP_INTERVAL}) as log:
         for dump in range(int(snapshots * INTERVAL / DUMP_INTERVAL)):
             second = dump * DUMP_INTERVAL
-            for worker in alive(second, workers, replacement, dies_at):
-                for thread in range(1 if pyrng.random() < 0.25 else 2):
+            for worker in processes(second, workers, replacement, dies_at):
+                threads = 1 if worker == ASYNC_PID or pyrng.random() < 0.25 else 2
+                for thread in range(threads):
+                    idle_loop = worker == ASYNC_PID and pyrng.random() < 0.9
                     log.add(
                         StackSample(
                             worker_pid=worker,
@@ -217,9 +395,9 @@ def write_stacks(
                             thread_name="MainThread" if thread == 0 else "pool-1",
                             taken_at=utc(T0 + second + 0.003),
                             dump_seconds=0.02,
-                            active=pyrng.random() < 0.4,
+                            active=not idle_loop and pyrng.random() < 0.4,
                             owns_gil=False,
-                            frames=stacks[pyrng.randrange(len(stacks))],
+                            frames=loop if idle_loop else stacks[pyrng.randrange(len(stacks))],
                             os_thread_id=worker * 10 + thread,
                         )
                     )
@@ -234,39 +412,77 @@ def write_rss(
     with jsonl.JsonlWriter(path, rss_log.FORMAT, rss_log.VERSION, {"interval": 1.0}) as out:
         for tick in range(snapshots):
             when = utc(T0 + tick + 0.1).isoformat()
-            for worker in alive(tick, workers, replacement, dies_at):
+            for worker in processes(tick, workers, replacement, dies_at):
                 value = 150_000_000 + tick * 10_000 + (worker - WORKER_BASE) * 1_000_000
                 out.write({"kind": "rss", "pid": worker, "taken_at": when, "rss": value})
                 written += 1
     return written
 
 
-def write_manifest(directory: Path, snapshots: int, workers: list[int]) -> None:
-    manifest = {
-        "format": "profiler-session",
-        "version": 1,
-        "name": "scale",
-        "started_at": utc(T0).isoformat(),
-        "ended_at": utc(T0 + snapshots * INTERVAL).isoformat(),
-        "interrupted": False,
-        "host": {},
-        "tools": {},
-        "settings": {
-            "duration": snapshots * INTERVAL,
-            "pg_interval": INTERVAL,
-            "dump_interval": DUMP_INTERVAL,
-            "rss_interval": 1.0,
-            "cpu": False,
-            "mem": False,
-        },
-        "dsn": "postgresql://app@db/app",
-        "targets": [{"pid": w, "role": "worker", "cmdline": "gunicorn"} for w in workers],
-        "probes": {
-            name: {"status": "ok", "error": None, "files": [f"{file}.jsonl"]}
-            for name, file in (("pg", "activity"), ("stacks", "stacks"), ("rss", "rss"))
-        },
+def write_worker_events(path: Path, workers: list[int], replacement: int, dies_at: int) -> None:
+    """The last gunicorn worker OOM-killed at ``dies_at``, its replacement forked."""
+    header = {
+        "initial": [*workers, ASYNC_PID],
+        "master_pid": MASTER_PID,
+        "kernel_log": "kmsg",
+        "kernel_log_problem": None,
     }
-    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    seen = T0 + dies_at + 0.3
+    dead = workers[-1]
+    with jsonl.JsonlWriter(path, membership.FORMAT, membership.VERSION, header) as out:
+        out.write({"time": seen, "pid": replacement, "event": "appeared"})
+        out.write(
+            {
+                "time": seen,
+                "pid": dead,
+                "event": "vanished",
+                "exit": "oom-killed",
+                "oom_evidence": f"kernel: Memory cgroup out of memory: Killed process {dead} "
+                "(gunicorn) total-vm:1203456kB, anon-rss:1040384kB",
+                "cgroup": "/sys/fs/cgroup/system.slice/app.service",
+                "replacement_pid": replacement,
+                "returncode": -9,
+            }
+        )
+
+
+def write_manifest(directory: Path, snapshots: int, workers: list[int]) -> None:
+    settings = SessionSettings(
+        duration=snapshots * INTERVAL,
+        pg_interval=INTERVAL,
+        dump_interval=DUMP_INTERVAL,
+        rss_interval=1.0,
+        cpu=False,
+        mem=False,
+        tasks=True,
+        task_interval=TASK_INTERVAL,
+    )
+    targets = [
+        {"pid": pid, "role": "worker", "cmdline": cmdline, "memory_limit": 2**30}
+        for pid, cmdline in [
+            *((w, f"{SYNC_CMDLINE} {w}") for w in workers),
+            (ASYNC_PID, ASYNC_CMDLINE),
+        ]
+    ]
+    files = {
+        "pg": ["activity.jsonl", "activity.parquet"],
+        "stacks": ["stacks.jsonl"],
+        "rss": ["rss.jsonl"],
+        "tasks": [f"tasks/tasks-{ASYNC_PID}.jsonl"],
+        "workers": ["workers.jsonl"],
+    }
+    manifest = Manifest(
+        name="scale",
+        started_at=utc(T0),
+        settings=settings,
+        dsn="postgresql://app@db/app",
+        targets=targets,
+        tools={},
+        ended_at=utc(T0 + snapshots * INTERVAL),
+        interrupted=False,
+        probes={name: ProbeRecord("ok", None, names) for name, names in files.items()},
+    )
+    manifest.write(directory)
 
 
 def generate(directory: Path, snapshots: int, backends: int, workers: int) -> dict[str, Any]:
@@ -275,14 +491,17 @@ def generate(directory: Path, snapshots: int, backends: int, workers: int) -> di
     replacement = WORKER_BASE + workers  # takes over from the worker that dies
     dies_at = int(snapshots * 0.75)
     args = (pids, replacement, dies_at)
+    rows, task_rows = write_activity(directory, snapshots, backends, *args)
     sizes: dict[str, Any] = {
-        "activity rows": write_activity(directory / "activity.jsonl", snapshots, backends, *args),
+        "activity rows": rows,
+        "task samples": task_rows,
         "stack samples": write_stacks(directory / "stacks.jsonl", snapshots, *args),
         "rss points": write_rss(directory / "rss.jsonl", snapshots, *args),
     }
+    write_worker_events(directory / "workers.jsonl", *args)
     write_manifest(directory, snapshots, pids)
-    for name in ("activity.jsonl", "stacks.jsonl"):
-        sizes[f"{name} MB"] = round((directory / name).stat().st_size / 1e6)
+    for name in ("activity.jsonl", "stacks.jsonl", f"tasks/tasks-{ASYNC_PID}.jsonl"):
+        sizes[f"{name} MB"] = round((directory / name).stat().st_size / 1e6, 1)
     return sizes
 
 
@@ -290,93 +509,207 @@ def generate(directory: Path, snapshots: int, backends: int, workers: int) -> di
 
 
 def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """This process's peak RSS so far, in MB (10^6 bytes; ``ru_maxrss`` is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+
+
+class Steps:
+    """Each step's wall time and the process's peak RSS once it is done."""
+
+    def __init__(self) -> None:
+        self.rows: list[list[Any]] = []
+
+    def __call__(self, name: str, call: Any) -> Any:
+        started = time.perf_counter()
+        result = call()
+        self.rows.append([name, time.perf_counter() - started, peak_mb()])
+        return result
 
 
 def phase_convert(directory: Path) -> dict[str, Any]:
     from profiler.session import activity_table
 
-    started = time.perf_counter()
-    rows = activity_table.convert(directory / "activity.jsonl", directory / "activity.parquet")
+    step = Steps()
+    rows = step(
+        "convert JSONL -> Parquet",
+        lambda: activity_table.convert(
+            directory / "activity.jsonl", directory / "activity.parquet"
+        ),
+    )
     return {
-        "convert JSONL -> Parquet": time.perf_counter() - started,
-        "rows": rows,
-        "activity.parquet MB": (directory / "activity.parquet").stat().st_size / 1e6,
-        "peak MB": peak_mb(),
+        "steps": step.rows,
+        "measures": {
+            "rows": rows,
+            "activity.parquet MB": (directory / "activity.parquet").stat().st_size / 1e6,
+        },
     }
 
 
 def phase_jsonl(directory: Path) -> dict[str, Any]:
     from profiler.session import activity_table
 
-    started = time.perf_counter()
-    frame = activity_table.frame_from_jsonl(directory / "activity.jsonl")
+    step = Steps()
+    frame = step(
+        "load activity from JSONL",
+        lambda: activity_table.frame_from_jsonl(directory / "activity.jsonl"),
+    )
     return {
-        "load activity from JSONL": time.perf_counter() - started,
-        "rows": len(frame),
-        "frame MB": frame.memory_usage(deep=True).sum() / 1e6,
-        "peak MB": peak_mb(),
+        "steps": step.rows,
+        "measures": {"rows": len(frame), "frame MB": frame.memory_usage(deep=True).sum() / 1e6},
     }
 
 
 def phase_analyse(directory: Path) -> dict[str, Any]:
     import profiler.session
     from profiler.analysis import episodes
+    from profiler.analysis.findings import Evidence, Thresholds, evaluate
+    from profiler.session import summary
 
-    timings: dict[str, Any] = {}
-
-    def timed(name: str, call: Any) -> Any:
-        started = time.perf_counter()
-        result = call()
-        timings[name] = time.perf_counter() - started
-        return result
-
-    session = timed("open", lambda: profiler.session.open(directory))
-    activity = timed("load activity (Parquet)", lambda: session.activity)
-    samples = timed("load stack samples (JSONL)", lambda: session.stack_samples)
-    rss = timed("load RSS (JSONL)", lambda: session.rss)
-    end = session.ended_at.timestamp()
-    held = timed(
+    step = Steps()
+    session = step("open", lambda: profiler.session.open(directory))
+    activity = step("load activity (Parquet)", lambda: session.activity)
+    snapshots = session.snapshots
+    samples = step("load stack samples (JSONL)", lambda: session.stack_samples)
+    rss = step("load RSS (JSONL)", lambda: session.rss)
+    tasks = step("load task samples (JSONL)", lambda: session.task_samples)
+    events = step("load worker events (JSONL)", lambda: session.worker_events)
+    end = session.end
+    held = step(
         "held_episodes",
-        lambda: episodes.held_episodes(activity, session_end=end, snapshots=session.snapshots),
+        lambda: episodes.held_episodes(activity, session_end=end, snapshots=snapshots),
     )
-    during = timed("stacks_during", lambda: episodes.stacks_during(held, samples))
-    profile = timed(
-        "hold_profile", lambda: episodes.hold_profile(held, samples, interval=DUMP_INTERVAL)
+    during = step("stacks_during (thread samples)", lambda: episodes.stacks_during(held, samples))
+    profile, owners, attribution = step(
+        "hold attribution (tasks + threads)", lambda: summary.hold_profile(session, held)
     )
-    counts = timed("connections_held", lambda: episodes.connections_held(activity))
-    aligned = timed("memory_alignment", lambda: episodes.memory_alignment(counts, rss))
-    timings["load + correlate"] = sum(
-        v for k, v in timings.items() if k not in ("load + correlate",)
+    counts = step(
+        "connections_held", lambda: episodes.connections_held(activity, snapshots=snapshots)
     )
-    timings.update(
-        {
+    aligned = step("memory_alignment", lambda: episodes.memory_alignment(counts, rss))
+    evidence = Evidence(
+        episodes=held,
+        held=counts,
+        hold_profile=profile,
+        hold_owners=owners,
+        wait_samples=samples,
+        rss=rss,
+        workers=events,
+        memory_limits=summary.memory_limits(session.manifest),
+        pool_capacity=summary.pool_capacity(session.settings),
+        session_start=session.start,
+        session_end=end,
+    )
+    found = step("findings (evaluate)", lambda: evaluate(evidence, Thresholds()))
+    idle = held["max_idle_age"] > Thresholds().idle_in_transaction_seconds
+    return {
+        "steps": step.rows,
+        "measures": {
             "rows": len(activity),
             "activity frame MB": activity.memory_usage(deep=True).sum() / 1e6,
+            "stack samples": len(samples),
+            "task samples": len(tasks),
+            "task samples naming a backend": int((tasks["backends"].map(len) > 0).sum()),
             "episodes": len(held),
             "open episodes": int(held["open"].sum()),
+            "episodes idle in transaction > 1 s": int(idle.sum()),
+            "episodes with no owner": int(held["owner_pid"].isna().sum()),
             "stacks_during rows": len(during),
-            "hold_profile stacks": len(profile),
+            "hold profile stacks": len(profile),
+            "connection-seconds attributed": round(sum(profile.values()) / 1000),
             "connections_held rows": len(counts),
             "memory_alignment rows": len(aligned),
-            "peak MB": peak_mb(),
-        }
+            "findings": len(found),
+        },
+        "attribution": attribution,
+        "findings": [f"{f.severity} {f.rule}: {f.title}" for f in found],
+    }
+
+
+def phase_summarize(directory: Path) -> dict[str, Any]:
+    import profiler.session
+    from profiler.session.summary import summarize
+
+    step = Steps()
+    result = step(
+        "summarize(open(dir)), end to end", lambda: summarize(profiler.session.open(directory))
     )
-    return timings
+    document = step("Summary.to_json() + json.dumps", lambda: json.dumps(result.to_json()))
+    return {
+        "steps": step.rows,
+        "measures": {"findings": len(result.findings), "--json MB": len(document) / 1e6},
+        "attribution": result.attribution,
+    }
 
 
-PHASES = {"convert": phase_convert, "jsonl": phase_jsonl, "analyse": phase_analyse}
+PHASES = {
+    "convert": phase_convert,
+    "jsonl": phase_jsonl,
+    "analyse": phase_analyse,
+    "summarize": phase_summarize,
+}
+TOTALLED = "analyse"  # its steps are load + correlate + findings
+ENDS = "summarize"  # its first step is the same, end to end
 
 
 def run_phase(name: str, directory: Path) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, __file__, "--phase", name, "--dir", str(directory)],
-        check=True,
         capture_output=True,
         text=True,
+        check=False,
     )
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr)
+        raise SystemExit(f"phase {name} failed (exit {done.returncode})")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+def verdict(seconds: float, peak: float) -> str:
+    met = seconds < GOAL_SECONDS and peak < GOAL_MB
+    return (
+        f"{seconds:.2f} s, {peak:,.0f} MB peak: "
+        f"{'met' if met else 'MISSED'} (goal < {GOAL_SECONDS:.0f} s and < {GOAL_MB:,.0f} MB)"
+    )
+
+
+def report(results: dict[str, dict[str, Any]]) -> None:
+    print()
+    print("| phase | step | seconds | peak RSS so far (MB) |")
+    print("|---|---|---:|---:|")
+    for phase, values in results.items():
+        for name, seconds, peak in values["steps"]:
+            print(f"| {phase} | {name} | {seconds:.2f} | {peak:,.0f} |")
+        if phase == TOTALLED:
+            total = sum(seconds for _, seconds, _ in values["steps"])
+            peak = max(peak for _, _, peak in values["steps"])
+            print(f"| {phase} | **TOTAL load + correlate + findings** | **{total:.2f}** | "
+                  f"**{peak:,.0f}** |")  # fmt: skip
+    print()
+    print("| phase | measure | value |")
+    print("|---|---|---:|")
+    for phase, values in results.items():
+        for name, value in values["measures"].items():
+            shown = f"{value:,.1f}" if isinstance(value, float) else f"{value:,}"
+            print(f"| {phase} | {name} | {shown} |")
+        if "attribution" in values:
+            print(f"| {phase} | attribution | {values['attribution']} |")
+    if TOTALLED in results:
+        steps = results[TOTALLED]["steps"]
+        print()
+        found = results[TOTALLED]["findings"]
+        rules = Counter(line.split(":", 1)[0] for line in found)
+        print(f"findings ({', '.join(f'{n} {rule}' for rule, n in rules.most_common())}):")
+        for line in found[:SHOWN_FINDINGS]:
+            print(f"- {line}")
+        if len(found) > SHOWN_FINDINGS:
+            print(f"- ... and {len(found) - SHOWN_FINDINGS} more")
+        total = sum(seconds for _, seconds, _ in steps)
+        print()
+        print(f"load + correlate + findings: {verdict(total, max(p for _, _, p in steps))}")
+    if ENDS in results:
+        _, seconds, peak = results[ENDS]["steps"][0]
+        print(f"summarize end to end:        {verdict(seconds, peak)}")
 
 
 def main() -> None:
@@ -399,25 +732,11 @@ def main() -> None:
             started = time.perf_counter()
             sizes = generate(directory, args.snapshots, args.backends, args.workers)
             print(f"generated {directory} in {time.perf_counter() - started:.0f} s: {sizes}")
-        results = {name: run_phase(name, directory) for name in ("convert", "jsonl", "analyse")}
+        results = {name: run_phase(name, directory) for name in PHASES}
     finally:
         if not (args.keep or args.dir):
             shutil.rmtree(directory.parent, ignore_errors=True)
-    print()
-    print("| phase | step | seconds |")
-    print("|---|---|---:|")
-    for phase, values in results.items():
-        for key, value in values.items():
-            if isinstance(value, float) and "MB" not in key:
-                print(f"| {phase} | {key} | {value:.2f} |")
-    print()
-    print("| phase | measure | value |")
-    print("|---|---|---:|")
-    for phase, values in results.items():
-        for key, value in values.items():
-            if isinstance(value, int) or "MB" in key:
-                shown = f"{value:,.0f}" if isinstance(value, float) else f"{value:,}"
-                print(f"| {phase} | {key} | {shown} |")
+    report(results)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,9 @@ LISTED = 20  # entries kept in by-owner / by-query lists (the rest are counted)
 MIB = 2**20
 
 
+STUCK_QUERIES_LISTED = 10
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     """One thing worth a reader's attention: what, how bad, and the numbers behind it.
@@ -410,7 +413,9 @@ def idle_in_transaction(evidence: Evidence, thresholds: Thresholds) -> list[Find
 
 def stuck_query(evidence: Evidence, thresholds: Thresholds) -> list[Finding]:
     """One finding per query text (normalised) left idle in transaction for
-    ``stuck_query_seconds`` or more, across all its transactions."""
+    ``stuck_query_seconds`` or more, across all its transactions; the
+    :data:`STUCK_QUERIES_LISTED` that held longest in total (the
+    idle-in-transaction finding counts them all)."""
     limit = thresholds.stuck_query_seconds
     stuck = _idle_beyond(evidence.episodes, limit, inclusive=True)
     if stuck.empty:
@@ -456,7 +461,8 @@ def stuck_query(evidence: Evidence, thresholds: Thresholds) -> list[Finding]:
                 sum(row.idle_seconds for row in group),
             )
         )
-    return found
+    found.sort(key=lambda finding: (-finding.score, finding.title))
+    return found[:STUCK_QUERIES_LISTED]  # an hour of a busy gateway has hundreds
 
 
 # -- rules: pools ---------------------------------------------------------------------------

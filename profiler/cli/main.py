@@ -14,7 +14,19 @@ import typer
 import typer.exceptions
 
 from profiler import __version__
-from profiler.cli import console, cpu, db, doctor, lab, mem, session, workers
+from profiler.cli import (
+    console,
+    cpu,
+    db,
+    demo,
+    doctor,
+    lab,
+    mem,
+    publish,
+    report,
+    session,
+    workers,
+)
 from profiler.errors import ExitCode, ProfilerError
 
 app = typer.Typer(
@@ -28,6 +40,9 @@ app = typer.Typer(
 )
 app.command(name="doctor")(doctor.doctor)
 app.command(name="workers")(workers.workers)
+app.command(name="publish")(publish.publish)
+app.command(name="report")(report.report)
+app.command(name="demo")(demo.demo)
 app.add_typer(cpu.app, name="cpu")
 app.add_typer(mem.app, name="mem")
 app.add_typer(db.app, name="db")

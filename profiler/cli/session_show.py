@@ -120,11 +120,11 @@ def _held_table(summary: Summary) -> Table:
 
     from profiler.session.summary import held_connections
 
-    rows = held_connections(summary.episodes, summary.session.start)
+    rows = held_connections(summary.episodes, summary.session.start, limit=HELD_ROWS)
     table = Table(
         box=None,
         pad_edge=False,
-        title=f"longest transactions ({min(HELD_ROWS, len(rows))} of {len(rows)})",
+        title=f"longest transactions ({len(rows)} of {len(summary.episodes)})",
         title_justify="left",
     )
     for column in ("backend", "owner", "start", "held s", "idle s", "query"):

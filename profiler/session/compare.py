@@ -40,6 +40,7 @@ class Measure:
 IDLE, HELD = "idle-in-transaction", "held-connections"
 MEASURES = (
     Measure("idle_in_transaction", "idle in transaction > threshold", IDLE, True, 1, 0.1),
+    Measure("idle_in_transaction_peak", "idle in transaction at once (max)", IDLE, True, 1, 0.1),
     Measure("idle_age_p50", "idle-in-tx age p50", IDLE, True, 0.25, 0.1, "s"),
     Measure("idle_age_p95", "idle-in-tx age p95", IDLE, True, 0.25, 0.1, "s"),
     Measure("idle_age_max", "idle-in-tx age max", IDLE, True, 0.5, 0.1, "s"),

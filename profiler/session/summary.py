@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from profiler.session.reader import Session
 
 TOP_PATHS = 5
+HELD_CONNECTIONS_LISTED = 500  # an hour at 1000 backends holds ~400 k: list the longest
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,7 @@ class Metrics:
     workers: int
     transactions: int
     idle_in_transaction: int  # transactions idle in transaction beyond the threshold
+    idle_in_transaction_peak: int  # most connections idle in transaction at one snapshot
     idle_age_p50: float | None  # over every transaction seen idle in transaction
     idle_age_p95: float | None
     idle_age_max: float | None
@@ -73,6 +75,7 @@ class Metrics:
             "workers": self.workers,
             "transactions": self.transactions,
             "idle_in_transaction": self.idle_in_transaction,
+            "idle_in_transaction_peak": self.idle_in_transaction_peak,
             "idle_age_p50": _rounded(self.idle_age_p50),
             "idle_age_p95": _rounded(self.idle_age_p95),
             "idle_age_max": _rounded(self.idle_age_max),
@@ -117,7 +120,10 @@ class Summary:
                 for name in self.thresholds.__dataclass_fields__
             },
             "findings": [finding.to_json() for finding in self.findings],
-            "held_connections": held_connections(self.episodes, self.session.start),
+            "held_connections": held_connections(
+                self.episodes, self.session.start, limit=HELD_CONNECTIONS_LISTED
+            ),
+            "held_connections_total": len(self.episodes),
             "metrics": self.metrics.to_json(),
             "probes": {
                 name: {"status": probe.get("status"), "error": probe.get("error")}
@@ -163,11 +169,7 @@ def hold_profile(
     Returns the profile (ms held per stack), the owners per stack, and which
     samples were used.
     """
-    tasks = with_endpoints(session.task_samples)
-    threads = session.stack_samples
-    task_workers = set(tasks["worker_pid"].unique().tolist()) if not tasks.empty else set()
-    if task_workers and not threads.empty:
-        threads = threads[~threads["worker_pid"].isin(task_workers)]
+    tasks, threads = attribution_samples(session)
     profile: Counter[str] = Counter()
     owners: dict[str, list[int]] = {}
     used: list[str] = []
@@ -185,6 +187,16 @@ def hold_profile(
         for stack, pids in part_owners.items():
             owners[stack] = sorted(set(owners.get(stack, [])) | set(pids))
     return profile, owners, "+".join(used) or "none"
+
+
+def attribution_samples(session: Session) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The samples that explain held connections: task samples (rooted at their endpoint)
+    for the workers the task sampler ran in, py-spy thread samples for the others."""
+    tasks = with_endpoints(session.task_samples)
+    threads = session.stack_samples
+    if not tasks.empty and not threads.empty:
+        threads = threads[~threads["worker_pid"].isin(set(tasks["worker_pid"].unique().tolist()))]
+    return tasks, threads
 
 
 def with_endpoints(tasks: pd.DataFrame) -> pd.DataFrame:
@@ -207,11 +219,15 @@ def with_endpoints(tasks: pd.DataFrame) -> pd.DataFrame:
     return result
 
 
-def held_connections(episodes: pd.DataFrame, session_start: float) -> list[dict[str, Any]]:
-    """Every transaction held, longest first, as JSON rows (``session show --json``)."""
+def held_connections(
+    episodes: pd.DataFrame, session_start: float, *, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """The transactions held, longest first (the ``limit`` longest), as JSON rows."""
     if episodes.empty:
         return []
     ordered = episodes.sort_values("duration", ascending=False, kind="stable")
+    if limit is not None:
+        ordered = ordered.head(limit)
     rows: list[dict[str, Any]] = []
     for record in ordered.to_dict("records"):
         owner = record["owner_pid"]
@@ -278,6 +294,7 @@ def _metrics(
         workers=len(session.manifest.get("targets", [])),
         transactions=len(episodes),
         idle_in_transaction=int(beyond),
+        idle_in_transaction_peak=_idle_peak(session.activity),
         idle_age_p50=percentile(ages, 50),
         idle_age_p95=percentile(ages, 95),
         idle_age_max=ages[-1] if ages else None,
@@ -290,6 +307,20 @@ def _metrics(
         vanished_workers=vanished,
         top_paths=paths,
     )
+
+
+def _idle_peak(activity: pd.DataFrame) -> int:
+    """The most client connections idle in transaction at any one snapshot."""
+    from profiler.model import IDLE_IN_TRANSACTION
+
+    if activity.empty:
+        return 0
+    idle = activity["state"].isin(IDLE_IN_TRANSACTION)
+    if "backend_type" in activity.columns:
+        kind = activity["backend_type"]
+        idle &= kind.isna() | (kind == "client backend")
+    counts = activity.loc[idle, "taken_at"].value_counts()
+    return int(counts.max()) if len(counts) else 0
 
 
 def _missing(value: Any) -> bool:

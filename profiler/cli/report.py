@@ -1,0 +1,63 @@
+"""``profiler report``: one session's findings page, plots and flamegraphs, in one folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from profiler.cli import console
+from profiler.cli.options import JSON_OPTION
+
+
+def report(
+    directory: Path = typer.Argument(
+        ..., help="A session folder (from session run -o DIR).", show_default=False
+    ),
+    output: Path | None = typer.Option(
+        None,
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="Folder for index.md and assets/; default: DIR/report.",
+        show_default=False,
+    ),
+    idle_threshold: float = typer.Option(
+        1.0,
+        "--idle-threshold",
+        min=0.0,
+        help="Seconds idle in transaction before a transaction counts as held too long.",
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Replace the report in a non-empty OUT (its index.md and assets/)."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Write a session's findings page (Markdown), its plots and flamegraphs.
+
+    The page reads on its own on GitHub and renders in the MkDocs site
+    (profiler publish). Every file stays under 50 MiB: big flamegraphs are
+    folded and long series thinned, and the page says so.
+
+    Example: profiler report sessions/before -o reports/before
+    """
+    from profiler.analysis.findings import Thresholds
+    from profiler.report.session_report import write_report
+
+    out = output if output is not None else directory / "report"
+    console.info(f"reading {directory}")
+    manifest = write_report(
+        directory,
+        out,
+        thresholds=Thresholds(idle_in_transaction_seconds=idle_threshold),
+        force=force,
+    )
+    if as_json:
+        console.print_json(manifest.to_json())
+    else:
+        console.out.print(str(manifest.page), soft_wrap=True)
+    altered = len(manifest.folded) + len(manifest.thinned)
+    console.info(
+        f"wrote {manifest.page} and {len(manifest.assets)} assets"
+        + (f" ({altered} folded or thinned: see the page)" if altered else "")
+    )

@@ -1,0 +1,94 @@
+"""A memray capture as collapsed stacks, for a flamegraph we render and cap ourselves.
+
+memray's own HTML flamegraph embeds every stack of the capture and its
+JavaScript; on big captures it reaches gigabytes (memray issues #987, #484)
+and cannot be published. Here the capture's high-water-mark allocation
+records (what memray's flamegraph shows by default: the memory live at the
+peak) are folded into collapsed stacks weighted by bytes, which
+:func:`profiler.report.session_report.capped_flamegraph` renders with our
+SVG renderer, folding small frames until the file fits its cap.
+
+Frame labels read like py-spy's (``function (file:line)``), with the file
+shortened after ``site-packages/`` or the standard library folder, so a
+report does not show the build machine's paths and labels stay short.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from profiler.errors import InputError
+
+if TYPE_CHECKING:
+    from profiler.memory.rss import HeapPoint
+
+NO_PYTHON_FRAME = "[no Python frame]"
+_PACKAGES_ROOT = re.compile(r"^.*/(?:site-packages|dist-packages)/")
+_STDLIB_ROOT = re.compile(r"^.*?/lib(?:64)?/python\d+\.\d+t?/")
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryProfile:
+    """One capture: bytes live at its peak per stack (outermost first), and its heap over time."""
+
+    path: Path
+    pid: int
+    profile: Counter[str]
+    peak_bytes: int
+    heap: list[HeapPoint]
+
+
+def read_memory_profile(path: Path) -> MemoryProfile:
+    """Read ``path`` (``mem/memray-PID.bin``); :class:`InputError` (exit 7) when it is
+    unreadable, :class:`~profiler.errors.ToolMissingError` (exit 5) without memray."""
+    from profiler.memory.rss import from_capture
+    from profiler.memory.summary import open_reader
+
+    reader = open_reader(path)
+    try:
+        with reader:
+            pid = int(reader.metadata.pid)
+            peak = int(reader.metadata.peak_memory)
+            profile: Counter[str] = Counter()
+            labels: dict[tuple[str, str, int], str] = {}
+            for record in reader.get_high_watermark_allocation_records(merge_threads=True):
+                frames = record.stack_trace()  # innermost first
+                stack = ";".join(_label(frame, labels) for frame in reversed(frames))
+                profile[stack or NO_PYTHON_FRAME] += int(record.size)
+    except InputError:
+        raise
+    except Exception as exc:  # memray raises OSError, ValueError, RuntimeError, ...
+        raise InputError(
+            f"{path}: memray cannot read its allocation records ({type(exc).__name__}: {exc})",
+            hint="a capture cut short may be unreadable; the rest of the session still is",
+        ) from exc
+    return MemoryProfile(path, pid, profile, peak, from_capture(path))
+
+
+def short_file(filename: str) -> str:
+    """The file as a reader wants it: the part after ``site-packages/`` or the stdlib folder.
+
+    >>> short_file("/venv/lib/python3.12/site-packages/sqlalchemy/engine/base.py")
+    'sqlalchemy/engine/base.py'
+    >>> short_file("/usr/lib/python3.12/json/decoder.py")
+    'json/decoder.py'
+    >>> short_file("/srv/app/main.py")
+    '/srv/app/main.py'
+    """
+    path = filename.replace("\\", "/")
+    shorter = _PACKAGES_ROOT.sub("", path, count=1)
+    return shorter if shorter != path else _STDLIB_ROOT.sub("", path, count=1)
+
+
+def _label(frame: tuple[str, str, int], cache: dict[tuple[str, str, int], str]) -> str:
+    label = cache.get(frame)
+    if label is None:
+        function, filename, line = frame
+        # ";" separates frames in collapsed stacks: never inside a label
+        label = f"{function} ({short_file(filename)}:{line})".replace(";", ",")
+        cache[frame] = label
+    return label

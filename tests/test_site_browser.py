@@ -1,0 +1,225 @@
+"""The published site, opened in a real browser: headless Chromium against the built site.
+
+A session is published into a temporary material site, built with ``mkdocs
+build --strict``, served by ``python -m http.server`` on 127.0.0.1 (a
+subprocess stopped by its PID), and each page is opened with::
+
+    chromium --headless=new --no-sandbox --disable-gpu --enable-logging=stderr --v=0
+             --virtual-time-budget=5000 --dump-dom URL
+
+The DOM must hold the expected headings (home page, findings index, the
+session's page) and frame names (the hold flamegraph SVG).
+
+Console errors: Chromium writes every console message of the page to stderr
+as one line ``[pid:tid:time:INFO:CONSOLE:line] "message", source: URL (line)``,
+with the level always ``INFO`` whatever the page used (``console.log`` and
+``console.error`` look the same), so *every* line containing ``:CONSOLE`` is a
+failure, as is any line containing ``Uncaught`` (an exception nobody caught).
+A published page has no reason to log anything.
+
+Screenshots (``--screenshot=PATH --window-size=1280,900``) of every page go to
+pytest's tmp dir and are copied into ``test-artifacts/screenshots/`` at the
+repository root, for CI to keep.
+
+Needs Chromium (``apt-get install -y chromium`` on Debian/Ubuntu runners);
+skipped, saying so, when it is not installed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from profiler.report.publish import build_site as build_mkdocs_site
+from profiler.report.publish import publish_comparison, publish_session
+from profiler.report.redact import Redaction
+from tests.helpers import retry
+from tests.test_publish import build_session, build_site
+
+pytestmark = pytest.mark.slow
+
+ARTIFACTS = Path(__file__).parent.parent / "test-artifacts" / "screenshots"
+BROWSER_TIMEOUT = 120
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        pytest.skip("chromium is not installed (CI: apt-get install -y chromium)")
+    return found
+
+
+@dataclass(frozen=True)
+class Opened:
+    dom: str
+    console: list[str]  # the stderr lines that are console messages or uncaught errors
+
+
+def browse(url: str, *, profile: Path) -> Opened:
+    """``--dump-dom`` of ``url``; the console lines Chromium logged meanwhile."""
+    done = subprocess.run(
+        [
+            _chromium(),
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--enable-logging=stderr",
+            "--v=0",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=BROWSER_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    console = [
+        line for line in done.stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line
+    ]
+    return Opened(done.stdout, console)
+
+
+def screenshot(url: str, path: Path, *, profile: Path) -> Path:
+    done = subprocess.run(
+        [
+            _chromium(),
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=5000",
+            "--window-size=1280,900",
+            f"--screenshot={path}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=BROWSER_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert path.is_file() and path.stat().st_size > 0, done.stderr
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(path, ARTIFACTS / path.name)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The built site with a published session and comparison, served on 127.0.0.1."""
+    _chromium()
+    root = tmp_path_factory.mktemp("browser")
+    site = build_site(root / "site")
+    before = build_session(root / "sessions" / "before", name="checkout-slow", held_seconds=6)
+    after = build_session(root / "sessions" / "after", name="checkout-fixed", held_seconds=0.6)
+    publish_session(before, site, title="Checkout, before", redaction=Redaction(literals=True))
+    publish_comparison(before, after, site, title="Checkout, before and after")
+    built = build_mkdocs_site(site)
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=built,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        retry(lambda: _answers(base), timeout=20, what="http.server answering")
+        yield base
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(10)
+
+
+def _answers(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(base + "/", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def profile(tmp_path: Path) -> Path:
+    """A fresh Chromium profile per test: no state shared between pages."""
+    return tmp_path / "chromium-profile"
+
+
+def test_the_home_page_renders_without_console_errors(served: str, profile: Path) -> None:
+    opened = browse(served + "/", profile=profile)
+    assert "Profiler test site" in opened.dom
+    assert "Findings" in opened.dom  # the nav's last section
+    assert opened.console == []
+
+
+def test_the_findings_index_lists_the_published_pages(served: str, profile: Path) -> None:
+    opened = browse(served + "/findings/", profile=profile)
+    assert '<h1 id="findings">Findings</h1>' in opened.dom
+    assert 'href="checkout-slow/"' in opened.dom
+    assert "Checkout, before" in opened.dom
+    assert 'href="compare-checkout-slow-vs-checkout-fixed/"' in opened.dom
+    assert opened.console == []
+
+
+def test_the_session_page_renders_its_sections(served: str, profile: Path) -> None:
+    opened = browse(served + "/findings/checkout-slow/", profile=profile)
+    assert "Session report: checkout-slow" in opened.dom
+    for heading in ("Findings", "Flamegraphs", "Held connections"):
+        assert f">{heading}<" in opened.dom or f">{heading} <" in opened.dom, heading
+    assert "assets/hold-flamegraph.svg" in opened.dom
+    assert "alice@example.com" not in opened.dom  # --redact-literals
+    assert opened.console == []
+
+
+def test_the_comparison_page_renders(served: str, profile: Path) -> None:
+    opened = browse(served + "/findings/compare-checkout-slow-vs-checkout-fixed/", profile=profile)
+    assert "Checkout, before and after" in opened.dom
+    assert "Connection-seconds held by code path" in opened.dom
+    assert "<strong>better</strong>" in opened.dom
+    assert opened.console == []
+
+
+def test_the_hold_flamegraph_shows_the_holding_frames(served: str, profile: Path) -> None:
+    opened = browse(served + "/findings/checkout-slow/assets/hold-flamegraph.svg", profile=profile)
+    assert "<svg" in opened.dom
+    for frame in ("checkout_handler", "wait_for_payment"):
+        assert frame in opened.dom, frame
+    assert opened.console == []
+
+
+def test_screenshots_of_every_page(served: str, tmp_path: Path, profile: Path) -> None:
+    pages = {
+        "home": "/",
+        "findings": "/findings/",
+        "session": "/findings/checkout-slow/",
+        "comparison": "/findings/compare-checkout-slow-vs-checkout-fixed/",
+        "hold-flamegraph": "/findings/checkout-slow/assets/hold-flamegraph.svg",
+    }
+    for name, path in pages.items():
+        shot = screenshot(served + path, tmp_path / f"site-{name}.png", profile=profile)
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert (ARTIFACTS / shot.name).is_file()
