@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -148,31 +149,30 @@ def test_ctrl_c_stops_every_probe_and_keeps_the_session(
 def test_a_worker_that_dies_is_recorded_and_the_others_go_on(
     run_cli, python_process, postgres_dsn: str, tmp_path: Path
 ) -> None:
+    # GIVEN a worker that exits (os._exit: no cleanup) once told to, mid-session
+    signal_file = tmp_path / "die"
     stays = python_process(WORKER).pid
     dies = python_process(
-        "import os, threading\nthreading.Timer(1.5, os._exit, (0,)).start()\n" + WORKER
+        "import os, threading, time\n"
+        f"def wait():\n    while not os.path.exists({str(signal_file)!r}): time.sleep(0.05)\n"
+        "    os._exit(0)\n"
+        "threading.Thread(target=wait, daemon=True).start()\n" + WORKER
     ).pid
     out = tmp_path / "session"
-    result = run_cli(
-        "session",
-        "run",
-        "--pid",
-        str(stays),
-        "--pid",
-        str(dies),
-        "--dsn",
-        postgres_dsn,
-        "-d",
-        "4",
-        "--no-cpu",
-        "-o",
-        str(out),
-        "--json",
-    )
+    killer = threading.Timer(3.0, signal_file.touch)  # the CLI started, its probes running
+    killer.start()
+    try:
+        result = run_cli(
+            "session", "run", "--pid", str(stays), "--pid", str(dies), "--dsn", postgres_dsn,
+            "-d", "6", "--no-cpu", "-o", str(out), "--json",
+        )  # fmt: skip
+    finally:
+        killer.cancel()
     assert result.exit_code == 0, result.output
     probes = _manifest(out)["probes"]
     assert probes["pg"]["status"] == "ok"
     assert probes["rss"]["status"] == "partial" and str(dies) in probes["rss"]["error"]
+    assert probes["workers"]["facts"]["vanished"] == [dies], probes["workers"]
     assert probes["stacks"]["status"] == "partial"
     samples = stack_log.read(out / "stacks.jsonl").samples
     late = [s for s in samples if s.worker_pid == stays]
