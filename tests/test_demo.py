@@ -6,6 +6,7 @@ comparison, publication and the site build; only shorter than the default.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,8 @@ def test_demo_records_compares_and_builds_the_site(run_cli, tmp_path: Path) -> N
         assert (out / "sessions" / mode / "load.json").exists()
         assert (out / "site" / "site" / "findings" / mode / "index.html").exists()
     assert (out / "site" / "site" / "findings" / "compare-held-vs-fresh" / "index.html").exists()
+    # AND in a browser the held session's page shows its findings, plots and flamegraphs
+    _look_at_the_findings_page(out / "site" / "site" / "findings" / "held", tmp_path)
     # AND a second run replaces its own output, but never a folder that is not a demo's
     other = tmp_path / "mine"
     other.mkdir()
@@ -35,3 +38,26 @@ def test_demo_records_compares_and_builds_the_site(run_cli, tmp_path: Path) -> N
     refused = run_cli("demo", "-o", str(other))
     assert refused.exit_code == 2, refused.output
     assert (other / "notes.txt").read_text() == "keep me"
+
+
+def _look_at_the_findings_page(page_dir: Path, tmp_path: Path) -> None:
+    """Headless Chromium on the built page: headings, the top finding, every plot and
+    flamegraph link resolving, no console errors; screenshots kept as test artifacts."""
+    from tests.test_site_browser import browse, screenshot, serve
+
+    with serve(page_dir.parent.parent) as base:
+        url = f"{base}/findings/{page_dir.name}/"
+        opened = browse(url, profile=tmp_path / "chromium")
+        assert not opened.console, opened.console
+        for heading in ("Findings", "Over time", "Flamegraphs", "Held connections"):
+            assert f">{heading}" in opened.dom, heading
+        assert "held-code-path" in opened.dom and "invoke_tool" in opened.dom
+        linked = re.findall(r'(?:src|href)="(assets/[^"#?]+)"', opened.dom)
+        assert any(link.endswith("hold-flamegraph.svg") for link in linked), linked
+        assert any(link.endswith("connection-states.svg") for link in linked), linked
+        for link in linked:
+            assert (page_dir / link).is_file(), link
+        flamegraph = browse(url + "assets/hold-flamegraph.svg", profile=tmp_path / "c2")
+        assert not flamegraph.console, flamegraph.console
+        assert "invoke_tool" in flamegraph.dom and "call_tool" in flamegraph.dom
+        screenshot(url, tmp_path / "demo-held-findings.png", profile=tmp_path / "c3")

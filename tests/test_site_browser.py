@@ -27,6 +27,7 @@ skipped, saying so, when it is not installed.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import socket
@@ -135,10 +136,18 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     publish_session(before, site, title="Checkout, before", redaction=Redaction(literals=True))
     publish_comparison(before, after, site, title="Checkout, before and after")
     built = build_mkdocs_site(site)
+    with serve(built) as base:
+        yield base
+
+
+@contextlib.contextmanager
+def serve(directory: Path) -> Iterator[str]:
+    """``directory`` over http on 127.0.0.1 (the material theme's scripts refuse file://),
+    the server stopped by PID at the end."""
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-        cwd=built,
+        cwd=directory,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

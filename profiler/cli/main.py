@@ -21,6 +21,7 @@ from profiler.cli import (
     demo,
     doctor,
     lab,
+    lint,
     mem,
     publish,
     report,
@@ -43,6 +44,7 @@ app.command(name="workers")(workers.workers)
 app.command(name="publish")(publish.publish)
 app.command(name="report")(report.report)
 app.command(name="demo")(demo.demo)
+app.command(name="lint")(lint.lint)
 app.add_typer(cpu.app, name="cpu")
 app.add_typer(mem.app, name="mem")
 app.add_typer(db.app, name="db")

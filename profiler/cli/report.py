@@ -31,6 +31,14 @@ def report(
     force: bool = typer.Option(
         False, "--force", help="Replace the report in a non-empty OUT (its index.md and assets/)."
     ),
+    source: Path | None = typer.Option(
+        None,
+        "--source",
+        metavar="PATH",
+        help="The gateway's source: add a section of the handlers profiler lint flags, "
+        "marked with the hold time this session saw for each.",
+        show_default=False,
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Write a session's findings page (Markdown), its plots and flamegraphs.
@@ -39,7 +47,7 @@ def report(
     (profiler publish). Every file stays under 50 MiB: big flamegraphs are
     folded and long series thinned, and the page says so.
 
-    Example: profiler report sessions/before -o reports/before
+    Example: profiler report sessions/before -o reports/before --source app/
     """
     from profiler.analysis.findings import Thresholds
     from profiler.report.session_report import write_report
@@ -51,6 +59,7 @@ def report(
         out,
         thresholds=Thresholds(idle_in_transaction_seconds=idle_threshold),
         force=force,
+        source=source,
     )
     if as_json:
         console.print_json(manifest.to_json())

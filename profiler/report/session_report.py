@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from profiler.analysis.findings import Finding, Thresholds
+    from profiler.lint import LintResult
     from profiler.memory.rss import HeapPoint
     from profiler.report.memory_flamegraph import MemoryProfile
     from profiler.report.plots import Plot
@@ -311,6 +312,7 @@ def write_report(
     force: bool = False,
     size_cap: int = SIZE_CAP,
     max_points: int | None = None,
+    source: Path | None = None,
 ) -> ReportManifest:
     """Write ``out/index.md`` and ``out/assets/`` for the session in ``session_dir``.
 
@@ -321,6 +323,13 @@ def write_report(
     only. ``size_cap`` bounds every file written (tests make it tiny);
     ``max_points`` the points per plotted line (default
     :data:`profiler.report.plots.MAX_POINTS`).
+
+    ``source`` (the gateway's source folder) adds a section "Handlers flagged
+    by lint": ``profiler lint`` finds every handler that *could* hold a
+    session across slow work, the session shows which ones *did*; the join
+    tells a reader which flagged handlers matter now and which only wait for
+    traffic. Linted before anything is written, so a bad ``source`` (exit 7)
+    leaves ``out`` untouched.
     """
     from profiler.report import plots
     from profiler.session import open as open_session
@@ -328,6 +337,11 @@ def write_report(
 
     session = open_session(session_dir)
     summary = summarize(session, thresholds)
+    linted = None
+    if source is not None:
+        from profiler.lint import lint_path
+
+        linted = lint_path(source)
     _prepare(out, force=force)
     assets_dir = out / ASSETS
     assets_dir.mkdir(parents=True, exist_ok=True)
@@ -340,7 +354,7 @@ def write_report(
     cpu = _cpu_flamegraphs(session, assets_dir, scrub, state)
     mem = _memory_flamegraphs(memory, assets_dir, state)
 
-    page = _Page(summary, scrub, state)
+    page = _Page(summary, scrub, state, linted)
     text = page.render(plot_list, hold, cpu, mem)
     path = out / PAGE
     path.write_text(text, encoding="utf-8")
@@ -632,7 +646,10 @@ def _memory_flamegraphs(memory: list[MemoryProfile], directory: Path, state: _St
 class _Page:
     """The Markdown, section by section. Every text from the session goes through ``scrub``."""
 
-    def __init__(self, summary: Summary, scrub: _Scrub, state: _State) -> None:
+    def __init__(
+        self, summary: Summary, scrub: _Scrub, state: _State, linted: LintResult | None = None
+    ) -> None:
+        self.linted = linted
         self.summary = summary
         self.session = summary.session
         self.scrub = scrub
@@ -648,6 +665,8 @@ class _Page:
     ) -> str:
         self._title()
         self._findings()
+        if self.linted is not None:
+            self._lint(self.linted)
         self._measures()
         self._plots(plot_list)
         self._paths()
@@ -781,6 +800,37 @@ class _Page:
         if key in ("path", "endpoint", "names", "downstream") or "cmdline" in key:
             return _code(_cut(text, CMDLINE_CHARS))
         return _cell(text)
+
+    def _lint(self, linted: LintResult) -> None:
+        """Lint's flagged handlers, each marked with the hold time this session saw for it."""
+        seen = lint_seen_holding(linted, self.summary.hold_profile)
+        counts = linted.counts()
+        self.add("## Handlers flagged by lint", "")
+        self.add(
+            f"`profiler lint` read {_plural(counts['endpoints'], 'endpoint', 'endpoints')} in "
+            f"{_plural(counts['files'], 'file', 'files')} of `{_escape(Path(linted.path).name)}`: "
+            f"{counts['session_holding']} hold a DB session through a dependency, "
+            f"{counts['flagged']} flagged. *Seen holding* is the time this session saw each "
+            "one holding connections: by its endpoint in task samples, or by its function in "
+            "a held code path. A flagged handler not seen here still holds its session across "
+            "slow work when traffic reaches it.",
+            "",
+        )
+        if not linted.findings:
+            self.add("No handler flagged.", "")
+            return
+        self.add(
+            "| handler | route | file | severity | while the session is open | seen holding |",
+            "|---|---|---|---|---|---:|",
+        )
+        for finding, held_ms in zip(linted.findings, seen, strict=True):
+            reasons = "<br>".join(f"{_cell(r.kind)} (line {r.line})" for r in finding.reasons)
+            self.add(
+                f"| {_code(finding.handler)} | {_code(finding.route) if finding.route else '-'} "
+                f"| {_code(f'{finding.file}:{finding.line}')} | {finding.severity} | {reasons} "
+                f"| {_duration(held_ms / 1000) if held_ms else 'no'} |"
+            )
+        self.add("")
 
     def _measures(self) -> None:
         from profiler.session.compare import MEASURES
@@ -967,6 +1017,52 @@ class _Page:
         for asset in sorted(self.state.assets, key=lambda a: a.path):
             self.add(f"| [{asset.path}]({asset.path}) | {_size(asset.bytes)} |")
         self.add("")
+
+
+_ENDPOINT = re.compile(r"^(?P<route>\S+ \S+)(?: \((?P<name>[^()]*)\))?$")
+
+
+def lint_seen_holding(linted: LintResult, hold_profile: Mapping[str, int]) -> list[int]:
+    """Milliseconds held per lint finding (same order), from the session's hold profile.
+
+    A stack whose frames name a flagged handler (function name and file) goes
+    to that handler; otherwise a stack whose root names its request's
+    endpoint (``POST /tools/{tool_id}/invoke (invoke_tool)``) goes to the
+    handlers serving that route, or of that name when the route differs (a
+    prefix lint could not resolve).
+    """
+    from profiler.analysis.code_paths import ENDPOINT_PREFIX
+    from profiler.analysis.collapsed import frames, split_label
+
+    held = [0] * len(linted.findings)
+    by_frame = {
+        (finding.handler, Path(finding.file).name): index
+        for index, finding in enumerate(linted.findings)
+    }
+    for stack, ms in hold_profile.items():
+        if ms <= 0:
+            continue
+        labels = frames(stack)
+        endpoint = None
+        if labels and labels[0].startswith(ENDPOINT_PREFIX):
+            endpoint, labels = labels[0][len(ENDPOINT_PREFIX) :], labels[1:]
+        matched = {
+            by_frame[key] for label in labels if (key := _frame_key(split_label(label))) in by_frame
+        }
+        if not matched and endpoint is not None:
+            parsed = _ENDPOINT.match(endpoint)
+            route = parsed["route"] if parsed else endpoint
+            name = parsed["name"] if parsed else None
+            matched = {i for i, f in enumerate(linted.findings) if route in f.routes}
+            if not matched and name:
+                matched = {i for i, f in enumerate(linted.findings) if f.handler == name}
+        for index in matched:
+            held[index] += ms
+    return held
+
+
+def _frame_key(label: Any) -> tuple[str, str]:
+    return (str(label.name), Path(str(label.file)).name)
 
 
 def _stacks_during(

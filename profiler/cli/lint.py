@@ -1,0 +1,126 @@
+"""``profiler lint``: handlers that hold a DB session across slow work, read from the source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from profiler.cli import console
+from profiler.cli.options import JSON_OPTION
+
+if TYPE_CHECKING:
+    from profiler.lint import LintResult
+
+
+def lint(
+    path: Path = typer.Argument(
+        ..., help="The FastAPI app's folder (or one file); never imported.", show_default=False
+    ),
+    as_json: bool = JSON_OPTION,
+    sarif: bool = typer.Option(
+        False, "--sarif", help="Print a SARIF 2.1.0 log (for GitHub code scanning) on stdout."
+    ),
+    fail_on: int | None = typer.Option(
+        None,
+        "--fail-on",
+        metavar="N",
+        min=0,
+        help="Exit 1 when more than N handlers are flagged; without it, report only (exit 0).",
+        show_default=False,
+    ),
+    session_dependency: list[str] | None = typer.Option(
+        None,
+        "--session-dependency",
+        metavar="NAME",
+        help="Another dependency that yields a DB session (added to get_db, get_session, "
+        "get_async_session, get_db_session). Repeatable.",
+        show_default=False,
+    ),
+    slow_call: list[str] | None = typer.Option(
+        None,
+        "--slow-call",
+        metavar="PATTERN",
+        help="Another slow blocking call, as an fnmatch pattern on its qualified name "
+        "(added to requests.*, time.sleep, subprocess.*, ...). Repeatable.",
+        show_default=False,
+    ),
+) -> None:
+    """Find FastAPI handlers that hold a DB session across awaits, streaming or serialisation.
+
+    Reads the source with ast (nothing is imported or run): routes on apps and
+    APIRouters, their session dependencies (Depends(get_db), Annotated aliases,
+    dependencies of dependencies, across modules) and what happens while the
+    session is open. Errors hold it across awaits or slow calls; warnings only
+    while streaming or serialising ORM objects.
+
+    Example: profiler lint app/ --fail-on 0 --sarif > lint.sarif
+    """
+    from profiler.errors import ChecksFailed, UsageError
+    from profiler.lint import lint_path
+
+    if as_json and sarif:
+        raise UsageError("--json and --sarif are exclusive", hint="pick one output format")
+    result = lint_path(
+        path,
+        session_dependencies=tuple(session_dependency or ()),
+        slow_calls=tuple(slow_call or ()),
+    )
+    for skipped in result.skipped:
+        console.warn(f"skipped {skipped.file}: {skipped.error}")
+    if as_json:
+        console.print_json(result.to_json())
+    elif sarif:
+        console.print_json(result.to_sarif())
+    else:
+        _print_table(result)
+    counts = result.counts()
+    if fail_on is not None and counts["flagged"] > fail_on:
+        raise ChecksFailed(
+            f"{counts['flagged']} handler(s) hold a DB session across slow work "
+            f"(more than --fail-on {fail_on})",
+            hint="use short-lived sessions: see docs/how-to/fix-with-short-sessions.md",
+        )
+
+
+def _print_table(result: LintResult) -> None:
+    """One table per file with endpoints: its counts in the title, its flagged handlers."""
+    from rich.table import Table
+
+    per_file = [row for row in result.per_file() if row.endpoints]
+    for row in per_file:
+        title = (
+            f"{row.file}: {row.endpoints} endpoints, {row.session_holding} holding a session, "
+            f"{row.across_awaits} across awaits, {row.flagged} flagged"
+        )
+        findings = [f for f in result.findings if f.file == row.file]
+        if not findings:
+            console.out.print(title)
+            continue
+        table = Table(title=title, title_justify="left", show_lines=True)
+        table.add_column("line", justify="right")
+        table.add_column("handler")
+        table.add_column("route")
+        table.add_column("severity")
+        table.add_column("session from")
+        table.add_column("while the session is open")
+        for finding in findings:
+            colour = "red" if finding.severity == "error" else "yellow"
+            table.add_row(
+                str(finding.line),
+                finding.handler,
+                "\n".join(finding.routes) or "-",
+                f"[{colour}]{finding.severity}[/{colour}]",
+                "\n".join(finding.dependencies),
+                "\n".join(f"{r.line}: {r.kind}: {r.detail}" for r in finding.reasons),
+            )
+        console.out.print(table)
+    counts = result.counts()
+    console.out.print(
+        f"{counts['endpoints']} endpoints in {counts['files']} files: "
+        f"{counts['session_holding']} hold a DB session, "
+        f"{counts['holding_across_awaits']} across awaits; "
+        f"{counts['flagged']} flagged ({counts['errors']} errors, {counts['warnings']} warnings)"
+        + (f"; {counts['skipped']} files skipped" if counts["skipped"] else "")
+    )
