@@ -84,6 +84,7 @@ def _fail(code: int, message: str, hint: str | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the process exit code instead of raising."""
+    _no_core_files()
     try:
         result = app(args=argv, prog_name="profiler", standalone_mode=False)
     except ProfilerError as exc:
@@ -105,6 +106,19 @@ def main(argv: list[str] | None = None) -> int:
             "run again with -vv for the traceback and report it",
         )
     return int(result) if isinstance(result, int) else 0
+
+
+def _no_core_files() -> None:
+    """No core dumps from us or the debuggers we start (inherited limit).
+
+    gdb, run by memray's injector, can crash when its target exits during the
+    attach, and the kernel's default ``core`` pattern would leave a core file
+    of gdb in the user's working directory.
+    """
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
 
 
 if __name__ == "__main__":
