@@ -293,7 +293,7 @@ def test_the_doc_command_checker_catches_mistakes() -> None:
     # THEN real lines pass and invented commands or options are reported
     assert _check(root, ["session", "run", "--pid", "1", "-d", "30", "-o", "x"]) is None
     assert _check(root, ["-v", "db", "check", "--max-idle-in-tx-age", "5", "--json"]) is None
-    assert _check(root, ["session", "run", "--container", "web"]) is not None
+    assert _check(root, ["session", "run", "--kube-node", "web"]) is not None
     assert _check(root, ["sesion", "show", "x"]) is not None
     assert _check(root, ["db", "check", "--max-age=5"]) is not None
     # AND shell syntax around the command is understood

@@ -17,6 +17,19 @@ PTRACE_HINT = (
 )
 YAMA_SCOPE = Path("/proc/sys/kernel/yama/ptrace_scope")
 CAP_SYS_PTRACE = 19
+CAP_ADD_HINT = (
+    "grant CAP_SYS_PTRACE: docker/podman run --cap-add SYS_PTRACE; Kubernetes: "
+    'securityContext.capabilities.add: ["SYS_PTRACE"], or a debug container: '
+    "kubectl debug -it POD --image=IMAGE --target=CONTAINER --profile=general"
+)
+SECCOMP_HINT = (
+    "the seccomp profile denies ptrace despite CAP_SYS_PTRACE: docker/podman run "
+    "--security-opt seccomp=unconfined; Kubernetes: securityContext.seccompProfile.type: "
+    "Unconfined (or a profile that allows ptrace and process_vm_readv)"
+)
+# Markers of running inside a container, as the engines leave them.
+_CONTAINER_MARKERS = (Path("/.dockerenv"), Path("/run/.containerenv"))
+_CONTAINER_CGROUP = ("docker", "kubepods", "libpod", "containerd", "crio")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +37,22 @@ class PtraceAccess:
     yama_scope: int | None  # None: Yama not present, classic ptrace rules
     has_cap_sys_ptrace: bool
     is_root: bool
+    seccomp: int = 0  # 0 off, 1 strict, 2 filter (Docker's and Kubernetes' default profiles)
+    in_container: bool = False  # we run inside a container: the inside strategy
+
+    def hint(self) -> str:
+        """The fix for "ptrace denied", specific to where we run.
+
+        >>> PtraceAccess(1, False, True, 2, True).hint().startswith("grant CAP_SYS_PTRACE")
+        True
+        >>> PtraceAccess(1, True, True, 2, True).hint().startswith("the seccomp profile")
+        True
+        """
+        if self.in_container and not self.has_cap_sys_ptrace:
+            return CAP_ADD_HINT
+        if self.in_container and self.seccomp == 2:
+            return SECCOMP_HINT
+        return PTRACE_HINT
 
     @property
     def can_attach_any_own_process(self) -> bool:
@@ -49,13 +78,50 @@ def read_access(
         scope = None
     cap_eff = 0
     uid = -1
+    seccomp = 0
     for line in status_file.read_text().splitlines():
         if line.startswith("CapEff:"):
             cap_eff = int(line.split()[1], 16)
         elif line.startswith("Uid:"):
             uid = int(line.split()[2])  # effective uid
+        elif line.startswith("Seccomp:"):
+            seccomp = int(line.split()[1])
     return PtraceAccess(
         yama_scope=scope,
         has_cap_sys_ptrace=bool(cap_eff >> CAP_SYS_PTRACE & 1),
         is_root=uid == 0,
+        seccomp=seccomp,
+        in_container=in_container(),
     )
+
+
+def in_container(cgroup_file: Path = Path("/proc/1/cgroup")) -> bool:
+    """Whether this process runs inside a Docker, Podman or Kubernetes container."""
+    if any(marker.exists() for marker in _CONTAINER_MARKERS):
+        return True
+    try:
+        text = cgroup_file.read_text()
+    except OSError:
+        return False
+    return any(word in text for word in _CONTAINER_CGROUP)
+
+
+def denied(pid: int, access: PtraceAccess, said: str) -> tuple[str, str]:
+    """Message and fix for a ptrace attach that failed with EPERM, from what we know of here.
+
+    With CAP_SYS_PTRACE and a seccomp filter, the filter is the cause (Docker's
+    default profile allowed ptrace only from kernel 4.8 on, and custom profiles
+    often drop it); without the capability in a container, the capability.
+
+    >>> denied(7, PtraceAccess(1, True, True, 2, True), "Operation not permitted")[0]
+    'ptrace of PID 7 denied by seccomp (yama ptrace_scope=1, CAP_SYS_PTRACE, seccomp filter): \
+Operation not permitted'
+    """
+    facts = access.explain() + (", seccomp filter" if access.seccomp == 2 else "")
+    if access.has_cap_sys_ptrace and access.seccomp == 2 and access.in_container:
+        return f"ptrace of PID {pid} denied by seccomp ({facts}): {said}", SECCOMP_HINT
+    if access.in_container and not access.has_cap_sys_ptrace:
+        return f"ptrace of PID {pid} denied: this container lacks CAP_SYS_PTRACE: {said}", (
+            CAP_ADD_HINT
+        )
+    return f"ptrace of PID {pid} denied ({facts}): {said}", PTRACE_HINT

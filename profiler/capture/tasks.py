@@ -26,6 +26,14 @@ per round one ``task`` line per live task (``taken_at``, ``task_id``, ``task``,
 last an ``end`` line
 (``reason``: ``duration``, ``stopped``, ``shutdown``, ``lease expired`` or
 ``error: ...``).
+
+A worker in other namespaces (a container) gets the same treatment as memray's
+attach (:mod:`profiler.memory.attach`): the channel is opened from inside its
+namespaces by a small client run under ``nsenter`` (the worker's interpreter
+when it has memray, ours when our environment is visible there), the
+sampler writes into a folder of the worker's own filesystem, and the file we
+were asked for is a link to it through ``/proc/PID/root`` (so stop and lease
+files reach the sampler) until :func:`wait_for_end` replaces it with a copy.
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +61,15 @@ from profiler.capture.stacks import Frame
 from profiler.errors import AttachError, InputError, ToolMissingError, UsageError
 from profiler.memory.attach import check_writable
 from profiler.session.activity_table import LineStream
+from profiler.targets.interpreter import interpreter_of, probe_interpreter
+from profiler.targets.namespaces import (
+    Namespaces,
+    find_inside,
+    inside_env,
+    namespaces_of,
+    scratch_dir,
+    visible_inside,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -66,6 +85,22 @@ STOP_SLACK_SECONDS = 30.0  # beyond a session's duration, so the stop file is wh
 LEASE_SECONDS = 30.0  # a lease not renewed for this long stops the sampler
 LEASE_RENEW_SECONDS = 5.0
 CHANNEL_TIMEOUT_SECONDS = 30.0
+# Run in the worker's namespaces: open memray's channel to PID (argv[2]) with the
+# debugger (argv[1]), send stdin, print what the worker answered.
+CHANNEL_CLIENT = """
+import socket, sys
+from memray._errors import MemrayCommandError
+from memray.commands.attach import AttachCommand, recvall
+try:
+    client = AttachCommand().inject_control_channel(sys.argv[1], int(sys.argv[2]))
+except MemrayCommandError as exc:
+    sys.stderr.write(str(exc))
+    sys.exit(2)
+client.settimeout(float(sys.argv[3]))
+client.sendall(sys.stdin.read().encode("utf-8"))
+client.shutdown(socket.SHUT_WR)
+sys.stdout.write(recvall(client))
+"""
 
 TASK_COLUMNS = (
     "taken_at",
@@ -131,6 +166,10 @@ def inject(
             f"{path} already exists", hint="the sampler never overwrites: pick a new path"
         )
     _require_process(pid)
+    space = namespaces_of(pid)
+    if space.isolated:
+        _inject_isolated(space, path, method, interval, duration, max_tasks, lease_seconds)
+        return
     check_writable(path.parent, [pid])
     if shutil.which(method) is None:
         raise ToolMissingError(
@@ -155,6 +194,107 @@ def inject(
         raise _payload_failure(pid, path, error)
 
 
+def _inject_isolated(
+    space: Namespaces,
+    path: Path,
+    method: str,
+    interval: float,
+    duration: float,
+    max_tasks: int,
+    lease_seconds: float | None,
+) -> None:
+    """:func:`inject` for a worker in other namespaces (see the module's docstring)."""
+    pid = space.pid
+    if find_inside(space, (method,)) is None:
+        raise AttachError(
+            f"no {method} in the filesystem of {space.label()}: the task sampler is injected "
+            "through it, run inside the container",
+            hint=f"add {method} to the image (apt-get install -y {method}), or pass --no-tasks",
+        )
+    _require_ptrace(pid)
+    inside: Path = path
+    if space.other_filesystem:
+        proc = psutil.Process(pid)
+        folder = scratch_dir(space, proc.uids().effective, proc.gids().effective)
+        inside = Path(str(folder / path.name))
+        check_writable(path.parent, [])
+        for suffix in ("", STOP_SUFFIX, LEASE_SUFFIX):
+            Path(f"{path}{suffix}").symlink_to(space.host_path(f"{inside}{suffix}"))
+    python, env = _channel_python(space)
+    source = payload_source(
+        inside,
+        interval=interval,
+        duration=duration,
+        max_tasks=max_tasks,
+        lease_seconds=lease_seconds,
+    )
+    command = [*space.enter(), python, "-c", CHANNEL_CLIENT, method, str(space.ns_pid)]
+    command.append(str(CHANNEL_TIMEOUT_SECONDS))
+    try:
+        result = subprocess.run(
+            command,
+            input=source,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=CHANNEL_TIMEOUT_SECONDS + 60,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise AttachError(
+            f"opening memray's channel in {space.label()} did not finish in time",
+            hint="retry; check the worker is not stopped (kill -CONT PID)",
+        ) from None
+    if result.returncode != 0:
+        raise _channel_failure(pid, result.stderr or result.stdout)
+    if result.stdout.strip():
+        raise _payload_failure(pid, inside, result.stdout)
+
+
+def _channel_python(space: Namespaces) -> tuple[str, dict[str, str]]:
+    """Who opens the channel inside: the worker's interpreter if it has memray, else ours
+    when our environment is the same files in the worker's filesystem."""
+    env = inside_env(space.pid)
+    interpreter = interpreter_of(psutil.Process(space.pid))
+    facts = probe_interpreter(interpreter, space.pid)
+    if facts is not None and facts.memray_importable:
+        return interpreter, env
+    if visible_inside(space, sys.prefix):
+        env.pop("PYTHONPATH", None)
+        return sys.executable, env
+    raise AttachError(
+        f"the task sampler cannot be injected into {space.label()}: memray opens the channel "
+        "from inside the container, and neither the worker's Python nor ours is there",
+        hint="install memray in the image (it is only used to inject), or pass --no-tasks",
+    )
+
+
+def _require_ptrace(pid: int) -> None:
+    access = read_access()
+    if not access.can_attach_any_own_process and not access.is_root:
+        raise AttachError(
+            f"ptrace is not allowed here ({access.explain()}): cannot attach to PID {pid}",
+            hint=access.hint(),
+        )
+
+
+def materialize(path: Path) -> None:
+    """Replace a link into a worker's filesystem by a copy of the file, and tidy up there."""
+    if not path.is_symlink():
+        return
+    target = Path(os.readlink(path))
+    with contextlib.suppress(OSError):
+        data = target.read_bytes()
+        path.unlink()
+        path.write_bytes(data)
+        target.unlink()
+    for suffix in (STOP_SUFFIX, LEASE_SUFFIX):
+        link = Path(f"{path}{suffix}")
+        with contextlib.suppress(OSError):
+            if link.is_symlink():
+                Path(os.readlink(link)).unlink(missing_ok=True)
+
+
 def request_stop(path: Path) -> None:
     """Ask the sampler writing ``path`` to stop: it ends at its next round (``stopped``)."""
     Path(f"{path}{STOP_SUFFIX}").touch()
@@ -174,6 +314,7 @@ def wait_for_end(paths: Sequence[Path], *, timeout: float) -> list[Path]:
             break
         time.sleep(0.05)
     for path in paths:
+        materialize(path)  # a worker in a container wrote it in its filesystem
         if path not in pending:
             for suffix in (STOP_SUFFIX, LEASE_SUFFIX):
                 with contextlib.suppress(OSError):

@@ -9,7 +9,19 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from profiler.cli import console
-from profiler.cli.options import JSON_OPTION, MATCH_OPTION, PID_OPTION, duration_option
+from profiler.cli.options import (
+    CONTAINER_OPTION,
+    CONTEXT_OPTION,
+    ENGINE_OPTION,
+    JSON_OPTION,
+    MATCH_OPTION,
+    NAMESPACE_OPTION,
+    PID_OPTION,
+    POD_OPTION,
+    SELECTOR_OPTION,
+    duration_option,
+    target_spec,
+)
 from profiler.cli.signals import Terminated, terminate_as_exception
 from profiler.outputs import prepare_directory, refuse_to_clobber
 
@@ -43,6 +55,12 @@ MAX_PAUSE_OPTION = typer.Option(
 def dump(
     pid: list[int] | None = PID_OPTION,
     match: str | None = MATCH_OPTION,
+    container: str | None = CONTAINER_OPTION,
+    engine: str = ENGINE_OPTION,
+    pod: str | None = POD_OPTION,
+    selector: str | None = SELECTOR_OPTION,
+    namespace: str | None = NAMESPACE_OPTION,
+    context: str | None = CONTEXT_OPTION,
     as_json: bool = JSON_OPTION,
     show_locals: bool = typer.Option(
         False, "--locals", help="Include local variables (may show secrets: use with care)."
@@ -73,7 +91,7 @@ def dump(
 
     from profiler.capture.stacks import dump_command, dump_workers, fold
     from profiler.errors import AttachError, UsageError
-    from profiler.targets.discovery import TargetSpec, attach_pids
+    from profiler.targets.discovery import attach_pids
 
     if interval is None and (duration is not None or output is not None):
         raise UsageError("-d and -o go with --interval", hint="add --interval S to dump repeatedly")
@@ -83,7 +101,9 @@ def dump(
         raise UsageError(
             "--locals is for one dump, not a log", hint="locals may hold secrets; drop --locals"
         )
-    targets = attach_pids(TargetSpec(tuple(pid or ()), match))
+    targets = attach_pids(
+        target_spec(pid, match, container, engine, pod, selector, namespace, context), console.warn
+    )
     if not targets:
         raise AttachError(
             "no workers to dump", hint="name them with --pid or --match (see: profiler workers)"
@@ -189,6 +209,12 @@ def _dump_json(
 def record(
     pid: list[int] | None = PID_OPTION,
     match: str | None = MATCH_OPTION,
+    container: str | None = CONTAINER_OPTION,
+    engine: str = ENGINE_OPTION,
+    pod: str | None = POD_OPTION,
+    selector: str | None = SELECTOR_OPTION,
+    namespace: str | None = NAMESPACE_OPTION,
+    context: str | None = CONTEXT_OPTION,
     duration: float | None = duration_option("Seconds to record; without it, record until Ctrl-C."),
     rate: int = RATE_OPTION,
     idle: bool = IDLE_OPTION,
@@ -210,12 +236,14 @@ def record(
     import shlex
 
     from profiler.capture import record as recorder
-    from profiler.capture.ptrace import PTRACE_HINT
+    from profiler.capture.ptrace import read_access
     from profiler.errors import AttachError, InterruptedCapture
     from profiler.report.cpu_record import ArtifactWriter, artifact_paths, describe, stamp
-    from profiler.targets.discovery import TargetSpec, attach_pids
+    from profiler.targets.discovery import attach_pids
 
-    targets = attach_pids(TargetSpec(tuple(pid or ()), match))
+    targets = attach_pids(
+        target_spec(pid, match, container, engine, pod, selector, namespace, context), console.warn
+    )
     if not targets:
         raise AttachError(
             "no workers to record", hint="name them with --pid or --match (see: profiler workers)"
@@ -246,7 +274,7 @@ def record(
         failed = next((w for w in recording.workers if w.stopped == "failed"), None)
         raise AttachError(
             failed.error if failed and failed.error else "no stacks were sampled",
-            hint=PTRACE_HINT
+            hint=read_access().hint()
             if failed and "permission denied" in (failed.error or "")
             else "check the targets with `profiler doctor --pid PID`",
         )

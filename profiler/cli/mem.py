@@ -8,7 +8,19 @@ import typer
 
 from profiler.cli import console
 from profiler.cli.mem_report import report
-from profiler.cli.options import JSON_OPTION, MATCH_OPTION, PID_OPTION, duration_option
+from profiler.cli.options import (
+    CONTAINER_OPTION,
+    CONTEXT_OPTION,
+    ENGINE_OPTION,
+    JSON_OPTION,
+    MATCH_OPTION,
+    NAMESPACE_OPTION,
+    PID_OPTION,
+    POD_OPTION,
+    SELECTOR_OPTION,
+    duration_option,
+    target_spec,
+)
 
 app = typer.Typer(
     help="Memory: memray on every worker at once, and reports from its captures.",
@@ -21,6 +33,12 @@ app.command("report")(report)
 def attach(
     pid: list[int] | None = PID_OPTION,
     match: str | None = MATCH_OPTION,
+    container: str | None = CONTAINER_OPTION,
+    engine: str = ENGINE_OPTION,
+    pod: str | None = POD_OPTION,
+    selector: str | None = SELECTOR_OPTION,
+    namespace: str | None = NAMESPACE_OPTION,
+    context: str | None = CONTEXT_OPTION,
     duration: float | None = duration_option(
         "Seconds to track; without it, until Ctrl-C (memray stops by itself after 1 h).",
         minimum=1.0,
@@ -60,10 +78,9 @@ def attach(
     """
     from profiler.cli.mem_attach import run_attach
     from profiler.memory.attach import MemOptions
-    from profiler.targets.discovery import TargetSpec
 
     run_attach(
-        TargetSpec(tuple(pid or ()), match),
+        target_spec(pid, match, container, engine, pod, selector, namespace, context),
         duration,
         MemOptions(aggregate, native, trace_python_allocators),
         rss_interval,

@@ -7,7 +7,20 @@ from typing import Any
 
 import typer
 
-from profiler.cli.options import DSN_OPTION, JSON_OPTION, MATCH_OPTION, PID_OPTION, duration_option
+from profiler.cli.options import (
+    CONTAINER_OPTION,
+    CONTEXT_OPTION,
+    DSN_OPTION,
+    ENGINE_OPTION,
+    JSON_OPTION,
+    MATCH_OPTION,
+    NAMESPACE_OPTION,
+    PID_OPTION,
+    POD_OPTION,
+    SELECTOR_OPTION,
+    duration_option,
+    target_spec,
+)
 
 app = typer.Typer(
     help="Sessions: PostgreSQL activity, stacks, RSS, flamegraphs and memray in one window.",
@@ -19,6 +32,12 @@ app = typer.Typer(
 def run(
     pid: list[int] | None = PID_OPTION,
     match: str | None = MATCH_OPTION,
+    container: str | None = CONTAINER_OPTION,
+    engine: str = ENGINE_OPTION,
+    pod: str | None = POD_OPTION,
+    selector: str | None = SELECTOR_OPTION,
+    namespace: str | None = NAMESPACE_OPTION,
+    context: str | None = CONTEXT_OPTION,
     dsn: str | None = DSN_OPTION,
     duration: float | None = duration_option("Seconds; without it, until Ctrl-C.", minimum=1.0),
     cpu: bool = typer.Option(True, "--cpu/--no-cpu", help="py-spy flamegraphs of every worker."),
@@ -59,7 +78,6 @@ def run(
     """
     from profiler.cli.session_run import run_session_command
     from profiler.session.manifest import SessionSettings
-    from profiler.targets.discovery import TargetSpec
 
     settings = SessionSettings(
         duration=duration,
@@ -74,7 +92,12 @@ def run(
         pool_capacity=pool_capacity,
     )
     run_session_command(
-        TargetSpec(tuple(pid or ()), match), dsn, settings, output, force=force, as_json=as_json
+        target_spec(pid, match, container, engine, pod, selector, namespace, context),
+        dsn,
+        settings,
+        output,
+        force=force,
+        as_json=as_json,
     )
 
 

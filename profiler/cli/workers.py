@@ -6,7 +6,18 @@ import time
 from dataclasses import asdict
 
 from profiler.cli import console
-from profiler.cli.options import JSON_OPTION, MATCH_OPTION, PID_OPTION
+from profiler.cli.options import (
+    CONTAINER_OPTION,
+    CONTEXT_OPTION,
+    ENGINE_OPTION,
+    JSON_OPTION,
+    MATCH_OPTION,
+    NAMESPACE_OPTION,
+    PID_OPTION,
+    POD_OPTION,
+    SELECTOR_OPTION,
+    target_spec,
+)
 
 CMDLINE_WIDTH = 60
 
@@ -14,6 +25,12 @@ CMDLINE_WIDTH = 60
 def workers(
     pid: list[int] | None = PID_OPTION,
     match: str | None = MATCH_OPTION,
+    container: str | None = CONTAINER_OPTION,
+    engine: str = ENGINE_OPTION,
+    pod: str | None = POD_OPTION,
+    selector: str | None = SELECTOR_OPTION,
+    namespace: str | None = NAMESPACE_OPTION,
+    context: str | None = CONTEXT_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """List gateway masters and workers: PID, role, Python, RSS, CPU, DB connections, memray.
@@ -25,9 +42,11 @@ def workers(
     """
     from rich.table import Table
 
-    from profiler.targets.discovery import TargetSpec, find_workers
+    from profiler.targets.discovery import find_workers
 
-    found = find_workers(TargetSpec(pids=tuple(pid or ()), match=match))
+    found = find_workers(
+        target_spec(pid, match, container, engine, pod, selector, namespace, context), console.warn
+    )
     if as_json:
         console.print_json([asdict(w) for w in found])
         return

@@ -10,6 +10,14 @@ process is SIGKILLed. At the end of the window (or at Ctrl-C / SIGTERM) we
 detach every worker explicitly, which also makes memray finish and close the
 capture file before we report on it. The capture is written by the worker
 itself, so its directory must be writable by the worker's user.
+
+A worker in other namespaces (a container) is attached from inside them:
+``nsenter`` into its mount, PID and network namespaces, then *its* interpreter
+runs ``memray attach`` on its in-namespace PID (memray's control channel is a
+TCP connection on the worker's loopback, and the injected library must be a
+file of its filesystem). The worker writes its capture in a folder of its own
+filesystem (``Ready.scratch``); it is fetched through ``/proc/PID/root`` once
+detached.
 """
 
 from __future__ import annotations
@@ -23,13 +31,14 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import psutil
 
 from profiler.capture.processes import is_running
 from profiler.errors import AttachError
 from profiler.memory.preflight import Ready
+from profiler.targets.namespaces import fetch, namespaces_of
 
 ATTACH_TIMEOUT_SECONDS = 60.0
 SAFETY_MARGIN_SECONDS = 30
@@ -69,21 +78,47 @@ def attach_command(
     """The exact ``memray attach`` run for one worker, for ``-v`` and the manifest.
 
     A worker we lend memray to goes through :mod:`profiler.memory.lend`, which
-    takes the same options.
+    takes the same options. A worker in other namespaces gets the same command
+    behind ``nsenter``, run by its own interpreter (ours when lent), on its
+    in-namespace PID, writing :func:`inside_capture`.
     """
+    prefix, python = _runner(ready)
+    pid = str(ready.ns_pid)
     if ready.lent:
-        argv = [sys.executable, "-m", "profiler.memory.lend", "--pid", str(ready.pid)]
+        argv = [*prefix, python, "-m", "profiler.memory.lend", "--pid", pid]
         argv += ["--method", ready.debugger.name]
     else:
-        argv = [sys.executable, "-m", "memray", "attach", "--method", ready.debugger.name]
-    argv += ["--output", str(capture), "--duration", str(safety_seconds)]
+        argv = [*prefix, python, "-m", "memray", "attach", "--method", ready.debugger.name]
+    argv += ["--output", str(inside_capture(ready, capture)), "--duration", str(safety_seconds)]
     flags = {
         "--aggregate": options.aggregate,
         "--native": options.native,
         "--trace-python-allocators": options.trace_python_allocators,
     }
     argv += [flag for flag, wanted in flags.items() if wanted]
-    return argv if ready.lent else [*argv, str(ready.pid)]
+    return argv if ready.lent else [*argv, pid]
+
+
+def detach_command(ready: Ready) -> list[str]:
+    """The exact ``memray detach`` for one worker (in its namespaces when they are not ours)."""
+    prefix, python = _runner(ready)
+    return [*prefix, python, "-m", "memray", "detach", "--method", ready.debugger.name,
+            str(ready.ns_pid)]  # fmt: skip
+
+
+def inside_capture(ready: Ready, capture: Path) -> PurePosixPath | Path:
+    """Where the worker writes ``capture``: the same path, or in its scratch folder when it
+    has another filesystem (the file is fetched to ``capture`` after detaching)."""
+    if ready.scratch is None:
+        return capture
+    return ready.scratch / capture.name
+
+
+def _runner(ready: Ready) -> tuple[list[str], str]:
+    """The ``nsenter`` prefix and the interpreter that runs memray's client for ``ready``."""
+    if not ready.isolated or ready.namespaces is None:
+        return [], sys.executable
+    return ready.namespaces.enter(), sys.executable if ready.lent else ready.interpreter
 
 
 def safety_seconds(duration: float | None, workers: int) -> int:
@@ -94,12 +129,18 @@ def safety_seconds(duration: float | None, workers: int) -> int:
 
 
 def check_writable(directory: Path, pids: Sequence[int]) -> None:
-    """The worker writes its own capture: refuse a directory its user cannot write."""
+    """The worker writes its own capture: refuse a directory its user cannot write.
+
+    A worker with another filesystem writes in its own scratch folder (checked
+    by pre-flight) and its capture is fetched here by us: not checked.
+    """
     try:
         info = directory.stat()
     except OSError as exc:
         raise AttachError(f"cannot use {directory}: {exc.strerror}") from None
     for pid in pids:
+        if _other_filesystem(pid):
+            continue
         try:
             proc = psutil.Process(pid)
             uids, gids = proc.uids(), proc.gids()
@@ -140,9 +181,7 @@ def detach_all(captures: Sequence[WorkerCapture]) -> None:
             worker.status = "exited"
             worker.error = "worker exited during the capture; its capture is kept"
             return
-        command = [sys.executable, "-m", "memray", "detach", "--method"]
-        command += [worker.ready.debugger.name, str(worker.pid)]
-        outcome = _run(command, worker.ready.memray_env())
+        outcome = _run(detach_command(worker.ready), worker.ready.memray_env())
         worker.detached_at = time.time()
         if outcome is None or "no previous `memray attach`" in outcome:
             worker.status = "done"  # detached now, or memray's own --duration already had
@@ -155,6 +194,21 @@ def detach_all(captures: Sequence[WorkerCapture]) -> None:
 
     with ThreadPoolExecutor(max_workers=max(1, min(len(captures), 32))) as pool:
         list(pool.map(one, captures))
+    fetch_captures(captures)
+
+
+def fetch_captures(captures: Sequence[WorkerCapture]) -> None:
+    """Copy each capture written in a worker's own filesystem to where we report on it."""
+    for worker in captures:
+        ready = worker.ready
+        if ready.scratch is None or ready.namespaces is None or worker.status == "failed":
+            continue
+        inside = inside_capture(ready, worker.capture)
+        if not fetch(ready.namespaces, inside, worker.capture) and worker.error is None:
+            worker.error = (
+                f"could not fetch {inside} from the worker's filesystem "
+                f"(/proc/{worker.pid}/root{inside}): the worker may have exited"
+            )
 
 
 def still_tracking(pid: int, debugger: str = "gdb", env: dict[str, str] | None = None) -> bool:
@@ -180,7 +234,8 @@ def _run(command: list[str], env: dict[str, str] | None) -> str | None:
             env=env,
         )
     except subprocess.TimeoutExpired:
-        return f"{command[3]} did not finish within {ATTACH_TIMEOUT_SECONDS:g}s"
+        verb = next((w for w in command if w in ("attach", "detach")), command[0])
+        return f"{verb} did not finish within {ATTACH_TIMEOUT_SECONDS:g}s"
     if result.returncode == 0:
         return None
     return result.stderr.strip() or result.stdout.strip() or f"exit code {result.returncode}"
@@ -195,6 +250,13 @@ def _attach_failure(pid: int, said: str) -> str:
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "(no output)"
+
+
+def _other_filesystem(pid: int) -> bool:
+    try:
+        return namespaces_of(pid).other_filesystem
+    except AttachError:
+        return False
 
 
 def _may_write(info: os.stat_result, uid: int, gids: set[int]) -> bool:

@@ -100,6 +100,8 @@ def prepare_session(
                 "role": w.role,
                 "cmdline": w.cmdline,
                 "memory_limit": memory_limit(w.pid),
+                "container": w.container,  # pod/NAME, docker/NAME, a cgroup id, or null
+                "ns_pid": w.ns_pid,  # its PID inside its own PID namespace
             }
             for w in workers
         ],

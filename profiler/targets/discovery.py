@@ -19,6 +19,7 @@ import psutil
 from profiler.errors import AttachError, UsageError
 from profiler.model import Worker
 from profiler.targets.interpreter import interpreter_of, probe_interpreter
+from profiler.targets.namespaces import ns_pid
 
 SERVERS = ("gunicorn", "uvicorn", "hypercorn", "granian")
 _SERVER_WORD = re.compile(r"(?:^|[\s/:-])(" + "|".join(SERVERS) + r")(?:$|[\s:.])")
@@ -33,38 +34,121 @@ CPU_WINDOW = 0.2
 
 @dataclass(frozen=True, slots=True)
 class TargetSpec:
-    """What the user asked for: ``--pid`` (repeatable), ``--match``, or nothing (auto)."""
+    """What the user asked for: ``--pid`` (repeatable), ``--match``, a container
+    (``--container`` with ``--engine``), pods (``--pod`` or ``--selector``, with
+    ``--namespace`` and ``--context``), or nothing (auto).
+
+    ``--match`` combines with a container or pods: their processes whose
+    command line matches.
+    """
 
     pids: tuple[int, ...] = ()
     match: str | None = None
+    container: str | None = None
+    engine: str = "docker"
+    pod: str | None = None
+    selector: str | None = None
+    namespace: str | None = None
+    context: str | None = None
 
     @property
     def auto(self) -> bool:
-        return not self.pids and self.match is None
+        return not self.pids and self.match is None and not self.in_containers
+
+    @property
+    def in_containers(self) -> bool:
+        return bool(self.container or self.pod or self.selector)
 
 
-def find_workers(spec: TargetSpec) -> list[Worker]:
+Warn = Callable[[str], None]
+
+
+def _ignore(_: str) -> None:
+    return None
+
+
+def find_workers(spec: TargetSpec, warn: Warn = _ignore) -> list[Worker]:
     """Every process the spec names, masters included (role tells them apart), described.
 
     Describing costs: a 0.2 s CPU window, a scan for PostgreSQL's ports, each
     process's sockets, and one interpreter run per distinct interpreter.
     Capture commands that only need PIDs use :func:`attach_pids`.
     """
-    processes = _select(spec)
+    processes, labels = _select_any(spec, warn)
     pg_ports = _postgres_ports()
     for proc in processes:  # cpu_percent needs two readings over a window
         _quietly(proc.cpu_percent)
     time.sleep(CPU_WINDOW)
-    found = [_describe(proc, role, server, pg_ports) for proc, role, server in _roles(processes)]
+    found = [
+        _describe(proc, role, server, pg_ports, labels.get(proc.pid))
+        for proc, role, server in _roles(processes)
+    ]
     return [w for w in found if w is not None]
 
 
-def attach_pids(spec: TargetSpec) -> list[int]:
+def attach_pids(spec: TargetSpec, warn: Warn = _ignore) -> list[int]:
     """What capture commands attach to: workers and matched processes, never masters.
 
     Resolved the same way as :func:`find_workers`, without describing anything.
     """
-    return [proc.pid for proc, role, _ in _roles(_select(spec)) if role != "master"]
+    processes, _ = _select_any(spec, warn)
+    return [proc.pid for proc, role, _ in _roles(processes) if role != "master"]
+
+
+def container_labels(spec: TargetSpec, warn: Warn = _ignore) -> dict[int, str]:
+    """Host PID -> ``pod/NAME`` / ``docker/NAME`` for the processes a container spec names."""
+    return _select_any(spec, warn)[1]
+
+
+def _select_any(spec: TargetSpec, warn: Warn) -> tuple[list[psutil.Process], dict[int, str]]:
+    if spec.in_containers:
+        return _select_containers(spec, warn)
+    return _select(spec), {}
+
+
+def _select_containers(spec: TargetSpec, warn: Warn) -> tuple[list[psutil.Process], dict[int, str]]:
+    """The Python processes of the named container or pods, by host PID, each with its label."""
+    from profiler.containers import ContainerTarget, docker, kubernetes
+
+    targets: list[ContainerTarget] = []
+    if spec.container:
+        targets.append(docker.resolve(spec.container, spec.engine))
+    if spec.pod or spec.selector:
+        found, skipped = kubernetes.resolve(
+            spec.pod, selector=spec.selector, namespace=spec.namespace, context=spec.context
+        )
+        targets.extend(found)
+        for line in skipped:
+            warn(line)
+    pattern = _pattern(spec.match) if spec.match is not None else None
+    labels: dict[int, str] = {}
+    chosen: list[psutil.Process] = []
+    for target in targets:
+        for pid in target.host_pids:
+            try:
+                proc = psutil.Process(pid)
+            except psutil.NoSuchProcess:
+                continue
+            if not _is_python(proc) or _is_helper(proc):
+                continue
+            if pattern is not None and not pattern.search(_cmdline(proc)):
+                continue
+            chosen.append(proc)
+            labels[pid] = target.label
+    if not chosen:
+        names = ", ".join(t.label for t in targets) or "the container"
+        raise AttachError(
+            f"no Python processes in {names}",
+            hint="check what it runs: docker top NAME / kubectl exec POD -- ps aux",
+        )
+    return _unique(chosen), labels
+
+
+def _pattern(match: str) -> re.Pattern[str]:
+    try:
+        return re.compile(match)
+    except re.error as exc:
+        raise UsageError(f"--match is not a valid regular expression: {exc}") from None
 
 
 def _quietly(read: Callable[[], object]) -> None:
@@ -88,10 +172,7 @@ def _select(spec: TargetSpec) -> list[psutil.Process]:
             chosen.extend(c for c in _children(proc) if _is_python(c) and not _is_helper(c))
         return _unique(chosen)
     if spec.match is not None:
-        try:
-            pattern = re.compile(spec.match)
-        except re.error as exc:
-            raise UsageError(f"--match is not a valid regular expression: {exc}") from None
+        pattern = _pattern(spec.match)
         return [
             p
             for p in psutil.process_iter()
@@ -125,7 +206,11 @@ def _roles(processes: list[psutil.Process]) -> Iterable[tuple[psutil.Process, st
 
 
 def _describe(
-    proc: psutil.Process, role: str, server: str | None, pg_ports: set[int]
+    proc: psutil.Process,
+    role: str,
+    server: str | None,
+    pg_ports: set[int],
+    label: str | None = None,
 ) -> Worker | None:
     try:
         with proc.oneshot():
@@ -145,7 +230,7 @@ def _describe(
                 threads=proc.num_threads(),
                 started_at=proc.create_time(),
                 pg_connections=_pg_connections(proc, pg_ports),
-                container=_container(proc.pid),
+                container=label or _container(proc.pid),
                 ns_pid=_ns_pid(proc.pid),
                 memray_importable=facts.memray_importable if facts else None,
             )
@@ -283,13 +368,7 @@ def _pg_connections(proc: psutil.Process, ports: set[int]) -> int:
 
 
 def _ns_pid(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("NSpid:"):
-                return int(line.split()[-1])
-    except OSError:
-        pass
-    return pid
+    return ns_pid(pid)
 
 
 def _container(pid: int) -> str | None:
