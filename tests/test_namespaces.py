@@ -3,10 +3,12 @@
 The target is made with ``unshare --pid --fork --mount --net --mount-proc``: a
 PID namespace (the master is PID 1 inside, its workers 2 and 3), a network
 namespace (its own loopback) and a mount namespace in which a temporary
-folder is bind-mounted over ``/tmp``, so a capture path means one file inside
-and another outside. PostgreSQL is started *in the target's network
-namespace* (a sidecar, as in a pod): the workers reach it on their loopback
-by TCP, we reach it through its Unix socket, a file both sides see. Every
+folder is bind-mounted over ``/tmp/profiler`` (where captures go), so a capture
+path means one file inside and another outside. (Not over all of ``/tmp``: the
+interpreter running the tests may live there, as in CI's clone under /tmp.)
+PostgreSQL is started *in the target's network namespace* (a sidecar, as in a
+pod): the workers reach it on their loopback by TCP, we reach it through its
+Unix socket, a file both sides see. Every
 process started here is stopped by PID (SIGKILL to the namespace's init
 ends everything in it) and the test checks nothing is left.
 """
@@ -73,17 +75,20 @@ for _ in kids:
 """
 
 
+INNER_SCRATCH = "/tmp/profiler"  # where profiler writes captures inside a target
+
+
 @dataclass
 class Target:
     init: int  # host PID of the namespace's PID 1: the master
     workers: list[int]  # host PIDs
-    inner_tmp: Path  # what the target sees as /tmp
+    inner_tmp: Path  # what the target sees as /tmp/profiler
     host_dsn: str | None  # PostgreSQL in the target's network namespace, via its socket
 
 
 def _start_namespace(inner_tmp: Path) -> tuple[subprocess.Popen[str], int]:
     script = (
-        f"ip link set lo up && mount --bind {inner_tmp} /tmp && "
+        f"ip link set lo up && mount --bind {inner_tmp} {INNER_SCRATCH} && "
         f"exec {sys.executable} -c '{MASTER}' ns-gateway-master"
     )
     child = subprocess.Popen(
@@ -142,6 +147,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     base = tmp_path_factory.mktemp("namespaces")
     inner_tmp = base / "inner-tmp"
     inner_tmp.mkdir(mode=0o1777)
+    Path(INNER_SCRATCH).mkdir(exist_ok=True)  # the mount point, outside (profiler makes it too)
     pgdata = Path(tempfile.mkdtemp(prefix="profiler-ns-pg-"))  # its user must traverse /tmp
     child, init = _start_namespace(inner_tmp)
     postgres: dict[str, object] | None = None
@@ -221,7 +227,7 @@ def test_mem_attach_runs_memray_inside_and_fetches_the_captures(
     # WHEN
     manifest = _json("mem", "attach", "--pid", str(target.init), "-d", "2", "-o", str(out))
     # THEN memray ran in the target's namespaces on its in-namespace PIDs, wrote into
-    # its own /tmp, and each capture was fetched here and reads back
+    # its own /tmp/profiler, and each capture was fetched here and reads back
     assert isinstance(manifest, dict)
     workers = {w["pid"]: w for w in manifest["workers"]}
     assert set(workers) == set(target.workers)
@@ -240,7 +246,7 @@ def test_mem_attach_runs_memray_inside_and_fetches_the_captures(
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         assert stats.returncode == 0, stats.stderr
-    assert not list((target.inner_tmp / "profiler").glob("memray-*"))  # fetched, not left
+    assert not list(target.inner_tmp.glob("memray-*"))  # fetched, not left
 
 
 def test_postgres_backends_are_mapped_to_workers_in_the_namespace(target: Target) -> None:
