@@ -35,7 +35,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -183,11 +183,11 @@ def publish_session(
     title = title or session.name
     target = _check_target(site, slug, force=force)
     summary = summarize(session, thresholds)
-    with tempfile.TemporaryDirectory(prefix="profiler-publish-") as tmp:
-        staged = Path(tmp) / slug
+
+    def write(staged: Path) -> None:
         write_report(session_dir, staged, thresholds=thresholds, redaction=policy)
-        scrubbed = scrub_tree(staged, policy, secrets=facts.secrets, queries=facts.queries)
-        files, replaced = _install(staged, target)
+
+    scrubbed, files, replaced = _stage(write, slug, target, facts, policy)
     entry = Entry(slug, title, _session_detail(summary, policy))
     return _finish(site, target, entry, files, scrubbed, policy, replaced=replaced)
 
@@ -216,19 +216,32 @@ def publish_comparison(
     title = title or f"{before.name} vs {after.name}"
     target = _check_target(site, slug, force=force)
     comparison = compare(summarize(before, thresholds), summarize(after, thresholds))
-    with tempfile.TemporaryDirectory(prefix="profiler-publish-") as tmp:
-        staged = Path(tmp) / slug
+
+    def write(staged: Path) -> None:
         staged.mkdir()
         text = render(comparison, title=title, redaction=policy)
         (staged / PAGE).write_text(text, encoding="utf-8")
-        scrubbed = scrub_tree(staged, policy, secrets=facts.secrets, queries=facts.queries)
-        files, replaced = _install(staged, target)
+
+    scrubbed, files, replaced = _stage(write, slug, target, facts, policy)
     detail = (
         f"before/after comparison, {_utc(before.started_at)} and {_utc(after.started_at)}; "
         + _verdict_counts(comparison.changes)
     )
     entry = Entry(slug, title, detail)
     return _finish(site, target, entry, files, scrubbed, policy, replaced=replaced)
+
+
+def _stage(
+    write: Callable[[Path], None], slug: str, target: Path, facts: _SessionFacts, policy: Redaction
+) -> tuple[Scrubbed, list[Path], bool]:
+    """Write the page into a staging folder, scrub it, and only then install it in the site:
+    a failure (or a leak the scrub refuses) leaves the site as it was."""
+    with tempfile.TemporaryDirectory(prefix="profiler-publish-") as tmp:
+        staged = Path(tmp) / slug
+        write(staged)
+        scrubbed = scrub_tree(staged, policy, secrets=facts.secrets, queries=facts.queries)
+        files, replaced = _install(staged, target)
+    return scrubbed, files, replaced
 
 
 def _finish(
