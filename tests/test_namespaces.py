@@ -3,7 +3,7 @@
 The target is made with ``unshare --pid --fork --mount --net --mount-proc``: a
 PID namespace (the master is PID 1 inside, its workers 2 and 3), a network
 namespace (its own loopback) and a mount namespace in which a temporary
-folder is bind-mounted over ``/tmp/profiler`` (where captures go), so a capture
+folder is bind-mounted over ``/tmp/profiler-captures`` (where captures go), so a capture
 path means one file inside and another outside. (Not over all of ``/tmp``: the
 interpreter running the tests may live there, as in CI's clone under /tmp.)
 PostgreSQL is started *in the target's network namespace* (a sidecar, as in a
@@ -75,14 +75,14 @@ for _ in kids:
 """
 
 
-INNER_SCRATCH = "/tmp/profiler"  # where profiler writes captures inside a target
+INNER_SCRATCH = "/tmp/profiler-captures"  # where profiler writes captures inside a target
 
 
 @dataclass
 class Target:
     init: int  # host PID of the namespace's PID 1: the master
     workers: list[int]  # host PIDs
-    inner_tmp: Path  # what the target sees as /tmp/profiler
+    inner_tmp: Path  # what the target sees as /tmp/profiler-captures
     host_dsn: str | None  # PostgreSQL in the target's network namespace, via its socket
 
 
@@ -227,7 +227,7 @@ def test_mem_attach_runs_memray_inside_and_fetches_the_captures(
     # WHEN
     manifest = _json("mem", "attach", "--pid", str(target.init), "-d", "2", "-o", str(out))
     # THEN memray ran in the target's namespaces on its in-namespace PIDs, wrote into
-    # its own /tmp/profiler, and each capture was fetched here and reads back
+    # its own /tmp/profiler-captures, and each capture was fetched here and reads back
     assert isinstance(manifest, dict)
     workers = {w["pid"]: w for w in manifest["workers"]}
     assert set(workers) == set(target.workers)
@@ -237,7 +237,7 @@ def test_mem_attach_runs_memray_inside_and_fetches_the_captures(
         assert command[0].endswith("nsenter") and str(pid) in command
         assert {"--mount", "--pid", "--net"} <= set(command)
         assert command[-1] == str(_inner_pid(pid))  # the PID memray sees, inside
-        assert any(arg.startswith("/tmp/profiler/memray-") for arg in command)
+        assert any(arg.startswith("/tmp/profiler-captures/memray-") for arg in command)
         capture = Path(worker["capture"])
         assert capture.parent == out.resolve() and capture.stat().st_size > 0
         stats = subprocess.run(

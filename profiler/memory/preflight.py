@@ -18,7 +18,7 @@ did not pass.
 A worker in other namespaces (a container) is attached from inside them
 (:mod:`profiler.targets.namespaces`): the debugger must exist in *its*
 filesystem, and its capture is written in a folder of its filesystem it can
-write (``/tmp/profiler``, else ``/dev/shm/profiler``), fetched afterwards.
+write (``/tmp/profiler-captures``, else ``/dev/shm/profiler-captures``), fetched afterwards.
 """
 
 from __future__ import annotations

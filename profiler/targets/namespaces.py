@@ -36,7 +36,8 @@ KINDS = {"mnt": "--mount", "pid": "--pid", "net": "--net", "user": "--user"}
 # what images expect to be writable; /dev/shm is a tmpfs even with --read-only.
 # Paths of the worker's filesystem; the folder made in one is 0700, owned by its user.
 SCRATCH_CANDIDATES = ("/tmp", "/dev/shm", "/var/tmp")  # noqa: S108
-SCRATCH_NAME = "profiler"
+# Not "profiler": `python -m profiler` run from /tmp would import that folder instead.
+SCRATCH_NAME = "profiler-captures"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 READ_ONLY_HINT = (
     "give the container a writable /tmp (docker run --tmpfs /tmp; Kubernetes: an emptyDir "
@@ -87,8 +88,8 @@ class Namespaces:
     def host_path(self, inside: str | PurePosixPath | Path) -> Path:
         """Where a path of the worker's filesystem is, seen from here.
 
-        >>> Namespaces(31337, 7, ("mnt",)).host_path("/tmp/profiler/x.bin")
-        PosixPath('/proc/31337/root/tmp/profiler/x.bin')
+        >>> Namespaces(31337, 7, ("mnt",)).host_path("/tmp/profiler-captures/x.bin")
+        PosixPath('/proc/31337/root/tmp/profiler-captures/x.bin')
         >>> Namespaces(4242, 4242).host_path("/tmp/x.bin")
         PosixPath('/tmp/x.bin')
         """
@@ -215,9 +216,9 @@ def visible_inside(space: Namespaces, path: str) -> bool:
 def scratch_dir(space: Namespaces, uid: int, gid: int) -> PurePosixPath:
     """A folder of the worker's filesystem its user can write a capture into; made if needed.
 
-    ``/tmp/profiler`` first, then ``/dev/shm/profiler``, ``/var/tmp/profiler``;
-    a read-only mount is skipped. Raises :class:`AttachError` with the fix when
-    none is writable.
+    ``/tmp/profiler-captures`` first, then ``/dev/shm/profiler-captures``,
+    ``/var/tmp/profiler-captures``; a read-only mount is skipped. Raises
+    :class:`AttachError` with the fix when none is writable.
     """
     tried = []
     for candidate in SCRATCH_CANDIDATES:
