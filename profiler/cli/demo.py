@@ -43,12 +43,21 @@ def demo(
 
     Example: profiler demo --users 24 --seconds 10
     """
+    from profiler.cli.signals import Terminated, terminate_as_exception
     from profiler.demo import DemoOptions, prepare_output, run_demo
+    from profiler.errors import InterruptedCapture
 
     directory = prepare_output(output, keep=keep)
     options = DemoOptions(directory, workers=workers, users=users, seconds=seconds, mem=mem)
-    with console.err.status("") as status:
-        result = run_demo(options, step=status.update)
+    try:
+        with terminate_as_exception(), console.err.status("") as status:
+            result = run_demo(options, step=status.update)
+    except (KeyboardInterrupt, Terminated) as stopped:  # what started was stopped on the way out
+        how = "Ctrl-C" if isinstance(stopped, KeyboardInterrupt) else "SIGTERM"
+        raise InterruptedCapture(
+            f"demo stopped by {how}; the lab and PostgreSQL it started are stopped",
+            hint=f"what was recorded so far is in {directory}",
+        ) from None
     for note in result.notes:
         console.warn(note)
     if as_json:

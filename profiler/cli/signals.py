@@ -7,8 +7,14 @@ import signal
 from collections.abc import Iterator
 
 
-class Terminated(Exception):
-    """SIGTERM arrived while a capture ran."""
+class Terminated(BaseException):
+    """SIGTERM arrived while a capture ran.
+
+    A BaseException, as KeyboardInterrupt is: libraries that wrap every
+    ``Exception`` (SQLAlchemy turns one raised mid-query into an
+    ``OperationalError``) must let it through to the command that stops the
+    tools and keeps the data.
+    """
 
 
 @contextlib.contextmanager

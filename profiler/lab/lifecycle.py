@@ -95,7 +95,9 @@ def up(options: LabOptions, *, step: Step = lambda _: None) -> LabState:
         state = _start_downstream(state, options.downstream_latency, step)
         state = _start_gateway(state, options, libpq_dsn, step)
     except BaseException:
-        _stop_everything(state)
+        # The state file, not ``state``: a process is saved there as soon as it is spawned,
+        # before the wait for it to answer, which is where Ctrl-C usually lands.
+        _stop_everything(lab_state.load() or state)
         raise
     return state
 
