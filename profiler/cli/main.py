@@ -75,6 +75,9 @@ def root(
     console.set_verbosity(-1 if quiet else verbose)
 
 
+TYPER_INTERRUPTED = 130
+
+
 def _fail(code: int, message: str, hint: str | None) -> int:
     console.err.print(f"[bold red]error:[/bold red] {message}", markup=True, highlight=False)
     if hint:
@@ -105,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             f"internal error: {type(exc).__name__}: {exc}",
             "run again with -vv for the traceback and report it",
         )
+    if result == TYPER_INTERRUPTED:  # typer turns an uncaught Ctrl-C into a silent 130
+        return _fail(ExitCode.INTERRUPTED, "interrupted", None)
     return int(result) if isinstance(result, int) else 0
 
 
