@@ -78,6 +78,15 @@ ATTRIBUTION = {
     "none": "nothing: no stack sample fell inside a held transaction (`none`)",
 }
 SEVERITY_ORDER = ("critical", "warning", "info")
+RULE_HEADINGS = {
+    "held-code-path": "Code that held connections",
+    "idle-in-transaction": "Idle in transaction",
+    "pool-saturation": "Pool saturated",
+    "stuck-query": "Query stuck in a transaction",
+    "rss-growth": "Memory growing",
+    "memory-limit": "Near the memory limit",
+    "worker-vanished": "Worker vanished",
+}  # short headings: the page's table of contents stays readable
 SKIPPED_EVIDENCE = frozenset({"frames", "time", "peak_at"})
 """Evidence keys the page leaves to the JSON: repeated by another column, or raw epochs."""
 
@@ -743,9 +752,12 @@ class _Page:
             self._finding(number, finding)
 
     def _finding(self, number: int, finding: Finding) -> None:
+        # A short heading (the table of contents stays readable), the full title under it.
+        label = RULE_HEADINGS.get(finding.rule, finding.rule)
         title = _escape_title(self.scrub.title(finding.title))
-        self.add(f"### {number}. {title}", "")
-        self.add(f"**{finding.severity}** · rule `{finding.rule}`", "")
+        self.add(f"### {number}. {label} ({finding.severity})", "")
+        self.add(f"**{title}**", "")
+        self.add(f"rule `{finding.rule}`", "")
         evidence = {k: v for k, v in finding.evidence.items() if k not in SKIPPED_EVIDENCE}
         flat = [(k, v) for k, v in evidence.items() if not _is_rows(v)]
         if flat:
