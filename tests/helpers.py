@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from profiler.model import ActivitySample
 
 T = TypeVar("T")
 
@@ -26,4 +29,49 @@ def retry(
         time.sleep(interval)
     raise AssertionError(
         f"timed out after {timeout}s waiting for {what or probe!r} (last: {last!r})"
+    )
+
+
+def client_backend(
+    sampled_at: float,
+    pid: int,
+    *,
+    state: str,
+    backend_start: float,
+    query_start: float,
+    state_change: float,
+    xact_start: float | None = None,
+    query: str = "SELECT 1",
+    query_id: int | None = None,
+    application_name: str = "gateway",
+    client_addr: str = "127.0.0.1",
+) -> ActivitySample:
+    """One client backend's pg_stat_activity row, times on the server's clock; what varies
+    between tests is a parameter, the rest is what a gateway's backend looks like."""
+    from profiler.model import ActivitySample
+
+    waiting = state != "active"
+    return ActivitySample(
+        sampled_at=sampled_at,
+        pid=pid,
+        leader_pid=None,
+        datname="app",
+        usename="app",
+        application_name=application_name,
+        client_addr=client_addr,
+        client_hostname=None,
+        client_port=40_000 + pid,
+        backend_start=backend_start,
+        xact_start=xact_start,
+        query_start=query_start,
+        state_change=state_change,
+        wait_event_type="Client" if waiting else None,
+        wait_event="ClientRead" if waiting else None,
+        state=state,
+        backend_xid="1234" if xact_start is not None else None,
+        backend_xmin=None,
+        query_id=query_id,
+        query=query,
+        query_truncated=False,
+        backend_type="client backend",
     )

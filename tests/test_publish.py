@@ -31,6 +31,7 @@ from profiler.report.publish import MARKER, publish_comparison, publish_session,
 from profiler.report.redact import Redaction
 from profiler.targets.ownership import Owner
 from tests.conftest import CliResult, run_profiler
+from tests.helpers import client_backend
 
 T0 = 1_750_000_000.0
 PASSWORD = "S3cr3t-Pa55word"
@@ -65,29 +66,17 @@ def utc(epoch: float) -> datetime:
 
 
 def backend(at: float, pid: int, *, state: str, query: str, xact: float | None) -> ActivitySample:
-    return ActivitySample(
-        sampled_at=at,
-        pid=pid,
-        leader_pid=None,
-        datname="app",
-        usename="app",
-        application_name="checkout",
-        client_addr=CLIENT_IP,
-        client_hostname=None,
-        client_port=40_000 + pid,
+    return client_backend(
+        at,
+        pid,
+        state=state,
         backend_start=T0 - 100,
-        xact_start=xact,
         query_start=at - 0.2,
         state_change=xact if xact is not None else at - 0.1,
-        wait_event_type="Client" if state != "active" else None,
-        wait_event="ClientRead" if state != "active" else None,
-        state=state,
-        backend_xid="1234" if xact is not None else None,
-        backend_xmin=None,
-        query_id=None,
+        xact_start=xact,
         query=query,
-        query_truncated=False,
-        backend_type="client backend",
+        application_name="checkout",
+        client_addr=CLIENT_IP,
     )
 
 

@@ -29,6 +29,7 @@ from profiler.pg import recording
 from profiler.pg.recording import RecordingWriter
 from profiler.session import activity_table, reader
 from profiler.targets.ownership import Owner
+from tests.helpers import client_backend
 
 T0 = 1_750_000_000.0
 LAG = 0.25  # the server's clock runs this far behind ours
@@ -51,29 +52,16 @@ def backend(
     query_id: int | None = None,
 ) -> ActivitySample:
     server = at - LAG
-    return ActivitySample(
-        sampled_at=server,
-        pid=pid,
-        leader_pid=None,
-        datname="app",
-        usename="app",
-        application_name="gateway",
-        client_addr="127.0.0.1",
-        client_hostname=None,
-        client_port=40_000 + pid,
+    return client_backend(
+        server,
+        pid,
+        state=state,
         backend_start=start,
-        xact_start=xact,
         query_start=server - 0.2,
         state_change=server - 0.1,
-        wait_event_type="Client" if state != "active" else None,
-        wait_event="ClientRead" if state != "active" else None,
-        state=state,
-        backend_xid="1234" if xact is not None else None,
-        backend_xmin=None,
-        query_id=query_id,
+        xact_start=xact,
         query=query,
-        query_truncated=False,
-        backend_type="client backend",
+        query_id=query_id,
     )
 
 

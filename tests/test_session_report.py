@@ -56,6 +56,7 @@ from profiler.report.session_report import (
 )
 from profiler.targets.ownership import Owner
 from tests.conftest import CliResult
+from tests.helpers import client_backend
 
 GOLDEN = Path(__file__).parent / "data" / "report_golden"
 UPDATE_GOLDEN = os.environ.get("PROFILER_UPDATE_GOLDEN") == "1"
@@ -90,30 +91,15 @@ def backend(
     query: str = "SELECT 1",
 ) -> ActivitySample:
     """A client backend's row at ``at`` (our clock); times given on our clock too."""
-    server = at - LAG
-    return ActivitySample(
-        sampled_at=server,
-        pid=pid,
-        leader_pid=None,
-        datname="app",
-        usename="app",
-        application_name="gateway",
-        client_addr="127.0.0.1",
-        client_hostname=None,
-        client_port=40_000 + pid,
+    return client_backend(
+        at - LAG,
+        pid,
+        state=state,
         backend_start=T0 - 100 - LAG,
-        xact_start=None if xact is None else xact - LAG,
         query_start=(changed if changed is not None else at) - LAG - 0.05,
         state_change=(changed if changed is not None else at - 0.1) - LAG,
-        wait_event_type="Client" if state != "active" else None,
-        wait_event="ClientRead" if state != "active" else None,
-        state=state,
-        backend_xid="1234" if xact is not None else None,
-        backend_xmin=None,
-        query_id=None,
+        xact_start=None if xact is None else xact - LAG,
         query=query,
-        query_truncated=False,
-        backend_type="client backend",
     )
 
 
