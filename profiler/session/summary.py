@@ -57,7 +57,7 @@ class Metrics:
     transactions: int
     idle_in_transaction: int  # transactions idle in transaction beyond the threshold
     idle_in_transaction_peak: int  # most connections idle in transaction at one snapshot
-    idle_age_p50: float | None  # over every transaction seen idle in transaction
+    idle_age_p50: float | None  # over every transaction seen idle in transaction; 0 if none
     idle_age_p95: float | None
     idle_age_max: float | None
     held_per_worker_mean: float | None  # connections in a transaction, mean over snapshots
@@ -271,6 +271,10 @@ def _metrics(
     owners: dict[str, list[int]],
 ) -> Metrics:
     ages = episodes["max_idle_age"].dropna().sort_values().tolist() if not episodes.empty else []
+    if not ages and not session.activity.empty:
+        # Sampled and never seen idle in transaction: the ages are 0 s, not unknown, so
+        # a fix that removes every idle transaction compares as "better", not "n/a".
+        ages = [0.0]
     beyond = sum(age > thresholds.idle_in_transaction_seconds for age in ages)
     known = held[held["owner_pid"].notna()] if not held.empty else held
     per_worker_mean = (
