@@ -97,7 +97,12 @@ def test_each_worker_gets_its_own_flamegraph_and_the_merge_has_both(
     merged = manifest["merged"]
     merged_stacks = collapsed.read(Path(merged["artifacts"]["collapsed"]))
     assert merged["samples"] == collapsed.total(merged_stacks)
-    assert merged["samples"] == workers[alpha]["samples"] + workers[beta]["samples"]
+    assert merged["samples"] == sum(workers[pid]["flamegraph_samples"] for pid in (alpha, beta))
+    assert all(
+        w["flamegraph_samples"]
+        == collapsed.total(collapsed.read(Path(w["artifacts"]["collapsed"])))
+        for w in workers.values()
+    )
     merged_titles = _svg_titles(Path(merged["artifacts"]["flamegraph"]))
     assert "record_marker_alpha (" in merged_titles and "record_marker_beta (" in merged_titles
     # AND the manifest on disk is what was printed; the first flamegraph came quickly

@@ -160,6 +160,9 @@ def _manifest(writer: ArtifactWriter, interrupted: bool) -> dict[str, Any]:
         entry = _worker_entry(worker, writer.cmdlines.get(worker.pid, ""), options)
         if worker.pid in per_worker:
             entry["artifacts"] = _files_json(paths.workers[worker.pid])
+        # py-spy's own count and what its output holds can differ by a torn sample or
+        # one taken as it was stopped; the merged total adds up these, not py-spy's.
+        entry["flamegraph_samples"] = collapsed.total(per_worker.get(worker.pid, {}))
         entry["dropped_fragments"] = writer.dropped.get(worker.pid, 0)
         entries.append(entry)
 
