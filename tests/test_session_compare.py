@@ -62,9 +62,7 @@ def test_a_sampled_session_with_no_idle_transaction_has_ages_of_zero(clean: Summ
     assert (metrics.idle_in_transaction, metrics.idle_in_transaction_peak) == (0, 0)
 
 
-def test_a_fix_that_removes_every_idle_transaction_is_better(
-    held: Summary, clean: Summary
-) -> None:
+def test_a_fix_that_removes_every_idle_transaction_is_better(held: Summary, clean: Summary) -> None:
     # WHEN the held session is compared with one that has no idle transaction left
     changes = {c.measure.name: c for c in compare(held, clean, ["idle-in-transaction"]).changes}
     # THEN every idle measure is better, and the gate passes
