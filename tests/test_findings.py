@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -577,6 +578,100 @@ def test_pool_waits_are_recognised() -> None:
     assert not fi.is_pool_wait("h (app.py:1);getconn (mypool.py:3)")
 
 
+# -- blocked-event-loop ----------------------------------------------------------------------
+
+LOOP_POOL_WAIT = f"{UVICORN};{EVENT_LOOP};{POOL_WAIT}"
+THREAD_POOL_WAIT = (
+    "Thread._bootstrap (threading.py:1002);"
+    f"WorkerThread.run (anyio/_backends/_asyncio.py:1124);{POOL_WAIT}"
+)
+LOOP_CHECKOUT = (  # a checkout that found a connection: in the pool's frames, not asleep
+    f"{UVICORN};{EVENT_LOOP};list_tools (app.py:12);_do_get (sqlalchemy/pool/impl.py:167)"
+)
+
+
+def test_an_event_loop_asleep_in_a_checkout_is_critical() -> None:
+    # GIVEN worker 2001's loop sampled once a second over 10 s, asleep in a checkout at
+    # 2.5, 6.5 and 7.5 s while it held 4 (first 5 s) then 6 transactions; a thread of its
+    # thread pool waiting too, a quick checkout, and worker 2002's single wait
+    loop = {2.5: LOOP_POOL_WAIT, 4.5: LOOP_CHECKOUT, 6.5: LOOP_POOL_WAIT, 7.5: LOOP_POOL_WAIT}
+    samples = stack_samples(
+        *((i + 0.5, 2001, loop.get(i + 0.5, IDLE_LOOP)) for i in range(10)),
+        (3.5, 2001, THREAD_POOL_WAIT),
+        (6.5, 2002, LOOP_POOL_WAIT),
+    )
+    counts = held({2001: [4] * 5 + [6] * 5, 2002: [1] * 10})
+    found = fi.evaluate(
+        dataclasses.replace(evidence(held=counts, wait_samples=samples), session_end=10.0)
+    )
+    # THEN one finding, for 2001: 3 of its 10 loop samples (30 %, so about 3 of 10 s)
+    finding = the(found, "blocked-event-loop")
+    assert finding.severity == "critical"
+    assert finding.title == (
+        "worker 2001's event loop waited for a pool connection in 3 of 10 loop samples"
+        " (30%, about 3 s of 10 s) while holding up to 6 transactions: list_tools → connection"
+    )
+    assert finding.evidence == {
+        "worker_pid": 2001,
+        "loop_samples": 10,
+        "blocked_samples": 3,
+        "blocked_share": 0.3,
+        "blocked_seconds": 3.0,
+        "held_max": 6,
+        "held_mean": 5.333,  # (4 + 6 + 6) / 3
+        "code_paths": [
+            {
+                "path": "list_tools (app.py:12) → connection (sqlalchemy/orm/session.py:2010)",
+                "samples": 3,
+            }
+        ],
+    }
+    serialisable(found)
+
+
+def test_a_rarely_blocked_loop_is_a_warning_and_once_is_nothing() -> None:
+    # GIVEN 2 of 50 loop samples asleep in a checkout (4 %, under 5 %), no snapshot at all
+    rare = stack_samples(
+        *((i, 2001, LOOP_POOL_WAIT if i in (10, 30) else IDLE_LOOP) for i in range(50))
+    )
+    finding = the(fi.evaluate(evidence(wait_samples=rare)), "blocked-event-loop")
+    assert finding.severity == "warning"
+    assert finding.evidence["held_max"] is None
+    assert "holding" not in finding.title
+    # AND a single one is no finding
+    once = stack_samples((1.0, 2001, LOOP_POOL_WAIT), (2.0, 2001, IDLE_LOOP))
+    assert only(fi.evaluate(evidence(wait_samples=once)), "blocked-event-loop") == []
+
+
+@pytest.mark.parametrize(
+    ("stack", "loop", "asleep"),
+    [
+        (LOOP_POOL_WAIT, True, True),
+        (THREAD_POOL_WAIT, False, True),
+        (LOOP_CHECKOUT, True, False),
+        (IDLE_LOOP, True, False),
+        (f"{LOOP_POOL_WAIT};pthread_cond_timedwait (libc.so.6)", True, True),  # --native
+        (
+            "run (uvloop/__init__.py:82);h (app.py:1);_do_get (sqlalchemy/pool/impl.py:167);"
+            "Condition.wait (threading.py:331)",
+            True,
+            True,
+        ),
+        (
+            "h (app.py:1);ConnectionPool.getconn (psycopg_pool/pool.py:180);"
+            "Condition.wait (threading.py:331)",
+            False,
+            True,
+        ),
+        ("h (app.py:1);Condition.wait (threading.py:331)", False, False),  # not a pool's wait
+    ],
+)
+def test_which_stacks_are_a_loop_and_asleep_in_a_checkout(
+    stack: str, loop: bool, asleep: bool
+) -> None:
+    assert (fi.is_event_loop(stack), fi.is_blocked_on_pool(stack)) == (loop, asleep)
+
+
 # -- memory ----------------------------------------------------------------------------------
 
 
@@ -776,3 +871,12 @@ def test_rules_read_what_held_episodes_gives() -> None:
         {"query": "SELECT 1", "episodes": 2, "max_idle_age": 2.5}
     ]
     serialisable(found)
+
+
+def test_every_rule_has_a_report_heading_and_a_reference_entry() -> None:
+    from profiler.report.session_report import RULE_HEADINGS
+
+    assert set(RULE_HEADINGS) == set(fi.RULES)
+    reference = Path(__file__).parents[1] / "docs" / "reference" / "findings.md"
+    text = reference.read_text()
+    assert [rule for rule in fi.RULES if f"**`{rule}`**" not in text] == []

@@ -92,6 +92,9 @@ def test_held_session_names_the_handler_and_its_downstream_call(
     rules = {finding["rule"]: finding for finding in report["findings"]}
     idle = rules["idle-in-transaction"]["evidence"]
     assert {row["owner_pid"] for row in idle["by_owner"]} <= workers
+    # AND a worker's event loop was seen asleep in the sync pool's checkout
+    blocked = rules["blocked-event-loop"]["evidence"]
+    assert blocked["worker_pid"] in workers and blocked["blocked_samples"] >= 2, blocked
 
 
 @pytest.mark.slow

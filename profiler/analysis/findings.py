@@ -14,6 +14,9 @@ the order ties within a severity are broken (:data:`RULES`):
   threshold; critical when one lasted ten times the threshold, or ten did.
 * ``pool-saturation``: a worker at its pool cap for a share of snapshots;
   critical when stack samples show threads waiting for a connection.
+* ``blocked-event-loop``: a worker's event loop thread asleep in a pool
+  checkout (a sync engine under ``async def``), which stops the requests that
+  would release a connection; critical when frequent or long.
 * ``memory-limit``: a worker's peak RSS near its memory limit; critical.
 * ``stuck-query``: one query text left idle in transaction for long; warning.
 * ``rss-growth``: a worker's RSS growing steadily; warning, critical near
@@ -28,17 +31,15 @@ from __future__ import annotations
 import copy
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from profiler.analysis.code_paths import CodePath, describe, short_names
-from profiler.analysis.collapsed import frames as stack_frames
-from profiler.analysis.collapsed import split_label
 from profiler.analysis.episodes import _epoch, _floats
+from profiler.analysis.stack_kinds import is_blocked_on_pool, is_event_loop, is_pool_wait
 from profiler.analysis.stats import percentile
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ RULES = (
     "held-code-path",
     "idle-in-transaction",
     "pool-saturation",
+    "blocked-event-loop",
     "memory-limit",
     "stuck-query",
     "rss-growth",
@@ -98,6 +100,8 @@ class Thresholds:
     rss_growth_bytes_per_minute: float = 10 * MIB
     rss_growth_min_seconds: float = 30.0  # need this much RSS history to talk about a rate
     memory_limit_share: float = 0.8
+    blocked_loop_samples: int = 2  # fewer loop samples asleep in a checkout are no finding
+    blocked_loop_share: float = 0.05  # critical from this share of the loop's samples
 
 
 DEFAULT_THRESHOLDS = Thresholds()
@@ -186,6 +190,7 @@ def evaluate(evidence: Evidence, thresholds: Thresholds = DEFAULT_THRESHOLDS) ->
         *held_code_path(evidence, thresholds),
         *idle_in_transaction(evidence, thresholds),
         *pool_saturation(evidence, thresholds),
+        *blocked_event_loop(evidence, thresholds),
         *memory_limit(evidence, thresholds),
         *stuck_query(evidence, thresholds),
         *rss_growth(evidence, thresholds),
@@ -487,7 +492,7 @@ def pool_saturation(evidence: Evidence, thresholds: Thresholds) -> list[Finding]
     taken_all = _floats(known["taken_at"])
     owner_all = known["owner_pid"].to_numpy(dtype=np.int64)
     count_all = known["held"].to_numpy(dtype=np.int64)
-    sample_worker, sample_time, sample_wait = _wait_samples(evidence.wait_samples)
+    sample_worker, sample_time, (sample_wait,) = _sample_kinds(evidence.wait_samples, is_pool_wait)
 
     found = []
     for pid in np.unique(owner_all).tolist():
@@ -550,52 +555,114 @@ def pool_saturation(evidence: Evidence, thresholds: Thresholds) -> list[Finding]
     return found
 
 
-def is_pool_wait(stack: str) -> bool:
-    """Whether a collapsed stack shows a thread checking a connection out of a pool.
+def _sample_kinds(
+    samples: pd.DataFrame, *kinds: Callable[[str], bool]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], list[npt.NDArray[np.bool_]]]:
+    """Each sample's worker, time (epoch) and, per predicate, whether its stack is of that kind.
 
-    SQLAlchemy: any frame in ``sqlalchemy/pool`` or named ``_do_get`` or
-    ``QueuePool...``; psycopg_pool: ``getconn``/``_wait``/``wait`` in a
-    ``psycopg_pool`` file; asyncpg: ``acquire`` in ``asyncpg/pool``.
-
-    >>> is_pool_wait("handler (app.py:3);QueuePool._do_get (sqlalchemy/pool/impl.py:167)")
-    True
-    >>> is_pool_wait("handler (app.py:3);execute (sqlalchemy/engine/base.py:1412)")
-    False
+    Each distinct stack is classified once: a session repeats few stacks many times.
     """
-    return any(_is_pool_frame(label) for label in stack_frames(stack))
-
-
-@lru_cache(maxsize=4096)
-def _is_pool_frame(label: str) -> bool:
-    name, file, _ = split_label(label)
-    path = file.replace("\\", "/")
-    method = name.rsplit(".", 1)[-1]
-    if "sqlalchemy/pool" in path or method == "_do_get" or "QueuePool" in name:
-        return True
-    if "psycopg_pool" in path and method in {"getconn", "_getconn_unchecked", "_wait", "wait"}:
-        return True
-    return "asyncpg/pool" in path and method in {"acquire", "_acquire", "_acquire_impl"}
-
-
-def _wait_samples(
-    samples: pd.DataFrame,
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
-    """Each sample's worker, time (epoch) and whether its stack waits on a pool."""
     import pandas as pd
 
     if samples.empty:
-        return np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(0, bool)
+        return np.zeros(0, np.int64), np.zeros(0, np.float64), [np.zeros(0, bool) for _ in kinds]
     codes, uniques = pd.factorize(samples["stack"])
-    per_stack = np.array([is_pool_wait(str(stack)) for stack in uniques], dtype=bool)
-    waits = np.zeros(len(samples), dtype=bool)
     valid = codes >= 0
-    if per_stack.size:
-        waits[valid] = per_stack[codes[valid]]
+    masks = []
+    for kind in kinds:
+        per_stack = np.array([kind(str(stack)) for stack in uniques], dtype=bool)
+        mask = np.zeros(len(samples), dtype=bool)
+        if per_stack.size:
+            mask[valid] = per_stack[codes[valid]]
+        masks.append(mask)
     return (
         samples["worker_pid"].to_numpy(dtype=np.int64),
         _epoch(samples["taken_at"]),
-        waits,
+        masks,
     )
+
+
+def _held_at(
+    held: pd.DataFrame, pid: int, times: npt.NDArray[np.float64]
+) -> npt.NDArray[np.int64] | None:
+    """The transactions ``pid`` held at its latest snapshot at or before each time (-1: none
+    yet); None when no snapshot names it."""
+    if held.empty:
+        return None
+    mine = held[held["owner_pid"] == pid] if held["owner_pid"].notna().any() else held.iloc[:0]
+    if mine.empty:
+        return None
+    order = np.argsort(_floats(mine["taken_at"]), kind="stable")
+    taken = _floats(mine["taken_at"])[order]
+    counts = mine["held"].to_numpy(dtype=np.int64)[order]
+    at = np.searchsorted(taken, times, side="right") - 1
+    return np.where(at >= 0, counts[np.maximum(at, 0)], -1)
+
+
+def blocked_event_loop(evidence: Evidence, thresholds: Thresholds) -> list[Finding]:
+    """Workers whose event loop thread slept in a pool checkout, one finding each.
+
+    An ``async def`` handler that uses a sync engine checks connections out on
+    the loop thread; when the pool is empty that blocks every coroutine of the
+    worker, including the requests that hold the pool's connections and would
+    release them. Nothing moves until ``pool_timeout`` ends the wait: with a
+    request that holds one connection and asks for a second, that is a
+    deadlock bounded only by the timeout. Evidence: the loop thread's stack
+    samples asleep under a pool frame (:func:`is_blocked_on_pool`), their
+    share of the loop's samples (and that share of the session, in seconds),
+    the transactions the worker held meanwhile, and the code paths that asked.
+    Critical from ``blocked_loop_share`` of the loop's samples. Samples are
+    instants: two blocked ones in a row may be two waits, so no duration "at
+    once" is claimed.
+    """
+    samples = evidence.wait_samples
+    worker, taken, (loop, asleep) = _sample_kinds(samples, is_event_loop, is_blocked_on_pool)
+    blocked = loop & asleep
+    session_seconds = max(evidence.session_end - evidence.session_start, 0.0)
+    found = []
+    for pid in np.unique(worker[blocked]).tolist():
+        rows = np.flatnonzero((worker == pid) & loop)
+        mine = blocked[rows]
+        count = int(mine.sum())
+        if count < thresholds.blocked_loop_samples:
+            continue
+        share = count / rows.size
+        held = _held_at(evidence.held, pid, taken[rows][mine])
+        held_max = None if held is None else int(held.max())
+        paths: Counter[str] = Counter()
+        described: dict[str, CodePath] = {}  # by display: a CodePath holds a list, no hash
+        for row in rows[mine]:
+            path = describe(str(samples["stack"].iat[row]))
+            paths[path.display] += 1
+            described.setdefault(path.display, path)
+        top = [(described[display], n) for display, n in paths.most_common(3)]
+        title = (
+            f"worker {pid}'s event loop waited for a pool connection in {count} of "
+            f"{rows.size} loop samples ({_percent(share)}, about "
+            f"{_seconds(share * session_seconds)} of {_seconds(session_seconds)})"
+        )
+        if held_max:
+            title += f" while holding up to {_plural(held_max, 'transaction', 'transactions')}"
+        title += f": {short_names(top[0][0])}"
+        found.append(
+            _finding(
+                "blocked-event-loop",
+                "critical" if share >= thresholds.blocked_loop_share else "warning",
+                title,
+                {
+                    "worker_pid": pid,
+                    "loop_samples": int(rows.size),
+                    "blocked_samples": count,
+                    "blocked_share": round(share, 4),
+                    "blocked_seconds": round(share * session_seconds, 3),
+                    "held_max": held_max,
+                    "held_mean": None if held is None else round(float(held.mean()), 3),
+                    "code_paths": [{"path": p.display, "samples": n} for p, n in top],
+                },
+                share * session_seconds,
+            )
+        )
+    return found
 
 
 # -- rules: memory --------------------------------------------------------------------------

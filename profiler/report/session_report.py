@@ -82,6 +82,7 @@ RULE_HEADINGS = {
     "held-code-path": "Code that held connections",
     "idle-in-transaction": "Idle in transaction",
     "pool-saturation": "Pool saturated",
+    "blocked-event-loop": "Event loop blocked on the pool",
     "stuck-query": "Query stuck in a transaction",
     "rss-growth": "Memory growing",
     "memory-limit": "Near the memory limit",
