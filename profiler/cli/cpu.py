@@ -10,17 +10,9 @@ import typer
 
 from profiler.cli import console
 from profiler.cli.options import (
-    CONTAINER_OPTION,
-    CONTEXT_OPTION,
-    ENGINE_OPTION,
     JSON_OPTION,
-    MATCH_OPTION,
-    NAMESPACE_OPTION,
-    PID_OPTION,
-    POD_OPTION,
-    SELECTOR_OPTION,
     duration_option,
-    target_spec,
+    target_options,
 )
 from profiler.cli.signals import Terminated, terminate_as_exception
 from profiler.outputs import prepare_directory, refuse_to_clobber
@@ -28,6 +20,7 @@ from profiler.outputs import prepare_directory, refuse_to_clobber
 if TYPE_CHECKING:
     from profiler.capture.record import Recording, WorkerPlan, WorkerRecording
     from profiler.capture.stacks import StackSample
+    from profiler.targets.discovery import TargetSpec
 
 app = typer.Typer(help="CPU and stacks: py-spy on every worker at once.", no_args_is_help=True)
 
@@ -52,15 +45,9 @@ MAX_PAUSE_OPTION = typer.Option(
 
 
 @app.command()
+@target_options
 def dump(
-    pid: list[int] | None = PID_OPTION,
-    match: str | None = MATCH_OPTION,
-    container: str | None = CONTAINER_OPTION,
-    engine: str = ENGINE_OPTION,
-    pod: str | None = POD_OPTION,
-    selector: str | None = SELECTOR_OPTION,
-    namespace: str | None = NAMESPACE_OPTION,
-    context: str | None = CONTEXT_OPTION,
+    target: TargetSpec,
     as_json: bool = JSON_OPTION,
     show_locals: bool = typer.Option(
         False, "--locals", help="Include local variables (may show secrets: use with care)."
@@ -101,9 +88,7 @@ def dump(
         raise UsageError(
             "--locals is for one dump, not a log", hint="locals may hold secrets; drop --locals"
         )
-    targets = attach_pids(
-        target_spec(pid, match, container, engine, pod, selector, namespace, context), console.warn
-    )
+    targets = attach_pids(target, console.warn)
     if not targets:
         raise AttachError(
             "no workers to dump", hint="name them with --pid or --match (see: profiler workers)"
@@ -113,8 +98,8 @@ def dump(
         _dump_periodically(targets, interval, duration, output, force, native, nonblocking)
         return
     options: dict[str, Any] = {"native": native, "locals_": show_locals, "nonblocking": nonblocking}
-    for target in targets:
-        console.detail(shlex.join(dump_command(target, **options)))
+    for worker_pid in targets:
+        console.detail(shlex.join(dump_command(worker_pid, **options)))
     samples, failures = dump_workers(targets, **options)
     for failed_pid, error in sorted(failures.items()):
         console.warn(f"worker {failed_pid}: {error.message}")
@@ -206,15 +191,9 @@ def _dump_json(
 
 
 @app.command()
+@target_options
 def record(
-    pid: list[int] | None = PID_OPTION,
-    match: str | None = MATCH_OPTION,
-    container: str | None = CONTAINER_OPTION,
-    engine: str = ENGINE_OPTION,
-    pod: str | None = POD_OPTION,
-    selector: str | None = SELECTOR_OPTION,
-    namespace: str | None = NAMESPACE_OPTION,
-    context: str | None = CONTEXT_OPTION,
+    target: TargetSpec,
     duration: float | None = duration_option("Seconds to record; without it, record until Ctrl-C."),
     rate: int = RATE_OPTION,
     idle: bool = IDLE_OPTION,
@@ -241,9 +220,7 @@ def record(
     from profiler.report.cpu_record import ArtifactWriter, artifact_paths, describe, stamp
     from profiler.targets.discovery import attach_pids
 
-    targets = attach_pids(
-        target_spec(pid, match, container, engine, pod, selector, namespace, context), console.warn
-    )
+    targets = attach_pids(target, console.warn)
     if not targets:
         raise AttachError(
             "no workers to record", hint="name them with --pid or --match (see: profiler workers)"

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from profiler.cli import console
 from profiler.cli.mem_report import report
 from profiler.cli.options import (
-    CONTAINER_OPTION,
-    CONTEXT_OPTION,
-    ENGINE_OPTION,
     JSON_OPTION,
-    MATCH_OPTION,
-    NAMESPACE_OPTION,
-    PID_OPTION,
-    POD_OPTION,
-    SELECTOR_OPTION,
     duration_option,
-    target_spec,
+    target_options,
 )
+
+if TYPE_CHECKING:
+    from profiler.targets.discovery import TargetSpec
 
 app = typer.Typer(
     help="Memory: memray on every worker at once, and reports from its captures.",
@@ -30,15 +26,9 @@ app.command("report")(report)
 
 
 @app.command()
+@target_options
 def attach(
-    pid: list[int] | None = PID_OPTION,
-    match: str | None = MATCH_OPTION,
-    container: str | None = CONTAINER_OPTION,
-    engine: str = ENGINE_OPTION,
-    pod: str | None = POD_OPTION,
-    selector: str | None = SELECTOR_OPTION,
-    namespace: str | None = NAMESPACE_OPTION,
-    context: str | None = CONTEXT_OPTION,
+    target: TargetSpec,
     duration: float | None = duration_option(
         "Seconds to track; without it, until Ctrl-C (memray stops by itself after 1 h).",
         minimum=1.0,
@@ -80,7 +70,7 @@ def attach(
     from profiler.memory.attach import MemOptions
 
     run_attach(
-        target_spec(pid, match, container, engine, pod, selector, namespace, context),
+        target,
         duration,
         MemOptions(aggregate, native, trace_python_allocators),
         rss_interval,

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from profiler.targets.discovery import TargetSpec
 
 DSN_OPTION = typer.Option(
     None,
@@ -62,6 +68,53 @@ CONTEXT_OPTION = typer.Option(
 )
 
 
+def _target_parameters(
+    pid: list[int] | None = PID_OPTION,
+    match: str | None = MATCH_OPTION,
+    container: str | None = CONTAINER_OPTION,
+    engine: str = ENGINE_OPTION,
+    pod: str | None = POD_OPTION,
+    selector: str | None = SELECTOR_OPTION,
+    namespace: str | None = NAMESPACE_OPTION,
+    context: str | None = CONTEXT_OPTION,
+) -> None:
+    """The target options, in their ``--help`` order: read for its signature, never called."""
+
+
+TARGET_PARAMETERS = tuple(inspect.signature(_target_parameters, eval_str=True).parameters.values())
+
+
+def target_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` the target options in place of its ``target`` parameter.
+
+    Put it under ``@app.command()``. typer reads the returned function's
+    ``__signature__`` and ``__annotations__``, which list the eight options where
+    ``target`` stood; once the options are parsed, ``command`` is called with
+    ``target=``:func:`target_spec` of them, so a bad combination is a usage error
+    before the command runs. ``functools.wraps`` keeps the name and the help text.
+    """
+    signature = inspect.signature(command)  # annotations stay strings: typer resolves them
+    if "target" not in signature.parameters:
+        raise TypeError(f"{command.__qualname__} has no `target` parameter to expand")
+    parameters: list[inspect.Parameter] = []
+    for parameter in signature.parameters.values():
+        parameters.extend(TARGET_PARAMETERS if parameter.name == "target" else [parameter])
+
+    @functools.wraps(command)
+    def with_target_options(**options: Any) -> None:
+        """typer passes every parameter by keyword."""
+        target = target_spec(**{p.name: options.pop(p.name) for p in TARGET_PARAMETERS})
+        command(target=target, **options)
+
+    annotations = {name: hint for name, hint in command.__annotations__.items() if name != "target"}
+    annotations.update({p.name: p.annotation for p in TARGET_PARAMETERS})
+    with_target_options.__annotations__ = annotations  # a new dict: wraps shared the command's
+    with_target_options.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=parameters
+    )
+    return with_target_options
+
+
 def target_spec(
     pid: list[int] | None,
     match: str | None,
@@ -71,10 +124,10 @@ def target_spec(
     selector: str | None = None,
     namespace: str | None = None,
     context: str | None = None,
-) -> Any:
+) -> TargetSpec:
     """The :class:`~profiler.targets.discovery.TargetSpec` of a command's target options.
 
-    ``Any``: the import happens here, at run time, so ``--help`` stays instant.
+    The import happens here, at run time, so ``--help`` stays instant.
     """
     from profiler.errors import UsageError
     from profiler.targets.discovery import TargetSpec

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from profiler.cli.options import (
-    CONTAINER_OPTION,
-    CONTEXT_OPTION,
     DSN_OPTION,
-    ENGINE_OPTION,
     JSON_OPTION,
-    MATCH_OPTION,
-    NAMESPACE_OPTION,
-    PID_OPTION,
-    POD_OPTION,
-    SELECTOR_OPTION,
     duration_option,
-    target_spec,
+    target_options,
 )
+
+if TYPE_CHECKING:
+    from profiler.targets.discovery import TargetSpec
 
 app = typer.Typer(
     help="Sessions: PostgreSQL activity, stacks, RSS, flamegraphs and memray in one window.",
@@ -29,15 +24,9 @@ app = typer.Typer(
 
 
 @app.command()
+@target_options
 def run(
-    pid: list[int] | None = PID_OPTION,
-    match: str | None = MATCH_OPTION,
-    container: str | None = CONTAINER_OPTION,
-    engine: str = ENGINE_OPTION,
-    pod: str | None = POD_OPTION,
-    selector: str | None = SELECTOR_OPTION,
-    namespace: str | None = NAMESPACE_OPTION,
-    context: str | None = CONTEXT_OPTION,
+    target: TargetSpec,
     dsn: str | None = DSN_OPTION,
     duration: float | None = duration_option("Seconds; without it, until Ctrl-C.", minimum=1.0),
     cpu: bool = typer.Option(True, "--cpu/--no-cpu", help="py-spy flamegraphs of every worker."),
@@ -92,7 +81,7 @@ def run(
         pool_capacity=pool_capacity,
     )
     run_session_command(
-        target_spec(pid, match, container, engine, pod, selector, namespace, context),
+        target,
         dsn,
         settings,
         output,

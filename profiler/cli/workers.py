@@ -4,33 +4,23 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 from profiler.cli import console
 from profiler.cli.options import (
-    CONTAINER_OPTION,
-    CONTEXT_OPTION,
-    ENGINE_OPTION,
     JSON_OPTION,
-    MATCH_OPTION,
-    NAMESPACE_OPTION,
-    PID_OPTION,
-    POD_OPTION,
-    SELECTOR_OPTION,
-    target_spec,
+    target_options,
 )
+
+if TYPE_CHECKING:
+    from profiler.targets.discovery import TargetSpec
 
 CMDLINE_WIDTH = 60
 
 
+@target_options
 def workers(
-    pid: list[int] | None = PID_OPTION,
-    match: str | None = MATCH_OPTION,
-    container: str | None = CONTAINER_OPTION,
-    engine: str = ENGINE_OPTION,
-    pod: str | None = POD_OPTION,
-    selector: str | None = SELECTOR_OPTION,
-    namespace: str | None = NAMESPACE_OPTION,
-    context: str | None = CONTEXT_OPTION,
+    target: TargetSpec,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """List gateway masters and workers: PID, role, Python, RSS, CPU, DB connections, memray.
@@ -44,9 +34,7 @@ def workers(
 
     from profiler.targets.discovery import find_workers
 
-    found = find_workers(
-        target_spec(pid, match, container, engine, pod, selector, namespace, context), console.warn
-    )
+    found = find_workers(target, console.warn)
     if as_json:
         console.print_json([asdict(w) for w in found])
         return
