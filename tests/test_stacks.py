@@ -21,6 +21,7 @@ from profiler.capture.stacks import (
     dump_workers,
     fold,
     periodic_dumps,
+    resolve_pyspy,
 )
 from profiler.errors import AttachError, ExitCode, ToolMissingError
 
@@ -226,6 +227,58 @@ def test_ptrace_denied_names_the_fix(tmp_path: Path) -> None:
     assert info.value.hint is not None
     assert "CAP_SYS_PTRACE" in info.value.hint
     assert "ptrace_scope" in info.value.hint
+
+
+def torn_then_real(tmp_path: Path, torn: int) -> Path:
+    """A py-spy that fails as a torn nonblocking read does ``torn`` times, then is py-spy.
+
+    A stand-in: a real torn read (the worker freeing what py-spy follows) cannot be
+    produced on demand; everything after the stand-in's failures is the real py-spy.
+    """
+    real = resolve_pyspy(None)
+    tmp_path.mkdir(exist_ok=True)
+    count = tmp_path / "calls"
+    fake = tmp_path / "py-spy"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f"echo x >> {count}\n"
+        f"if [ $(wc -l < {count}) -le {torn} ]; then\n"
+        "  echo 'Error: Failed to get stack traces: Bad address (os error 14)' >&2; exit 1\n"
+        "fi\n"
+        f'exec {real} "$@"\n'
+    )
+    fake.chmod(0o755)
+    return fake
+
+
+def calls(fake: Path) -> int:
+    return len((fake.parent / "calls").read_text().splitlines())
+
+
+@pytest.mark.slow
+def test_a_torn_nonblocking_read_is_tried_again(
+    target: subprocess.Popen[str], tmp_path: Path
+) -> None:
+    # GIVEN a py-spy whose first two nonblocking reads are torn
+    fake = torn_then_real(tmp_path, torn=2)
+    # WHEN the worker is dumped without pausing it
+    samples = dump(target.pid, pyspy=fake, nonblocking=True)
+    # THEN the third read gave its stacks
+    assert calls(fake) == 3 and samples and samples[0].worker_pid == target.pid
+
+
+@pytest.mark.slow
+def test_torn_reads_give_up_after_the_retries_and_blocking_dumps_never_retry(
+    target: subprocess.Popen[str], tmp_path: Path
+) -> None:
+    fake = torn_then_real(tmp_path, torn=3)
+    with pytest.raises(AttachError) as info:
+        dump(target.pid, pyspy=fake, nonblocking=True)
+    assert calls(fake) == 3 and "Bad address" in info.value.message
+    blocking = torn_then_real(tmp_path / "blocking", torn=1)
+    with pytest.raises(AttachError):
+        dump(target.pid, pyspy=blocking)
+    assert calls(blocking) == 1
 
 
 @pytest.mark.slow

@@ -34,6 +34,7 @@ from profiler.errors import AttachError, ToolMissingError
 
 PYSPY_INSTALL_HINT = "pip install py-spy (it is a dependency of profiler), or pass its path"
 MAX_CONSECUTIVE_FAILURES = 3
+TORN_READ_RETRIES = 2  # nonblocking dumps that read freed memory, tried again at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +151,36 @@ def dump(
     denied, or py-spy's own words) when the dump fails.
     """
     argv = dump_command(pid, pyspy=pyspy, native=native, locals_=locals_, nonblocking=nonblocking)
+    for _ in range(1 + (TORN_READ_RETRIES if nonblocking else 0)):
+        taken_at, result, dump_seconds = _run_dump(pid, argv, timeout)
+        if result.returncode == 0 or not is_torn_read(result.stderr):
+            break
+    if result.returncode != 0:
+        raise diagnose(pid, result.stderr or result.stdout, result.returncode)
+    try:
+        threads = json.loads(result.stdout)
+    except json.JSONDecodeError as exc:
+        raise AttachError(
+            f"py-spy dump of PID {pid} printed something that is not JSON: {result.stdout[:200]!r}",
+            hint="check the py-spy version (`py-spy --version`); 0.3.14 or later is needed",
+        ) from exc
+    return [_sample(pid, thread, taken_at, dump_seconds) for thread in threads]
+
+
+def is_torn_read(stderr: str) -> bool:
+    """Whether py-spy failed because the memory it read changed under it.
+
+    Without pausing the worker (``--nonblocking``) py-spy may follow a
+    pointer the interpreter has just freed: ``Bad address (os error 14)``
+    from ``process_vm_readv``. The next read, a moment later, usually works.
+    """
+    return "os error 14" in stderr or "Bad address" in stderr
+
+
+def _run_dump(
+    pid: int, argv: list[str], timeout: float
+) -> tuple[datetime, subprocess.CompletedProcess[str], float]:
+    """One py-spy dump: when it started, what it said, how long it took."""
     # py-spy honours RUST_BACKTRACE; a backtrace would bury its one useful line.
     env = {**os.environ, "RUST_BACKTRACE": "0", "RUST_LIB_BACKTRACE": "0"}
     taken_at = datetime.now(timezone.utc)
@@ -169,17 +200,7 @@ def dump(
             f"py-spy dump of PID {pid} did not answer within {timeout:g}s",
             hint="retry with --nonblocking, or a longer timeout; see: " + shlex.join(argv),
         ) from exc
-    dump_seconds = time.perf_counter() - started
-    if result.returncode != 0:
-        raise diagnose(pid, result.stderr or result.stdout, result.returncode)
-    try:
-        threads = json.loads(result.stdout)
-    except json.JSONDecodeError as exc:
-        raise AttachError(
-            f"py-spy dump of PID {pid} printed something that is not JSON: {result.stdout[:200]!r}",
-            hint="check the py-spy version (`py-spy --version`); 0.3.14 or later is needed",
-        ) from exc
-    return [_sample(pid, thread, taken_at, dump_seconds) for thread in threads]
+    return taken_at, result, time.perf_counter() - started
 
 
 def dump_workers(
