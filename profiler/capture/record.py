@@ -352,7 +352,8 @@ def _finish(
     if killed:
         worker.stopped = "killed"
         worker.error = f"py-spy did not stop within {STOP_GRACE_SECONDS:g}s of SIGINT; killed"
-    elif "process exited" in said or (counted and not is_running(worker.pid)):
+    elif "process exited" in said or not is_running(worker.pid):
+        # py-spy failing because the worker went (mid-attach, mid-read) is the exit too
         worker.stopped = "exited"
         worker.error = f"worker exited {worker.ended_after:.1f}s into the capture"
     elif worker.process.returncode != 0 or not counted:
