@@ -643,6 +643,16 @@ def test_a_rarely_blocked_loop_is_a_warning_and_once_is_nothing() -> None:
     assert only(fi.evaluate(evidence(wait_samples=once)), "blocked-event-loop") == []
 
 
+def test_blocked_samples_before_the_first_snapshot_count_no_transactions() -> None:
+    # GIVEN snapshots from 20 s on (3 held), and blocked loop samples at 10 s and 30 s
+    counts = held({2001: [3] * 20})
+    counts["taken_at"] += 20.0
+    samples = stack_samples((10.0, 2001, LOOP_POOL_WAIT), (30.0, 2001, LOOP_POOL_WAIT))
+    finding = the(fi.evaluate(evidence(held=counts, wait_samples=samples)), "blocked-event-loop")
+    # THEN only the sample at 30 s says what was held
+    assert (finding.evidence["held_max"], finding.evidence["held_mean"]) == (3, 3.0)
+
+
 @pytest.mark.parametrize(
     ("stack", "loop", "asleep"),
     [

@@ -589,7 +589,7 @@ def _held_at(
     yet); None when no snapshot names it."""
     if held.empty:
         return None
-    mine = held[held["owner_pid"] == pid] if held["owner_pid"].notna().any() else held.iloc[:0]
+    mine = held[(held["owner_pid"] == pid).fillna(False).to_numpy(dtype=bool)]
     if mine.empty:
         return None
     order = np.argsort(_floats(mine["taken_at"]), kind="stable")
@@ -628,7 +628,8 @@ def blocked_event_loop(evidence: Evidence, thresholds: Thresholds) -> list[Findi
             continue
         share = count / rows.size
         held = _held_at(evidence.held, pid, taken[rows][mine])
-        held_max = None if held is None else int(held.max())
+        held = held[held >= 0] if held is not None else np.zeros(0, np.int64)  # before any
+        held_max = int(held.max()) if held.size else None
         paths: Counter[str] = Counter()
         described: dict[str, CodePath] = {}  # by display: a CodePath holds a list, no hash
         for row in rows[mine]:
@@ -656,7 +657,7 @@ def blocked_event_loop(evidence: Evidence, thresholds: Thresholds) -> list[Findi
                     "blocked_share": round(share, 4),
                     "blocked_seconds": round(share * session_seconds, 3),
                     "held_max": held_max,
-                    "held_mean": None if held is None else round(float(held.mean()), 3),
+                    "held_mean": round(float(held.mean()), 3) if held.size else None,
                     "code_paths": [{"path": p.display, "samples": n} for p, n in top],
                 },
                 share * session_seconds,
