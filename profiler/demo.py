@@ -27,7 +27,10 @@ POOL_SIZE, MAX_OVERFLOW = 6, 0
 # Session); with SQLAlchemy's 30 s default the held lab deadlocks outright instead of
 # showing the slow collapse the incident had. 0.1 s lets requests fail fast instead.
 POOL_TIMEOUT = 0.1
-DOWNSTREAM_LATENCY = 1.0
+# Twice the idle-in-transaction threshold (1 s): snapshots a second apart see a hold of
+# L seconds at an age of at least L - 1, so a 2 s hold is always seen beyond 1 s, where
+# a 1 s one is seen beyond it only when a snapshot happens to land at its very end.
+DOWNSTREAM_LATENCY = 2.0
 
 
 @dataclass(frozen=True, slots=True)
