@@ -3,7 +3,8 @@
 Real attach tests start a Python target that prints ``ready``, inject the
 sampler through gdb (memray's channel) and read the file back through
 :func:`profiler.capture.tasks.read`. The unit tests drive a real event loop
-by hand and point the walk at real psycopg and SQLAlchemy connections.
+by hand and point the walk at real psycopg, psycopg2, asyncpg and SQLAlchemy (sync
+and async) connections.
 """
 
 from __future__ import annotations
@@ -317,6 +318,203 @@ def test_a_session_in_a_suspended_task_names_its_backend_and_only_while_it_holds
         committed.set_result(None)
         loop.run_until_complete(task)
         engine.dispose()
+
+
+class _Steps:
+    """The hand-offs between a test and the holder task it drives, on the test's loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.held: asyncio.Future[int] = loop.create_future()  # holder: its backend, by SQL
+        self.release: asyncio.Future[None] = loop.create_future()  # test: let go of it
+        self.released: asyncio.Future[None] = loop.create_future()  # holder: let go, waits on
+        self.finish: asyncio.Future[None] = loop.create_future()  # test: return
+
+
+def _run_until(
+    loop: asyncio.AbstractEventLoop, task: asyncio.Task[None], step: asyncio.Future[Any]
+) -> Any:
+    """Drive the loop until the holder reaches ``step``; its own error if it fails first."""
+    loop.run_until_complete(
+        asyncio.wait([task, step], timeout=5, return_when=asyncio.FIRST_COMPLETED)
+    )
+    if task.done():
+        task.result()
+    assert step.done(), "the holder task did not reach its next step within 5 s"
+    return step.result()
+
+
+def _held_then_released(
+    loop: asyncio.AbstractEventLoop, holder: Any
+) -> tuple[int, list[int], list[int]]:
+    """Run ``holder(steps)`` as a task; describe it while it holds its connection and
+    after it let go of it, suspended both times. Returns (the backend PID the holder read
+    with ``SELECT pg_backend_pid()``, the backends named then, the backends named after)."""
+    steps = _Steps(loop)
+    task = loop.create_task(holder(steps), name="holder")
+    try:
+        pid = _run_until(loop, task, steps.held)
+        while_held = task_payload.describe_task(task)
+        assert while_held["running"] is False
+        assert while_held["frames"][0][0].endswith("holder_marker")
+        steps.release.set_result(None)
+        _run_until(loop, task, steps.released)
+        after = task_payload.describe_task(task)
+        assert after["frames"][0][0].endswith("holder_marker")
+    finally:
+        for step in (steps.release, steps.finish):
+            if not step.done():
+                step.set_result(None)
+        loop.run_until_complete(task)  # the holder closes what it opened
+    return pid, while_held["backends"], after["backends"]
+
+
+@pytest.mark.postgres
+def test_a_psycopg2_connection_in_a_suspended_task_names_its_backend_until_closed(
+    loop: asyncio.AbstractEventLoop, postgres_dsn: str
+) -> None:
+    import psycopg2
+
+    async def holder_marker(steps: _Steps) -> None:
+        conn = psycopg2.connect(postgres_dsn)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                steps.held.set_result(cursor.fetchone()[0])
+            await steps.release
+        finally:
+            conn.close()
+        steps.released.set_result(None)  # the closed connection is still a local
+        await steps.finish
+
+    # GIVEN a task suspended while it holds a raw psycopg2 connection
+    # WHEN the sampler describes it, and again once it closed the connection
+    pid, while_held, after = _held_then_released(loop, holder_marker)
+
+    # THEN it names exactly that connection's backend, then none
+    assert while_held == [pid]
+    assert after == []
+
+
+@pytest.mark.postgres
+def test_an_asyncpg_connection_in_a_suspended_task_names_its_backend_until_closed(
+    loop: asyncio.AbstractEventLoop, postgres_dsn: str
+) -> None:
+    import asyncpg
+
+    async def holder_marker(steps: _Steps) -> None:
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            steps.held.set_result(await conn.fetchval("SELECT pg_backend_pid()"))
+            await steps.release
+        finally:
+            await conn.close()
+        steps.released.set_result(None)  # the closed connection is still a local
+        await steps.finish
+
+    # GIVEN a task suspended while it holds a raw asyncpg connection
+    # WHEN the sampler describes it, and again once it closed the connection
+    pid, while_held, after = _held_then_released(loop, holder_marker)
+
+    # THEN it names exactly that connection's backend, then none
+    assert while_held == [pid]
+    assert after == []
+
+
+@pytest.mark.postgres
+def test_an_asyncpg_pool_connection_names_its_backend_only_while_acquired(
+    loop: asyncio.AbstractEventLoop, postgres_dsn: str
+) -> None:
+    import asyncpg
+
+    idle_in_pool: list[int] = []
+
+    async def holder_marker(steps: _Steps) -> None:
+        pool = await asyncpg.create_pool(postgres_dsn, min_size=1, max_size=1)
+        try:
+            async with pool.acquire() as conn:  # a PoolConnectionProxy
+                steps.held.set_result(await conn.fetchval("SELECT pg_backend_pid()"))
+                await steps.release
+            # Released: the proxy, still a local, is detached; the pool keeps the connection open.
+            idle_in_pool.append(await pool.fetchval("SELECT pg_backend_pid()"))
+            steps.released.set_result(None)
+            await steps.finish
+        finally:
+            await pool.close()
+
+    # GIVEN a task suspended while it holds a connection acquired from an asyncpg pool
+    # WHEN the sampler describes it, and again once it released it to the pool
+    pid, while_held, after = _held_then_released(loop, holder_marker)
+
+    # THEN it names exactly that backend while acquired; once released none, although the
+    # pool (also a local of the task) still holds that very connection open
+    assert while_held == [pid]
+    assert idle_in_pool == [pid]
+    assert after == []
+
+
+@pytest.mark.postgres
+def test_an_async_session_over_asyncpg_names_its_backend_only_inside_a_transaction(
+    loop: asyncio.AbstractEventLoop, postgres_dsn: str
+) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+    url = to_sqlalchemy(postgres_dsn).replace("postgresql+psycopg://", "postgresql+asyncpg://")
+    engine = create_async_engine(url)
+
+    async def holder_marker(steps: _Steps) -> None:
+        async with AsyncSession(engine) as session:
+            async with session.begin():
+                result = await session.execute(text("SELECT pg_backend_pid()"))
+                steps.held.set_result(result.scalar_one())
+                await steps.release
+            # Committed: the connection is back in the engine's pool; the session stays open,
+            # and so does `result`, whose execution context still has the asyncpg cursor.
+            steps.released.set_result(None)
+            await steps.finish
+
+    # GIVEN a task suspended inside an AsyncSession transaction (create_async_engine, asyncpg)
+    # WHEN the sampler describes it, and again once the transaction committed
+    try:
+        pid, while_held, after = _held_then_released(loop, holder_marker)
+    finally:
+        loop.run_until_complete(engine.dispose())
+
+    # THEN it names exactly the transaction's backend, then none
+    assert while_held == [pid]
+    assert after == []
+
+
+@pytest.mark.postgres
+def test_a_result_kept_after_the_commit_does_not_name_the_backend_it_came_from(
+    loop: asyncio.AbstractEventLoop, postgres_dsn: str
+) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.orm import Session
+
+    engine = create_engine(to_sqlalchemy(postgres_dsn))
+
+    async def holder_marker(steps: _Steps) -> None:
+        with Session(engine) as session:
+            pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            unread = session.execute(text("SELECT generate_series(1, 3)"))  # keeps its cursor
+            steps.held.set_result(pid)
+            await steps.release
+            session.commit()  # the connection goes back to the pool; `unread` stays a local
+            steps.released.set_result(None)
+            await steps.finish
+            unread.close()
+
+    # GIVEN a task that keeps an unread result past its session's commit
+    # WHEN the sampler describes it before and after the commit
+    try:
+        pid, while_held, after = _held_then_released(loop, holder_marker)
+    finally:
+        engine.dispose()
+
+    # THEN the result's cursor does not make the pooled connection the task's
+    assert while_held == [pid]
+    assert after == []
 
 
 @pytest.mark.postgres

@@ -97,6 +97,9 @@ _KINDS = {
     ("sqlalchemy.pool.base", "Pool"): "skip",
     ("psycopg_pool.", "BasePool"): "skip",
     ("asyncpg.pool", "Pool"): "skip",
+    # A result keeps its DBAPI cursor (and its execution context's), which reaches the
+    # driver connection after the Session gave it back to the pool: held is the holders' say.
+    ("sqlalchemy.engine.cursor", "CursorResult"): "skip",
     ("asyncio.futures", "Future"): "skip",
     ("_asyncio", "Future"): "skip",
     ("asyncio.events", "AbstractEventLoop"): "skip",
