@@ -374,8 +374,8 @@ def find_backends(roots: list[Any], cache: dict[Any, Any] | None = None) -> list
 def _registry() -> list[Any]:
     """asyncio's sets of live tasks in this Python (3.10-3.11: one; 3.12+: two)."""
     module = sys.modules.get("asyncio.tasks")
-    if module is None:
-        return []  # asyncio never imported: no tasks
+    if module is None or sys.version_info >= (3, 14):
+        return []  # asyncio never imported; or 3.14's per-thread lists, unreadable from here
     found = []
     for name in ("_all_tasks", "_scheduled_tasks", "_eager_tasks"):
         registry = module.__dict__.get(name)
@@ -388,6 +388,8 @@ def _registry_name() -> str | None:
     module = sys.modules.get("asyncio.tasks")
     if module is None:
         return "asyncio not imported"
+    if sys.version_info >= (3, 14):  # its Python-level sets exist but stay empty
+        return "none: Python 3.14+ keeps tasks in per-thread lists"
     names = [n for n in ("_all_tasks", "_scheduled_tasks", "_eager_tasks") if n in module.__dict__]
     return "+".join(names) or None
 
