@@ -453,6 +453,62 @@ def test_an_asyncpg_pool_connection_names_its_backend_only_while_acquired(
 
 
 @pytest.mark.postgres
+def test_an_asyncpg_statement_kept_after_the_release_does_not_name_the_pooled_backend(
+    loop: asyncio.AbstractEventLoop, postgres_dsn: str
+) -> None:
+    import asyncpg
+
+    async def holder_marker(steps: _Steps) -> None:
+        pool = await asyncpg.create_pool(postgres_dsn, min_size=1, max_size=1)
+        try:
+            async with pool.acquire() as conn:
+                statement = await conn.prepare("SELECT pg_backend_pid()")  # a PreparedStatement
+                steps.held.set_result(await statement.fetchval())
+                await steps.release
+            # Released; `statement` stays a local and still points at the pooled connection.
+            steps.released.set_result(None)
+            await steps.finish
+        finally:
+            await pool.close()
+
+    # GIVEN a task that keeps a prepared statement past its pool connection's release
+    # WHEN the sampler describes it before and after the release
+    pid, while_held, after = _held_then_released(loop, holder_marker)
+
+    # THEN the statement does not make the pooled connection the task's
+    assert while_held == [pid]
+    assert after == []
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_a_cursor_alone_does_not_name_its_connection(
+    loop: asyncio.AbstractEventLoop, postgres_dsn: str, driver: str
+) -> None:
+    connect = psycopg.connect if driver == "psycopg" else __import__("psycopg2").connect
+    conn = connect(postgres_dsn)  # stands for a pool: it owns the connection, not the task
+    try:
+        cursor = conn.cursor()  # all the task's closure sees
+
+        async def holder_marker(steps: _Steps) -> None:
+            cursor.execute("SELECT pg_backend_pid()")
+            steps.held.set_result(cursor.fetchone()[0])
+            await steps.release
+            steps.released.set_result(None)
+            await steps.finish
+
+        # GIVEN a task whose only reference to a connection is a cursor of it
+        # WHEN the sampler describes it
+        _, while_held, after = _held_then_released(loop, holder_marker)
+    finally:
+        conn.close()
+
+    # THEN no backend is the task's: holding a connection is the holders' say (a connection,
+    # a session, a pool proxy), and a cursor outlives the checkout of its connection
+    assert while_held == [] and after == []
+
+
+@pytest.mark.postgres
 def test_an_async_session_over_asyncpg_names_its_backend_only_inside_a_transaction(
     loop: asyncio.AbstractEventLoop, postgres_dsn: str
 ) -> None:

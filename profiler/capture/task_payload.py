@@ -100,6 +100,10 @@ _KINDS = {
     # A result keeps its DBAPI cursor (and its execution context's), which reaches the
     # driver connection after the Session gave it back to the pool: held is the holders' say.
     ("sqlalchemy.engine.cursor", "CursorResult"): "skip",
+    # Likewise a driver's cursors and prepared statements: they outlive the checkout.
+    ("psycopg.", "BaseCursor"): "skip",
+    ("psycopg2", "cursor"): "skip",
+    ("asyncpg.connresource", "ConnectionResource"): "skip",
     ("asyncio.futures", "Future"): "skip",
     ("_asyncio", "Future"): "skip",
     ("asyncio.events", "AbstractEventLoop"): "skip",
