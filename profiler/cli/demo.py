@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from profiler.demo import DemoResult
 
 TABLE = (
+    ("idle_in_transaction", "transactions idle in tx > 1 s", "{:.0f}"),
     ("idle_in_transaction_peak", "idle-in-tx connections (max at once)", "{:.0f}"),
     ("idle_age_max", "idle-in-tx age (max)", "{:.1f} s"),
     ("throughput_rps", "throughput (successful)", "{:.1f} req/s"),
