@@ -453,6 +453,40 @@ def test_an_asyncpg_pool_connection_names_its_backend_only_while_acquired(
 
 
 @pytest.mark.postgres
+def test_a_psycopg_pool_connection_names_its_backend_only_while_checked_out(
+    loop: asyncio.AbstractEventLoop, postgres_dsn: str
+) -> None:
+    from psycopg_pool import AsyncConnectionPool
+
+    idle_in_pool: list[int] = []
+
+    async def holder_marker(steps: _Steps) -> None:
+        pool = AsyncConnectionPool(postgres_dsn, min_size=1, max_size=1, open=False)
+        await pool.open(wait=True)
+        try:
+            async with pool.connection() as conn:
+                cursor = await conn.execute("SELECT pg_backend_pid()")
+                steps.held.set_result((await cursor.fetchone())[0])
+                await steps.release
+            # Given back: `conn` stays a local, open, and the pool keeps it.
+            async with pool.connection() as again:
+                idle_in_pool.append(again.info.backend_pid)
+            steps.released.set_result(None)
+            await steps.finish
+        finally:
+            await pool.close()
+
+    # GIVEN a task suspended while it holds a connection checked out of a psycopg_pool
+    # WHEN the sampler describes it, and again once it gave the connection back
+    pid, while_held, after = _held_then_released(loop, holder_marker)
+
+    # THEN it names exactly that backend while checked out, and none once back in the pool
+    assert while_held == [pid]
+    assert idle_in_pool == [pid]
+    assert after == []
+
+
+@pytest.mark.postgres
 def test_an_asyncpg_statement_kept_after_the_release_does_not_name_the_pooled_backend(
     loop: asyncio.AbstractEventLoop, postgres_dsn: str
 ) -> None:

@@ -561,9 +561,9 @@ def _items(obj: Any, tp: type) -> list[Any] | None:
     return None
 
 
-def _plain(obj: Any, name: str) -> Any:
+def _plain(obj: Any, name: str, missing: Any = None) -> Any:
     """``obj.name`` when it is instance data (a slot or the instance ``__dict__``), else
-    None: a property or any other data descriptor is code, and is not run."""
+    ``missing``: a property or any other data descriptor is code, and is not run."""
     tp = type(obj)
     declared: Any = _MISSING
     for klass in tp.__mro__:
@@ -574,17 +574,17 @@ def _plain(obj: Any, name: str) -> Any:
         try:
             return declared.__get__(obj, tp)
         except AttributeError:
-            return None
+            return missing
     if declared is not _MISSING and (
         hasattr(type(declared), "__set__") or hasattr(type(declared), "__delete__")
     ):
-        return None
+        return missing
     for klass in tp.__mro__:
         descriptor = klass.__dict__.get("__dict__")
         if type(descriptor) is types.GetSetDescriptorType:
             attributes = descriptor.__get__(obj, tp)
-            return attributes.get(name) if type(attributes) is dict else None
-    return None
+            return attributes.get(name, missing) if type(attributes) is dict else missing
+    return missing
 
 
 def _resolve(obj: Any, kind: str, found: list[int], cache: dict[Any, Any], hops: int) -> None:
@@ -623,6 +623,10 @@ def _pid(found: list[int], value: Any) -> None:
 
 
 def _psycopg(obj: Any, found: list[int], follow: Callable[[Any], None]) -> None:
+    if _plain(obj, "_pool", _MISSING) is None:
+        # psycopg_pool sets _pool on the connections it makes: the pool while checked out,
+        # None once given back (open, and the pool's). A connection of no pool has none.
+        return
     if not obj.closed:  # libpq's status, no round trip
         _pid(found, obj.info.backend_pid)  # PQbackendPID: local
 
