@@ -219,22 +219,14 @@ def held_code_path(evidence: Evidence, thresholds: Thresholds) -> list[Finding]:
     """
     if _idle_beyond(evidence.episodes, thresholds.idle_in_transaction_seconds).empty:
         return []
-    paths: dict[str, CodePath] = {}
-    millis: Counter[str] = Counter()
-    owners: dict[str, set[int]] = {}
-    for stack, ms in evidence.hold_profile.items():
-        if ms <= 0:
-            continue
-        path = describe(stack)
-        paths.setdefault(path.display, path)
-        millis[path.display] += ms
-        owners.setdefault(path.display, set()).update(
-            int(pid) for pid in evidence.hold_owners.get(stack, ())
-        )
+    paths, ranked, display_of = _by_code_path(evidence.hold_profile)
+    millis = Counter(dict(ranked))
+    owners: dict[str, set[int]] = {display: set() for display in millis}
+    for stack, display in display_of.items():
+        owners[display].update(int(pid) for pid in evidence.hold_owners.get(stack, ()))
     total_ms = sum(millis.values())
     if total_ms <= 0:
         return []
-    ranked = sorted(millis.items(), key=lambda item: (-item[1], item[0]))
     kept = ranked[: max(thresholds.top_paths, 1)]
     listed = [
         {
@@ -282,6 +274,25 @@ def held_code_path(evidence: Evidence, thresholds: Thresholds) -> list[Finding]:
             top_ms / 1000,
         )
     ]
+
+
+def _by_code_path(
+    weights: Mapping[str, int],
+) -> tuple[dict[str, CodePath], list[tuple[str, int]], dict[str, str]]:
+    """Stack weights summed by code path: each path by its display, the displays with
+    their sums heaviest first (ties by display), and each stack's display. Stacks
+    weighing nothing are left out."""
+    paths: dict[str, CodePath] = {}  # by display: a CodePath holds a list, no hash
+    sums: Counter[str] = Counter()
+    display_of: dict[str, str] = {}
+    for stack, weight in weights.items():
+        if weight <= 0:
+            continue
+        path = describe(stack)
+        paths.setdefault(path.display, path)
+        sums[path.display] += weight
+        display_of[stack] = path.display
+    return paths, sorted(sums.items(), key=lambda item: (-item[1], item[0])), display_of
 
 
 def _by_endpoint(
@@ -489,16 +500,11 @@ def pool_saturation(evidence: Evidence, thresholds: Thresholds) -> list[Finding]
     known = held[held["owner_pid"].notna()]
     if known.empty:
         return []
-    taken_all = _floats(known["taken_at"])
-    owner_all = known["owner_pid"].to_numpy(dtype=np.int64)
-    count_all = known["held"].to_numpy(dtype=np.int64)
     sample_worker, sample_time, (sample_wait,) = _sample_kinds(evidence.wait_samples, is_pool_wait)
 
     found = []
-    for pid in np.unique(owner_all).tolist():
-        mine = owner_all == pid
-        order = np.argsort(taken_all[mine], kind="stable")
-        taken, counts = taken_all[mine][order], count_all[mine][order]
+    for pid in np.unique(known["owner_pid"].to_numpy(dtype=np.int64)).tolist():
+        taken, counts = _held_series(known, pid)
         inferred = evidence.pool_capacity is None
         cap = int(counts.max()) if evidence.pool_capacity is None else evidence.pool_capacity
         at_cap = counts >= cap
@@ -512,9 +518,7 @@ def pool_saturation(evidence: Evidence, thresholds: Thresholds) -> list[Finding]
         seconds_at_cap = float((following - taken)[at_cap].sum())
 
         theirs = sample_worker == pid
-        at = np.searchsorted(taken, sample_time[theirs], side="right") - 1
-        during = np.zeros(at.size, dtype=bool)
-        during[at >= 0] = at_cap[at[at >= 0]]
+        during = _latest(taken, at_cap, sample_time[theirs], before=False)
         samples_at_cap = int(during.sum())
         waiting = int((sample_wait[theirs] & during).sum())
 
@@ -582,21 +586,26 @@ def _sample_kinds(
     )
 
 
-def _held_at(
-    held: pd.DataFrame, pid: int, times: npt.NDArray[np.float64]
-) -> npt.NDArray[np.int64] | None:
-    """The transactions ``pid`` held at its latest snapshot at or before each time (-1: none
-    yet); None when no snapshot names it."""
-    if held.empty:
-        return None
+def _held_series(
+    held: pd.DataFrame, pid: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """A worker's snapshot times and transactions held then, in time order."""
     mine = held[(held["owner_pid"] == pid).fillna(False).to_numpy(dtype=bool)]
-    if mine.empty:
-        return None
     order = np.argsort(_floats(mine["taken_at"]), kind="stable")
-    taken = _floats(mine["taken_at"])[order]
-    counts = mine["held"].to_numpy(dtype=np.int64)[order]
+    return _floats(mine["taken_at"])[order], mine["held"].to_numpy(dtype=np.int64)[order]
+
+
+def _latest(
+    taken: npt.NDArray[np.float64],
+    values: npt.NDArray[Any],
+    times: npt.NDArray[np.float64],
+    *,
+    before: Any,
+) -> npt.NDArray[Any]:
+    """Per time, ``values`` at the latest snapshot at or before it; ``before`` ahead of the
+    first snapshot."""
     at = np.searchsorted(taken, times, side="right") - 1
-    return np.where(at >= 0, counts[np.maximum(at, 0)], -1)
+    return np.where(at >= 0, values[np.maximum(at, 0)] if values.size else before, before)
 
 
 def blocked_event_loop(evidence: Evidence, thresholds: Thresholds) -> list[Finding]:
@@ -627,16 +636,12 @@ def blocked_event_loop(evidence: Evidence, thresholds: Thresholds) -> list[Findi
         if count < thresholds.blocked_loop_samples:
             continue
         share = count / rows.size
-        held = _held_at(evidence.held, pid, taken[rows][mine])
-        held = held[held >= 0] if held is not None else np.zeros(0, np.int64)  # before any
+        snapshots, counts = _held_series(evidence.held, pid)
+        held = _latest(snapshots, counts, taken[rows][mine], before=-1)
+        held = held[held >= 0]  # a sample before the worker's first snapshot says nothing
         held_max = int(held.max()) if held.size else None
-        paths: Counter[str] = Counter()
-        described: dict[str, CodePath] = {}  # by display: a CodePath holds a list, no hash
-        for row in rows[mine]:
-            path = describe(str(samples["stack"].iat[row]))
-            paths[path.display] += 1
-            described.setdefault(path.display, path)
-        top = [(described[display], n) for display, n in paths.most_common(3)]
+        paths, ranked, _ = _by_code_path(Counter(str(samples["stack"].iat[r]) for r in rows[mine]))
+        top = [(paths[display], n) for display, n in ranked[:3]]
         title = (
             f"worker {pid}'s event loop waited for a pool connection in {count} of "
             f"{rows.size} loop samples ({_percent(share)}, about "
