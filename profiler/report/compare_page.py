@@ -8,10 +8,10 @@ through ``query``, everything else through ``text``).
 
 from __future__ import annotations
 
-import re
 from datetime import timezone
 from typing import TYPE_CHECKING, Any
 
+from profiler.report import markdown as md
 from profiler.report.redact import Redaction, inline
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ def render(comparison: Comparison, *, title: str, redaction: Redaction | None = 
     policy = redaction or Redaction()
     before, after = comparison.before, comparison.after
     lines = [
-        f"# {_escape(policy.text(title))}",
+        f"# {md.escape(policy.text(title))}",
         "",
         "| | session | started | duration | workers | transactions |",
         "|---|---|---|---:|---:|---:|",
@@ -50,7 +50,7 @@ def render(comparison: Comparison, *, title: str, redaction: Redaction | None = 
         lines += ["| before | after | code path |", "|---:|---:|---|"]
         lines += [
             f"| {path.before_seconds:.1f} s | {path.after_seconds:.1f} s "
-            f"| {_code(policy.text(path.path))} |"
+            f"| {md.code(policy.text(path.path))} |"
             for path in comparison.paths
         ]
     else:
@@ -74,7 +74,7 @@ def _session_row(label: str, summary: Summary, policy: Redaction) -> str:
     started = session.started_at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     stopped = " (stopped early)" if session.interrupted else ""
     return (
-        f"| {label} | {_escape(policy.text(session.name))}{stopped} | {started} "
+        f"| {label} | {md.escape(policy.text(session.name))}{stopped} | {started} "
         f"| {metrics.duration_seconds:.0f} s | {metrics.workers} | {metrics.transactions} |"
     )
 
@@ -109,10 +109,7 @@ def _findings(heading: str, meaning: str, findings: list[Finding], policy: Redac
 
 def _title(policy: Redaction, title: str) -> str:
     """A finding's title redacted, its code spans kept as code and the rest escaped."""
-    parts = inline(policy, title).split("`")
-    if len(parts) % 2 == 0:  # an unbalanced backtick: all plain text
-        return _escape("`".join(parts))
-    return "".join(_code(part) if index % 2 else _escape(part) for index, part in enumerate(parts))
+    return md.with_code_spans(inline(policy, title))
 
 
 def _format(value: Any, unit: str) -> str:
@@ -124,15 +121,3 @@ def _format(value: Any, unit: str) -> str:
     if isinstance(value, float):
         return f"{value:.2f}{suffix}"
     return f"{value}{suffix}"
-
-
-def _escape(text: str) -> str:
-    return re.sub(r"([\\`*_\[\]<>|#])", r"\\\1", " ".join(text.split()))
-
-
-def _code(text: str) -> str:
-    """An inline code span safe in a table cell (``|`` shown as ``¦``, as reports do)."""
-    flat = " ".join(text.split()).replace("|", "¦")
-    fence = "``" if "`" in flat else "`"
-    pad = " " if flat.startswith("`") or flat.endswith("`") else ""
-    return f"{fence}{pad}{flat}{pad}{fence}" if flat else "-"

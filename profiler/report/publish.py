@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from profiler.errors import ChecksFailed, InputError, ToolMissingError, UsageError
+from profiler.report import markdown as md
 from profiler.report import redact
 from profiler.report.redact import HOST_MASK, Redaction
 
@@ -155,7 +156,7 @@ class Entry:
     detail: str  # Markdown after the link
 
     def line(self) -> str:
-        return f"- [{_escape_link_text(self.title)}]({self.slug}/{PAGE}): {self.detail}"
+        return f"- [{md.escape(self.title)}]({self.slug}/{PAGE}): {self.detail}"
 
 
 # -- publishing ----------------------------------------------------------------------------
@@ -695,7 +696,8 @@ def _session_detail(summary: Summary, redaction: Redaction) -> str:
     duration = summary.metrics.duration_seconds
     stopped = " (stopped early)" if session.interrupted else ""
     top = summary.findings[0] if summary.findings else None
-    finding = f"{top.severity}: {redact.inline(redaction, top.title)}" if top else "no findings"
+    title = md.with_code_spans(redact.inline(redaction, top.title)) if top else ""
+    finding = f"{top.severity}: {title}" if top else "no findings"
     return f"{_utc(session.started_at)}, {_duration(duration)}{stopped}. {finding}"
 
 
@@ -715,10 +717,6 @@ def _duration(seconds: float) -> str:
     if seconds >= 120:
         return f"{seconds / 60:.1f} min"
     return f"{seconds:.0f} s"
-
-
-def _escape_link_text(text: str) -> str:
-    return re.sub(r"([\\\[\]`*_<>])", r"\\\1", " ".join(text.split()))
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from profiler.errors import ProfilerError, UsageError
+from profiler.report import markdown as md
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -696,12 +697,12 @@ class _Page:
         session, metrics = self.session, self.summary.metrics
         manifest = session.manifest
         name = self.scrub.text(session.name)
-        self.add(f"# Session report: {_escape(name.strip())}", "")
+        self.add(f"# Session report: {md.escape(name.strip())}", "")
         targets = [t for t in manifest.get("targets", []) if isinstance(t, dict)]
         host = (manifest.get("host") or {}).get("hostname")
         dsn = manifest.get("dsn")
-        where = f" on host {_code(self.scrub.text(str(host)))}" if host else ""
-        against = f" against {_code(self.scrub.text(str(dsn)))}" if dsn else ""
+        where = f" on host {md.code(self.scrub.text(str(host)))}" if host else ""
+        against = f" against {md.code(self.scrub.text(str(dsn)))}" if dsn else ""
         stopped = (
             " It was stopped early: the data ends where it stopped." if session.interrupted else ""
         )
@@ -721,8 +722,8 @@ class _Page:
             for target in targets:
                 cmdline = self.scrub.text(str(target.get("cmdline") or ""))
                 self.add(
-                    f"| {target.get('pid', '?')} | {_cell(str(target.get('role') or '-'))} "
-                    f"| {_code(_cut(cmdline, CMDLINE_CHARS)) if cmdline else '-'} |"
+                    f"| {target.get('pid', '?')} | {md.cell(str(target.get('role') or '-'))} "
+                    f"| {md.code(_cut(cmdline, CMDLINE_CHARS)) if cmdline else '-'} |"
                 )
             self.add("")
         troubles = [
@@ -732,7 +733,7 @@ class _Page:
         ]
         for name, probe in troubles:
             error = self.scrub.text(str(probe.get("error") or "no detail"))
-            self.add(f"- Probe `{name}` {probe['status']}: {_escape(error.strip())}")
+            self.add(f"- Probe `{name}` {probe['status']}: {md.escape(error.strip())}")
         if troubles:
             self.add("")
 
@@ -755,7 +756,7 @@ class _Page:
     def _finding(self, number: int, finding: Finding) -> None:
         # A short heading (the table of contents stays readable), the full title under it.
         label = RULE_HEADINGS.get(finding.rule, finding.rule)
-        title = _escape_title(self.scrub.title(finding.title))
+        title = md.with_code_spans(self.scrub.title(finding.title))
         self.add(f"### {number}. {label} ({finding.severity})", "")
         self.add(f"**{title}**", "")
         self.add(f"rule `{finding.rule}`", "")
@@ -802,17 +803,17 @@ class _Page:
         elif isinstance(value, (int, float)):
             text = _number_for(key, value)
         else:
-            text = _cell(self.scrub.text(str(value)))
+            text = md.cell(self.scrub.text(str(value)))
         return text
 
     def _string(self, key: str, value: str) -> str:
         """Queries redacted as queries, code paths and command lines as code, the rest text."""
         if "query" in key:
-            return _code(_cut(" ".join(self.scrub.query(value).split()), 200))
+            return md.code(_cut(" ".join(self.scrub.query(value).split()), 200))
         text = self.scrub.text(value)
         if key in ("path", "endpoint", "names", "downstream") or "cmdline" in key:
-            return _code(_cut(text, CMDLINE_CHARS))
-        return _cell(text)
+            return md.code(_cut(text, CMDLINE_CHARS))
+        return md.cell(text)
 
     def _lint(self, linted: LintResult) -> None:
         """Lint's flagged handlers, each marked with the hold time this session saw for it."""
@@ -821,7 +822,8 @@ class _Page:
         self.add("## Handlers flagged by lint", "")
         self.add(
             f"`profiler lint` read {_plural(counts['endpoints'], 'endpoint', 'endpoints')} in "
-            f"{_plural(counts['files'], 'file', 'files')} of `{_escape(Path(linted.path).name)}`: "
+            f"{_plural(counts['files'], 'file', 'files')} of "
+            f"`{md.escape(Path(linted.path).name)}`: "
             f"{counts['session_holding']} hold a DB session through a dependency, "
             f"{counts['flagged']} flagged. *Seen holding* is the time this session saw each "
             "one holding connections: by its endpoint in task samples, or by its function in "
@@ -837,10 +839,11 @@ class _Page:
             "|---|---|---|---|---|---:|",
         )
         for finding, held_ms in zip(linted.findings, seen, strict=True):
-            reasons = "<br>".join(f"{_cell(r.kind)} (line {r.line})" for r in finding.reasons)
+            reasons = "<br>".join(f"{md.cell(r.kind)} (line {r.line})" for r in finding.reasons)
             self.add(
-                f"| {_code(finding.handler)} | {_code(finding.route) if finding.route else '-'} "
-                f"| {_code(f'{finding.file}:{finding.line}')} | {finding.severity} | {reasons} "
+                f"| {md.code(finding.handler)} "
+                f"| {md.code(finding.route) if finding.route else '-'} "
+                f"| {md.code(f'{finding.file}:{finding.line}')} | {finding.severity} | {reasons} "
                 f"| {_duration(held_ms / 1000) if held_ms else 'no'} |"
             )
         self.add("")
@@ -863,7 +866,8 @@ class _Page:
         )
         for plot in plot_list:
             if plot.path is None:
-                self.add(f"*{_escape(plot.title)}: not drawn, {_escape(plot.skipped or '')}.*", "")
+                skipped = md.escape(plot.skipped or "")
+                self.add(f"*{md.escape(plot.title)}: not drawn, {skipped}.*", "")
             else:
                 self.add(f"![{plot.title}]({ASSETS}/{plot.path.name})", "")
 
@@ -893,7 +897,7 @@ class _Page:
             workers = ", ".join(str(pid) for pid in sorted(owners.get(display, ()))) or "-"
             self.add(
                 f"| {millis / 1000:.1f} s | {_percent_text(millis / total)} | {workers} "
-                f"| {_code(self.scrub.text(display))} |"
+                f"| {md.code(self.scrub.text(display))} |"
             )
         self.add("")
 
@@ -958,7 +962,7 @@ class _Page:
             app = (
                 "-"
                 if _missing(application) or not application
-                else _code(self.scrub.text(str(application)))
+                else md.code(self.scrub.text(str(application)))
             )
             self.add(
                 "| started | held | idle in transaction | longest idle | snapshots | application |",
@@ -970,7 +974,7 @@ class _Page:
             cmdline = row.get("owner_cmdline")
             if owner is not None and not _missing(cmdline) and cmdline:
                 text = _cut(self.scrub.text(str(cmdline)), CMDLINE_CHARS)
-                self.add(f"Owner: worker {owner}, {_code(text)}", "")
+                self.add(f"Owner: worker {owner}, {md.code(text)}", "")
             query = row.get("last_query")
             if _missing(query) or not query:
                 self.add("Last query: not seen.", "")
@@ -991,7 +995,8 @@ class _Page:
                 )
                 for stack, samples, share in mine:
                     self.add(
-                        f"| {_percent_text(share)} | {samples} | {_code(self.scrub.text(stack))} |"
+                        f"| {_percent_text(share)} | {samples} "
+                        f"| {md.code(self.scrub.text(stack))} |"
                     )
                 self.add("")
             elif owner is not None:
@@ -1015,10 +1020,11 @@ class _Page:
             )
         for item in state.thinned:
             lines.append(
-                f"- [{item.path}]({item.path}), {_escape(item.series)}: {item.points} points drawn "
+                f"- [{item.path}]({item.path}), {md.escape(item.series)}: "
+                f"{item.points} points drawn "
                 f"as {item.kept} (each the {item.how} of a bucket of consecutive points)."
             )
-        lines += [f"- {_escape(note.strip())}" for note in state.notes]
+        lines += [f"- {md.escape(note.strip())}" for note in state.notes]
         self.add(*(lines or ["Nothing: every file shows all of its data."]), "")
 
     def _files(self) -> None:
@@ -1104,40 +1110,6 @@ def _stacks_during(
 
 
 # -- Markdown and number helpers -----------------------------------------------------------
-
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]{}|#])")
-
-
-def _escape(text: str) -> str:
-    """Plain text safe in Markdown (GitHub and Python-Markdown) and inside a table cell:
-    ``<`` and ``>`` as entities (Python-Markdown has no ``\\<``: ``<module>`` would be a
-    tag), the other specials backslash-escaped."""
-    flat = re.sub(r"\s+", " ", text).replace("<", "&lt;").replace(">", "&gt;")
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", flat)
-
-
-def _escape_title(text: str) -> str:
-    """A title with its backticked spans kept as code, the rest escaped."""
-    parts = text.split("`")
-    if len(parts) % 2 == 0:  # an unbalanced backtick: all plain text
-        return _escape(text).strip()
-    joined = "".join(
-        _code(part) if index % 2 else _escape(part) for index, part in enumerate(parts)
-    )
-    return joined.strip()
-
-
-def _cell(text: str) -> str:
-    return _escape(text.strip()) or "-"
-
-
-def _code(text: str) -> str:
-    """An inline code span safe in a table cell on both renderers: ``|`` becomes ``¦``
-    (GitHub splits cells on a pipe even inside code; Python-Markdown keeps a ``\\|``)."""
-    flat = " ".join(text.split()).replace("|", "¦")
-    fence = "``" if "`" in flat else "`"
-    pad = " " if flat.startswith("`") or flat.endswith("`") else ""
-    return f"{fence}{pad}{flat}{pad}{fence}" if flat else "-"
 
 
 def _fenced(text: str, language: str) -> list[str]:
