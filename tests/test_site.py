@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import os
 import re
 import shlex
@@ -70,6 +71,24 @@ def test_mkdocs_build_is_strict_clean(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     page = (tmp_path / "site" / "reference" / "cli" / "index.html").read_text()
     assert 'id="profiler-session-run"' in page
+    # AND search keeps an option as typed (not "py", "spy", "idle") and finds the CPU guide
+    terms, pages = _search(tmp_path / "site", "py-spy --idle")
+    assert terms == {"py-spy", "--idle"}
+    assert "guide/cpu-profiling/" in pages
+
+
+def _search(site: Path, query: str) -> tuple[set[str], set[str]]:
+    """The query's terms, and the pages whose text holds them all, split as Material's search
+    splits both the index and the query (its ``separator``, from the built index's config)."""
+    index = json.loads((site / "search" / "search_index.json").read_text())
+    separator = re.compile(index["config"]["separator"])
+    terms = {term.lower() for term in separator.split(query) if term}
+    found: set[str] = set()
+    for doc in index["docs"]:
+        words = {w.lower() for w in separator.split(re.sub(r"<[^>]+>", " ", doc["text"])) if w}
+        if terms <= words:
+            found.add(doc["location"].split("#")[0])
+    return terms, found
 
 
 def test_mkdocs_yml_is_plain_yaml_with_findings_last() -> None:
