@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import retry
+
 
 @pytest.mark.slow
 @pytest.mark.postgres
@@ -80,7 +82,6 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
     import signal
     import subprocess
     import sys
-    import time
 
     before = _lab_processes()
     demo = subprocess.Popen(
@@ -89,7 +90,15 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(12)  # the held lab under load, its session recording
+    # WHEN Ctrl-C lands while the held lab is under load, its session recording: the
+    # session's first pg_stat_activity snapshots on disk are the handshake, not a sleep
+    activity = tmp_path / "demo" / "sessions" / "held" / "activity.jsonl"
+    retry(
+        lambda: demo.poll() is not None or (activity.exists() and activity.stat().st_size > 0),
+        timeout=120,
+        what="the held session's first snapshots",
+    )
+    assert demo.poll() is None, demo.communicate()[1]
     demo.send_signal(signal.SIGINT)
     _, stderr = demo.communicate(timeout=120)
     assert demo.returncode == 6, stderr

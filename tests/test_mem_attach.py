@@ -10,6 +10,7 @@ import time
 import venv
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from memray import FileReader
 from profiler.capture.processes import is_running, spawn_python_until_ready, stop_pid
 from profiler.memory import rss
 from profiler.memory.attach import still_tracking
+from tests.helpers import retry
 
 MIB = 2**20
 BIG_MIB = 40
@@ -286,28 +288,44 @@ def test_lend_memray_captures_a_worker_whose_environment_has_none(
 
 @pytest.mark.slow
 def test_a_worker_that_exits_mid_capture_keeps_its_capture_and_is_marked(
-    run_cli, python_process, tmp_path: Path
+    python_process, tmp_path: Path
 ) -> None:
-    # GIVEN two workers, one of which dies about 3 s after it starts (os._exit, as a
-    # recycled or killed worker does: memray's own timer thread would delay a normal exit)
+    # GIVEN two workers, one of which dies (os._exit, as a recycled or killed worker does:
+    # memray's own timer thread would delay a normal exit) a second after told to, by a file
+    leave = tmp_path / "leave"
     stays = python_process(ALLOCATOR).pid
     leaves = python_process(
-        "import os, threading\nthreading.Timer(3, os._exit, (0,)).start()\n" + ALLOCATOR
+        "import os, threading, time\n"
+        "def wait():\n"
+        f"    while not os.path.exists({str(leave)!r}): time.sleep(0.05)\n"
+        "    time.sleep(1)  # five rounds of allocations tracked, then gone\n"
+        "    os._exit(0)\n"
+        "threading.Thread(target=wait, daemon=True).start()\n" + ALLOCATOR
     ).pid
-    # WHEN both are captured for 5 s
-    result = run_cli(
-        "mem",
-        "attach",
-        "--pid",
-        str(stays),
-        "--pid",
-        str(leaves),
-        "-d",
-        "5",
-        "-o",
-        str(tmp_path),
-        "--json",
+    # WHEN both are captured for 8 s, and the second leaves once memray tracks it
+    out = tmp_path / "out"
+    cli = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "profiler", "mem", "attach", "--json", "-d", "8"),
+            *("--pid", str(stays), "--pid", str(leaves), "-o", str(out)),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    try:
+        # memray writes its capture as it tracks: some bytes in it mean the tracker runs
+        retry(
+            lambda: any(p.stat().st_size > 0 for p in out.glob(f"memray-{leaves}-*.bin")),
+            timeout=60,
+            what="memray tracking the worker that leaves",
+        )
+        leave.touch()
+        stdout, stderr = cli.communicate(timeout=120)
+    finally:
+        stop_pid(cli.pid)
+    result = SimpleNamespace(exit_code=cli.returncode, stdout=stdout, stderr=stderr)
+    result.output = stdout + stderr
     # THEN the capture succeeds; the one that left is marked, and its capture reads
     assert result.exit_code == 0, result.output
     workers = {w["pid"]: w for w in json.loads(result.stdout)["workers"]}

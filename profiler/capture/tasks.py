@@ -41,7 +41,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -58,6 +57,7 @@ from profiler.analysis.code_paths import ENDPOINT_PREFIX
 from profiler.capture import task_payload
 from profiler.capture.ptrace import PTRACE_HINT, read_access
 from profiler.capture.stacks import Frame
+from profiler.capture.tools import debugger_first_on_path
 from profiler.errors import AttachError, InputError, ToolMissingError, UsageError
 from profiler.memory.attach import check_writable
 from profiler.session.activity_table import LineStream
@@ -171,9 +171,9 @@ def inject(
         _inject_isolated(space, path, method, interval, duration, max_tasks, lease_seconds)
         return
     check_writable(path.parent, [pid])
-    if shutil.which(method) is None:
+    if debugger_first_on_path(method) is None:
         raise ToolMissingError(
-            f"the task sampler is injected through {method}, which is not on PATH",
+            f"the task sampler is injected through {method}, which is not installed here",
             hint=f"install {method} (apt install {method} / dnf install {method})",
         )
     access = read_access()

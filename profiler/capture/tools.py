@@ -1,7 +1,8 @@
 """Finding the external tools we drive, wherever pip put them.
 
-``pip install profiler`` puts ``py-spy`` next to our own interpreter, which is
-not on PATH when the venv is not activated; look there first.
+pip puts ``py-spy`` and the bundled ``gdb`` (the ``gdb-for-pwndbg`` wheel) next to
+our own interpreter, which is not on PATH when the venv is not activated; look
+there first.
 """
 
 from __future__ import annotations
@@ -39,3 +40,23 @@ def find_debugger() -> Path | None:
         if path:
             return path
     return None
+
+
+def debugger_first_on_path(name: str) -> Path | None:
+    """Find debugger ``name`` as :func:`find_tool` does and put its folder first on our PATH.
+
+    memray's attach runs the debugger by bare name (``gdb``), in our process, so the
+    one it runs is whichever PATH names first. Debian 12's gdb 13.1 cannot call a
+    function in a process on CPUs with AMX state ("Couldn't write extended state
+    status: Bad address"), while the gdb 18 that pip installs beside us can: the
+    folder we chose must come first. Idempotent, and never removed again (threads
+    inject concurrently; a PATH restored by one would pull the rug from another).
+    """
+    found = find_tool(name)
+    if found is None or not found.is_file():
+        return None
+    folder = str(found.parent)
+    entries = os.environ.get("PATH", "").split(os.pathsep)
+    if entries[:1] != [folder]:
+        os.environ["PATH"] = os.pathsep.join([folder, *(e for e in entries if e != folder)])
+    return found
