@@ -467,8 +467,9 @@ class _Scan:
                     "read holds it (run as root or as the worker's user)",
                 )
             else:
-                kind = "unix-socket" if peer.kind == "unix-socket" else "unknown"
-                owners[backend_pid] = Owner(kind, detail=peer.reason)
+                owners[backend_pid] = Owner(
+                    "unix-socket" if peer.kind == "unix-socket" else "unknown", detail=peer.reason
+                )
         return owners
 
     # -- processes and namespaces ---------------------------------------------------

@@ -35,7 +35,11 @@ UNIX_DIAG_PEER = 2
 STATE_NAMES = {1: "CONNECTED", 7: "UNCONNECTED", 10: "LISTEN", 2: "CONNECTING"}
 # /proc/net/unix prints socket_state: SS_UNCONNECTED 1, SS_CONNECTING 2, SS_CONNECTED 3, ...
 _PROC_STATES = {"01": "UNCONNECTED", "02": "CONNECTING", "03": "CONNECTED", "04": "DISCONNECTING"}
-TYPE_NAMES = {socket.SOCK_STREAM: "STREAM", socket.SOCK_DGRAM: "DGRAM", socket.SOCK_SEQPACKET: "SEQPACKET"}
+TYPE_NAMES: dict[int, str] = {
+    int(socket.SOCK_STREAM): "STREAM",
+    int(socket.SOCK_DGRAM): "DGRAM",
+    int(socket.SOCK_SEQPACKET): "SEQPACKET",
+}
 
 _NLMSG_ERROR = 2
 _NLM_F_REQUEST = 1
@@ -142,8 +146,10 @@ def _attributes(data: bytes, start: int, end: int) -> tuple[str, int]:
         value = data[offset + _RTATTR.size : offset + length]
         if kind == UNIX_DIAG_NAME:
             # Abstract names start with a NUL; ss prints it as "@".
-            path = "@" + value[1:].decode(errors="replace") if value[:1] == b"\0" else (
-                value.rstrip(b"\0").decode(errors="replace")
+            path = (
+                "@" + value[1:].decode(errors="replace")
+                if value[:1] == b"\0"
+                else (value.rstrip(b"\0").decode(errors="replace"))
             )
         elif kind == UNIX_DIAG_PEER and len(value) >= 4:
             (peer,) = struct.unpack_from("=I", value)
@@ -168,7 +174,7 @@ def parse_proc_net_unix(lines: Iterable[str], wanted: set[int] | None = None) ->
     ... ]
     >>> [(s.inode, s.state, s.path, s.peer) for s in parse_proc_net_unix(text, {48213, 48214})]
     [(48213, 'CONNECTED', '/run/.s.PGSQL.5432', None), (48214, 'CONNECTED', '', None)]
-    >>> parse_proc_net_unix(text)[0].state  # a listening socket is "unconnected", flag __SO_ACCEPTCON
+    >>> parse_proc_net_unix(text)[0].state  # unconnected, with __SO_ACCEPTCON
     'LISTEN'
     """
     found = []

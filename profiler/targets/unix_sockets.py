@@ -153,8 +153,11 @@ def _in_namespace(
         client = _client_socket(mine)
         if client is None:
             answered.append(
-                replace(peer, reason=f"backend process {peer.host_pid} holds no connected Unix "
-                "stream socket: the connection is closing")
+                replace(
+                    peer,
+                    reason=f"backend process {peer.host_pid} holds no connected Unix "
+                    "stream socket: the connection is closing",
+                )
             )
         elif client.peer is None:
             answered.append(
