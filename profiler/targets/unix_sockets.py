@@ -98,8 +98,7 @@ def find_unix_peers(
     sockets: dict[int, list[int]] = {}
     by_namespace: dict[str, list[UnixPeer]] = {}
     missing = []
-    for client in clients:
-        host = hosts.find(client.pid, client.backend_start)
+    for client, host in hosts.find_all(clients):
         if host is None:
             missing.append(client.pid)
             continue
@@ -215,11 +214,24 @@ class _HostPids:
         self._ticks = os.sysconf("SC_CLK_TCK")
         self._nested: dict[int, list[int]] | None = None
 
-    def find(self, pid: int, backend_start: float | datetime | None) -> int | None:
-        started = _epoch(backend_start)
-        if self._postgres_started(pid, started):
-            return pid
-        for host in self._nested_postgres().get(pid, ()):
+    def find_all(self, clients: Sequence[UnixClient]) -> list[tuple[UnixClient, int | None]]:
+        """Each client with its backend's pid here, or None when no such backend runs here.
+
+        All backends of a server share its PID namespace: when some are ours as
+        they are, the others have exited, and nested namespaces (a read of
+        every process) need not be searched.
+        """
+        direct = [
+            (c, c.pid if self._postgres_started(c.pid, _epoch(c.backend_start)) else None)
+            for c in clients
+        ]
+        if any(host is not None for _, host in direct):
+            return direct
+        return [(client, self._inside(client)) for client, _ in direct]
+
+    def _inside(self, client: UnixClient) -> int | None:
+        started = _epoch(client.backend_start)
+        for host in self._nested_postgres().get(client.pid, ()):
             if self._postgres_started(host, started):
                 return host
         return None
