@@ -320,3 +320,79 @@ def test_snapshot_json_names_the_owner_of_a_unix_socket_client(
     assert mine["client_port"] == -1
     assert mine["owner"]["pid"] == os.getpid() and mine["owner"]["kind"] == "process"
     assert mine["owner_detail"] is None
+
+
+# -- PostgreSQL in a container: other PID and network namespaces ------------------------
+
+CONTAINER = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "--kill-child"]
+CONTAINED_SERVER = r"""
+import json, sys
+from pathlib import Path
+from profiler.pg import embedded
+pgdata = Path(sys.argv[1])
+server = embedded.start(pgdata)
+print(json.dumps({"port": server.port}), flush=True)
+sys.stdin.read()
+embedded.stop(pgdata, remove=False)
+"""
+
+
+@pytest.fixture(scope="module")
+def contained_socket_dsn() -> Iterator[str]:
+    """A PostgreSQL in PID and network namespaces of its own, reached through its socket file.
+
+    Its backend pids are pids of its namespace; the socket file is shared, as
+    a container's socket directory mounted on the host would be.
+    """
+    import shutil
+    import sys
+    import tempfile
+
+    from profiler.capture.processes import stop_pid
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare")
+    pgdata = Path(tempfile.mkdtemp(prefix="profiler-contained-pg-"))  # traversable by its user
+    script = f'ip link set lo up && exec {sys.executable} -c "$0" {pgdata}'
+    server = subprocess.Popen(
+        [*CONTAINER, "sh", "-c", script, CONTAINED_SERVER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert server.stdin is not None and server.stdout is not None
+    try:
+        line = server.stdout.readline()
+        assert line, "PostgreSQL did not start in its namespaces"
+        port = json.loads(line)["port"]
+        yield f"postgresql://postgres@/postgres?host={pgdata}&port={port}"
+    finally:
+        server.stdin.close()
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            stop_pid(server.pid)  # --kill-child: the namespace goes with it
+            server.wait(10)
+        server.stdout.close()
+        shutil.rmtree(pgdata, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_unix_client_of_a_contained_postgres_is_found_through_nspid_and_its_namespace(
+    contained_socket_dsn: str,
+) -> None:
+    # GIVEN a transaction of ours held over the socket of a PostgreSQL in a container
+    with psycopg.connect(contained_socket_dsn) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+        assert row is not None
+        backend = int(row[0])
+        # WHEN
+        owners, resolver = _owners(contained_socket_dsn)
+    # THEN its pid means another process here, yet the owner is this process
+    with open(f"/proc/{backend}/comm", encoding="utf-8") as file:
+        assert file.read().strip() != "postgres"  # its pid 1..n are not postgres processes here
+    owner = owners[backend]
+    assert (owner.kind, owner.pid) == ("process", os.getpid()), owner
+    assert resolver.last_scan is not None and resolver.last_scan.diag_lookups >= 1

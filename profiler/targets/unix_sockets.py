@@ -26,7 +26,7 @@ import ctypes
 import os
 import socket
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
@@ -135,17 +135,36 @@ def _in_namespace(
     sock_diag: bool,
     stats: UnixStats,
 ) -> list[UnixPeer]:
-    """Each backend's client socket and peer, asked of one network namespace's kernel."""
+    """Each backend's client socket and peer, asked of the kernel of each namespace it may be in.
+
+    An accepted Unix socket belongs to the *client's* network namespace (the
+    kernel makes it for the connecting socket), which is the backend's own
+    only when the client shares it: a client outside PostgreSQL's container
+    has both ends in its namespace. So the backends' namespace is asked
+    first, then ours for what is still missing.
+    """
     wanted = {inode for peer in peers for inode in sockets[peer.backend_pid]}
-    known: dict[int, UnixSocket] | None = None
+    own = _own_namespace(root)
+    places = [(namespace, str(peers[0].host_pid))]
+    if own != namespace:
+        places.append((own, "self"))
+    known: dict[int, UnixSocket] = {}
+    where: dict[int, str] = {}
     refused = "sock_diag is disabled"
-    if sock_diag:
-        try:
-            known = _diag(root, peers[0].host_pid or 0, namespace, sorted(wanted), stats)
-        except OSError as exc:
-            refused = f"sock_diag is not available ({exc.strerror or exc})"
-    if known is None:
-        known = _proc_net_unix(root, peers, wanted, stats)
+    for place, pid in places:
+        missing = sorted(wanted - known.keys())
+        if not missing:
+            break
+        got: dict[int, UnixSocket] | None = None
+        if sock_diag:
+            try:
+                got = _diag(root, pid, place != own, missing, stats)
+            except OSError as exc:
+                refused = f"sock_diag is not available ({exc.strerror or exc})"
+        if got is None:
+            got = _proc_net_unix(root, pid, set(missing), stats)
+        known.update(got)
+        where.update(dict.fromkeys(got, place))
     answered = []
     for peer in peers:
         mine = [known[inode] for inode in sockets[peer.backend_pid] if inode in known]
@@ -179,7 +198,9 @@ def _in_namespace(
                 )
             )
         else:
-            answered.append(replace(peer, socket=client, peer=client.peer))
+            answered.append(
+                replace(peer, socket=client, peer=client.peer, namespace=where[client.inode])
+            )
     return answered
 
 
@@ -325,11 +346,10 @@ def _socket_inodes(root: str, pid: int, stats: UnixStats) -> list[int] | None:
 
 
 def _diag(
-    root: str, host_pid: int, namespace: str, inodes: list[int], stats: UnixStats
+    root: str, pid: str, foreign: bool, inodes: list[int], stats: UnixStats
 ) -> dict[int, UnixSocket]:
-    """Exact sock_diag lookups of ``inodes`` in ``namespace``; OSError when refused."""
-    own = _own_namespace(root)
-    with _netlink_socket(root, host_pid, namespace != own) as sock:
+    """Exact sock_diag lookups of ``inodes`` in ``pid``'s namespace; OSError when refused."""
+    with _netlink_socket(root, pid, foreign) as sock:
         sock.settimeout(_DIAG_TIMEOUT)
         found: dict[int, UnixSocket] = {}
         for start in range(0, len(inodes), _DIAG_BATCH):
@@ -352,8 +372,8 @@ def _own_namespace(root: str) -> str:
         return ""
 
 
-def _netlink_socket(root: str, host_pid: int, foreign: bool) -> socket.socket:
-    """A sock_diag socket in our network namespace, or in ``host_pid``'s.
+def _netlink_socket(root: str, pid: str, foreign: bool) -> socket.socket:
+    """A sock_diag socket in our network namespace, or in ``pid``'s.
 
     A socket stays in the namespace it was made in, so a short-lived thread
     enters the other namespace (``setns`` changes only the calling thread),
@@ -366,7 +386,7 @@ def _netlink_socket(root: str, host_pid: int, foreign: bool) -> socket.socket:
 
     def enter_and_make() -> None:
         try:
-            descriptor = os.open(f"{root}/{host_pid}/ns/net", os.O_RDONLY)
+            descriptor = os.open(f"{root}/{pid}/ns/net", os.O_RDONLY)
             try:
                 libc = ctypes.CDLL(None, use_errno=True)
                 if libc.setns(descriptor, _CLONE_NEWNET) != 0:
@@ -389,14 +409,12 @@ def _netlink_socket(root: str, host_pid: int, foreign: bool) -> socket.socket:
 
 
 def _proc_net_unix(
-    root: str, peers: Iterable[UnixPeer], wanted: set[int], stats: UnixStats
+    root: str, pid: str, wanted: set[int], stats: UnixStats
 ) -> dict[int, UnixSocket]:
-    """The fallback: the namespace's ``/proc/PID/net/unix``, read through any of its backends."""
-    for peer in peers:
-        try:
-            with open(f"{root}/{peer.host_pid}/net/unix", encoding="utf-8") as file:
-                stats.proc_net_unix_read += 1
-                return {s.inode: s for s in parse_proc_net_unix(file, wanted)}
-        except _RACES:
-            continue
-    return {}
+    """The fallback: the namespace's ``/proc/PID/net/unix`` (sockets, but no peers)."""
+    try:
+        with open(f"{root}/{pid}/net/unix", encoding="utf-8") as file:
+            stats.proc_net_unix_read += 1
+            return {s.inode: s for s in parse_proc_net_unix(file, wanted)}
+    except _RACES:
+        return {}
