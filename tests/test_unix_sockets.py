@@ -237,6 +237,41 @@ def test_two_client_processes_are_two_owners(
     assert owners[first_backend].kind == owners[second_backend].kind == "process"
 
 
+FORKS_AFTER_CONNECT = """
+import os, time, psycopg
+conn = psycopg.connect({dsn!r})
+pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+worker = os.fork()
+if worker == 0:
+    time.sleep(120)
+    os._exit(0)
+print("ready", flush=True)
+print(pid, worker, flush=True)
+os.waitpid(worker, 0)
+time.sleep(120)
+"""
+
+
+@pytest.mark.postgres
+def test_a_unix_socket_shared_by_fork_after_connect_is_owned_by_the_worker(
+    unix_dsn: str, python_process: Callable[..., subprocess.Popen[str]]
+) -> None:
+    # GIVEN a master that connected over the socket, then forked a worker (--preload)
+    master = python_process(FORKS_AFTER_CONNECT.format(dsn=unix_dsn))
+    assert master.stdout is not None
+    backend, worker = map(int, master.stdout.readline().split())
+    try:
+        # WHEN
+        owners, _ = _owners(unix_dsn)
+    finally:
+        os.kill(worker, signal.SIGKILL)
+    # THEN the worker, with both sharers listed, as for TCP
+    owner = owners[backend]
+    assert (owner.kind, owner.pid) == ("process", worker), owner
+    assert owner.pids == tuple(sorted((master.pid, worker)))
+    assert "shared by 2 processes" in owner.detail
+
+
 def _host_pid(backend: int) -> int:
     """The backends of these servers share our PID namespace."""
     with open(f"/proc/{backend}/comm", encoding="utf-8") as file:
