@@ -9,8 +9,9 @@ is -1, ``client_addr`` NULL), so the way in is the backend process itself:
 2. its sockets, from ``/proc/PID/fd``;
 3. which of them is a connected Unix stream socket accepted on a PostgreSQL
    socket file, and its peer: ``NETLINK_SOCK_DIAG`` with ``UNIX_DIAG_PEER``,
-   asked in the backend's own network namespace (Unix sockets are listed per
-   namespace). The peer's holders are then found like a TCP client's.
+   asked in the backend's network namespace, then in ours (Unix sockets are
+   listed per namespace, and an accepted socket is in its client's). The
+   peer's holders are then found like a TCP client's.
 
 Where sock_diag is refused, ``/proc/PID/net/unix`` still shows which socket is
 the client's and on which socket file, but not its peer: the owner then says
@@ -66,8 +67,9 @@ class UnixPeer:
 
     ``peer`` is 0 when no peer can be named; ``reason`` then says why and
     ``kind`` is the owner kind to report (``unix-socket`` or ``unknown``).
-    ``host_pid`` is the backend as this ``/proc`` numbers it; ``namespace`` its
-    network namespace, where its client is most likely to be.
+    ``host_pid`` is the backend as this ``/proc`` numbers it; ``namespace`` the
+    network namespace its client socket was found in, where the client most
+    likely is (before the lookup: the backend's own).
     """
 
     backend_pid: int
