@@ -10,6 +10,7 @@ on every row of ``pg_stat_activity``, as the sampler calls it:
 Wall time (``perf_counter``) and CPU time (``process_time``), median over repeats.
 
     python benchmarks/ownership.py --connections 200
+    python benchmarks/ownership.py --unix-socket     # clients on PostgreSQL's Unix socket
     python benchmarks/ownership.py --dsn postgresql://postgres@127.0.0.1:5432/test
 
 Without ``--dsn`` a throwaway embedded server is started, sized for N, and
@@ -28,6 +29,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from profiler.pg import embedded
 from profiler.targets.ownership import BackendClient, Owner, OwnershipResolver
@@ -57,24 +59,36 @@ def main() -> int:
         action="store_false",
         help="find sockets through the /proc/net/tcp tables only",
     )
+    parser.add_argument(
+        "--unix-socket",
+        action="store_true",
+        help="connect through the server's Unix socket (its first unix_socket_directories)",
+    )
     args = parser.parse_args()
+    if args.unix_socket and not args.sock_diag:
+        parser.error("--no-sock-diag with --unix-socket: /proc/net/unix names no peer to time")
 
     with ExitStack() as stack:
         dsn = args.dsn or stack.enter_context(_embedded_server(args.connections))
+        if args.unix_socket:
+            dsn = _through_socket(dsn)
         conns: list[Connection] = []
         stack.callback(_close_all, conns)
         opened, limit = _open(dsn, args.connections, conns)
         if opened < args.connections:
             print(f"-- opened {opened} of {args.connections} connections: {limit}")
         with psycopg.connect(dsn, autocommit=True) as monitor:
-            port = int(str(_one(monitor, "SELECT inet_server_port()")))
+            found = _one(monitor, "SELECT inet_server_port()")
+            port = None if found is None else int(str(found))
             print(
-                f"-- {opened} connections from pid {os.getpid()} to port {port}; "
+                f"-- {opened} connections from pid {os.getpid()} to "
+                f"{'the Unix socket' if port is None else f'port {port}'}; "
                 f"{len(_clients(monitor))} rows in pg_stat_activity; "
                 f"{len([p for p in os.listdir('/proc') if p.isdigit()])} processes on this host"
             )
             repeats, sock_diag = args.repeats, args.sock_diag
-            print(f"-- sockets found through {'sock_diag' if sock_diag else '/proc/net/tcp*'}")
+            tables = "/proc/net/unix" if port is None else "/proc/net/tcp*"
+            print(f"-- sockets found through {'sock_diag' if sock_diag else tables}")
             _report("cold (new resolver)", *_cold(monitor, port, conns, repeats, sock_diag))
             _report("warm (all cached)", *_warm(monitor, port, conns, repeats, sock_diag))
             churn = _churn(dsn, monitor, port, conns, repeats, args.churn, sock_diag)
@@ -86,7 +100,7 @@ def main() -> int:
 
 
 def _cold(
-    monitor: Connection, port: int, conns: list[Connection], repeats: int, sock_diag: bool
+    monitor: Connection, port: int | None, conns: list[Connection], repeats: int, sock_diag: bool
 ) -> tuple[list[Timing], str]:
     clients = _clients(monitor)
     timings = []
@@ -98,7 +112,7 @@ def _cold(
 
 
 def _warm(
-    monitor: Connection, port: int, conns: list[Connection], repeats: int, sock_diag: bool
+    monitor: Connection, port: int | None, conns: list[Connection], repeats: int, sock_diag: bool
 ) -> tuple[list[Timing], str]:
     clients = _clients(monitor)
     resolver = OwnershipResolver(server_port=port, sock_diag=sock_diag)
@@ -112,7 +126,7 @@ def _warm(
 def _churn(
     dsn: str,
     monitor: Connection,
-    port: int,
+    port: int | None,
     conns: list[Connection],
     repeats: int,
     share: float,
@@ -149,6 +163,15 @@ def _embedded_server(connections: int) -> Iterator[str]:
         yield server.dsn
     finally:
         embedded.stop(server.pgdata, pid=server.pid)
+
+
+def _through_socket(dsn: str) -> str:
+    """The same server through its Unix socket directory."""
+    with psycopg.connect(dsn, autocommit=True) as probe:
+        directories = str(_one(probe, "SHOW unix_socket_directories"))
+        port = probe.info.port
+    directory = directories.split(",", maxsplit=1)[0].strip()
+    return make_conninfo(dsn, host=directory, port=port)
 
 
 def _resolving(

@@ -195,8 +195,8 @@ STARTED = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 def test_clients_without_a_tcp_endpoint_are_classified_without_proc(
     client: BackendClient, kind: str
 ) -> None:
-    # WHEN
-    resolver = OwnershipResolver()
+    # WHEN (Unix-socket clients only classified: tests/test_unix_sockets.py looks them up)
+    resolver = OwnershipResolver(unix_sockets=False)
     owners = resolver.resolve([client])
     # THEN
     assert owners[client.pid].kind == kind
@@ -376,8 +376,8 @@ def test_unix_socket_and_background_backends_are_classified(postgres_dsn: str) -
                 " WHERE pid = %s OR client_port IS NULL",
                 (unix_pid,),
             ).fetchall()
-        # WHEN
-        resolver = OwnershipResolver()
+        # WHEN Unix-socket clients are only classified (tests/test_unix_sockets.py resolves them)
+        resolver = OwnershipResolver(unix_sockets=False)
         owners = resolver.resolve([BackendClient(*row) for row in rows])
     # THEN
     assert owners[unix_pid].kind == "unix-socket"

@@ -52,6 +52,9 @@ def backend_json(
         "backend_type": backend.backend_type,
         "blocked_by": list(blocked_by) if blocked_by is not None else None,
         "owner": owner_json(owner),
+        # Why no process could be named, when ``owner`` is null (a Unix-socket client of a
+        # PostgreSQL on another host, a closing connection, ...).
+        "owner_detail": owner.detail if owner is not None and owner.pid is None else None,
     }
 
 

@@ -54,6 +54,7 @@ from profiler.targets.sockets import (
     parse_if_inet6,
     scan_for_local_endpoints,
 )
+from profiler.targets.unix_sockets import UnixStats, find_unix_peers
 
 OwnerKind = Literal["process", "pooler", "unix-socket", "background", "remote", "unknown"]
 
@@ -276,6 +277,9 @@ class OwnershipResolver:
     ``server_port`` (the sampler's ``inet_server_port()``) makes the match
     exact: only sockets connected to that port count, and it enables the
     ``sock_diag`` fast path (``sock_diag=False`` forces the /proc tables).
+    Unix-socket clients are looked up through the backend process when
+    PostgreSQL runs here (:mod:`profiler.targets.unix_sockets`);
+    ``unix_sockets=False`` only classifies them.
     ``proc_root`` lets a profiler in a container read the host's ``/proc``
     mounted elsewhere.
     """
@@ -286,10 +290,12 @@ class OwnershipResolver:
         proc_root: Path = Path("/proc"),
         *,
         sock_diag: bool = True,
+        unix_sockets: bool = True,
     ) -> None:
         self.server_port = server_port
         self.proc_root = proc_root
         self.sock_diag = sock_diag
+        self.unix_sockets = unix_sockets
         self.cache_hits = 0
         self.cache_misses = 0
         self.scans = 0
@@ -314,6 +320,9 @@ class OwnershipResolver:
             key = (client.pid, client.backend_start)
             owner = cache.get(key)
             if owner is None:
+                if client.client_port == -1 and self.unix_sockets:
+                    lookups.append(client)
+                    continue
                 owner = classify(client)
                 if owner is None:
                     lookups.append(client)
@@ -336,7 +345,10 @@ class OwnershipResolver:
     def _scan(self, lookups: list[ClientSide], backend_pids: set[int]) -> dict[int, Owner]:
         started = time.perf_counter()
         scan = _Scan(str(self.proc_root), self.server_port, backend_pids, self.sock_diag)
-        owners = scan.run(lookups)
+        unix = [client for client in lookups if client.client_port == -1]
+        owners = scan.run([client for client in lookups if client.client_port != -1])
+        if unix:
+            owners.update(scan.run_unix(unix))
         seconds = time.perf_counter() - started
         self.scans += 1
         self.last_scan_seconds = seconds
@@ -384,6 +396,8 @@ class _Scan:
 
     def run(self, lookups: list[ClientSide]) -> dict[int, Owner]:
         """Owners of ``lookups`` (TCP clients only), keyed by backend pid."""
+        if not lookups:
+            return {}
         clients = {client.pid: client for client in lookups}
         found, closing = self._find_sockets(clients)
         holders = self._find_holders({tcp.inode for _, tcp in found.values()}, found)
@@ -415,6 +429,46 @@ class _Scan:
                     "remote",
                     detail="no socket on this host has local endpoint "
                     f"{_canonical(client)}:{client.client_port}",
+                )
+        return owners
+
+    def run_unix(self, lookups: list[ClientSide]) -> dict[int, Owner]:
+        """Owners of Unix-socket clients: the peer of each backend's socket, then its holders.
+
+        The backend's network namespace is read first (where its clients
+        usually are), every process of it, so that sharers are all named; a
+        client elsewhere (a socket directory mounted into a container) after.
+        """
+        stats = UnixStats()
+        peers = find_unix_peers(self.root, lookups, sock_diag=self.sock_diag, stats=stats)
+        self.diag_lookups += stats.diag_lookups
+        self.fd_dirs_read += stats.fd_dirs_read
+        self.fd_links_read += stats.fd_links_read
+        links = {f"socket:[{p.peer}]": p.peer for p in peers.values() if p.peer}
+        holders: dict[int, list[int]] = {}
+        if links:
+            # The backends hold the other ends: never owners, and hundreds of fds.
+            scanned = {p.host_pid for p in peers.values() if p.host_pid is not None}
+            namespaces = {p.namespace for p in peers.values() if p.peer}
+            near = [pid for n in namespaces for pid in self.by_namespace.get(n, ())]
+            self._read_fds(near, links, holders, scanned)
+            if len(holders) < len(links):
+                rest = [pid for pids in self.by_namespace.values() for pid in pids]
+                self._read_fds(rest, links, holders, scanned, until_found=True)
+        owners: dict[int, Owner] = {}
+        for backend_pid, peer in peers.items():
+            pids = holders.get(peer.peer) if peer.peer else None
+            if pids:
+                owners[backend_pid] = self._describe(tuple(sorted(pids)))
+            elif peer.peer:
+                owners[backend_pid] = Owner(
+                    "unknown",
+                    detail=f"the client's Unix socket {peer.peer} found, but no process we may "
+                    "read holds it (run as root or as the worker's user)",
+                )
+            else:
+                owners[backend_pid] = Owner(
+                    "unix-socket" if peer.kind == "unix-socket" else "unknown", detail=peer.reason
                 )
         return owners
 
