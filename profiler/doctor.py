@@ -11,6 +11,7 @@ import importlib.metadata
 import importlib.util
 
 from profiler.capture import pyspy
+from profiler.capture.debugger_probe import probe_call
 from profiler.capture.ptrace import read_access
 from profiler.capture.tools import DEBUGGERS, find_debugger, find_tool
 from profiler.errors import ExitCode, ProfilerError, error_class
@@ -88,7 +89,18 @@ def _check_debugger() -> Check:
             fix="apt-get install gdb (or install lldb)",
             exit_code=ExitCode.TOOL_MISSING,
         )
-    return Check("debugger", CheckStatus.OK, f"{path.name} at {path} (memray attach)")
+    if not read_access().can_attach_any_own_process:
+        return Check("debugger", CheckStatus.OK, f"{path.name} at {path} (memray attach)")
+    probe = probe_call(path)  # ptrace allowed: try the inferior call memray's attach makes
+    if not probe.ok:
+        return Check(
+            "debugger",
+            CheckStatus.FAIL,
+            probe.detail,
+            fix=probe.fix or "check the debugger works: gdb -p PID -batch -ex 'call (int)getpid()'",
+            exit_code=ExitCode.TOOL_MISSING,
+        )
+    return Check("debugger", CheckStatus.OK, f"{path.name} at {path}: {probe.detail}")
 
 
 def _check_ptrace() -> Check:

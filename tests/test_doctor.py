@@ -1,11 +1,17 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
 
+from profiler.capture.debugger_probe import probe_call
+from profiler.capture.tools import find_debugger
 from profiler.pg.dsn import build
 from profiler.pg.embedded import free_port
 
@@ -74,3 +80,42 @@ def test_doctor_exits_5_when_py_spy_is_missing(run_cli, tmp_path) -> None:
     result = run_cli("doctor", env={"PROFILER_PYSPY": str(tmp_path / "no-py-spy")})
     assert result.exit_code == 5, result.output
     assert f"py-spy not found at {tmp_path / 'no-py-spy'}" in result.stderr
+
+
+def _has_amx() -> bool:
+    return " amx_tile" in Path("/proc/cpuinfo").read_text()
+
+
+def _gdb_major(gdb: str) -> int:
+    first = subprocess.run([gdb, "--version"], capture_output=True, text=True, check=True)
+    return int(re.search(r"(\d+)\.\d+", first.stdout.splitlines()[0]).group(1))  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_the_debugger_profiler_finds_can_call_functions_here() -> None:
+    # GIVEN the debugger profiler would hand to memray (the bundled gdb, when installed)
+    found = find_debugger()
+    assert found is not None
+    # WHEN it makes a throwaway child call getpid()
+    probe = probe_call(found)
+    # THEN the call works: memray's attach and the task sampler can inject
+    assert probe.ok, probe.detail
+
+
+@pytest.mark.slow
+def test_a_gdb_that_cannot_call_on_this_cpu_is_diagnosed(run_cli) -> None:
+    # GIVEN the system's gdb, which on an AMX CPU fails before version 14 (Debian 12: 13.1)
+    system_gdb = shutil.which("gdb", path="/usr/bin")
+    if system_gdb is None:
+        pytest.skip("no /usr/bin/gdb to compare with")
+    broken = _has_amx() and _gdb_major(system_gdb) < 14
+    # WHEN doctor is pointed at it
+    result = run_cli("doctor", "--json", env={"PROFILER_GDB": system_gdb})
+    debugger = next(c for c in json.loads(result.stdout) if c["name"] == "debugger")
+    # THEN it says exactly what the real inferior call said
+    if broken:
+        assert debugger["status"] == "fail", debugger
+        assert "AMX" in debugger["detail"] and "PROFILER_GDB" in debugger["fix"]
+        assert result.exit_code == 5
+    else:
+        assert debugger["status"] == "ok", debugger
