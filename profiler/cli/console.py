@@ -43,6 +43,12 @@ def warn(message: str) -> None:
     err.print(f"[yellow]warning:[/yellow] {message}")
 
 
+def print_lines(lines: list[str]) -> None:
+    """Plain lines on stdout, as they are: no markup, no wrapping, whatever the width."""
+    sys.stdout.write("".join(f"{line}\n" for line in lines))
+    sys.stdout.flush()
+
+
 def print_json(data: Any) -> None:
     """Sorted keys and a trailing newline: stable bytes for scripts and diffs."""
     sys.stdout.write(json.dumps(data, sort_keys=True, indent=2, default=str) + "\n")
