@@ -310,6 +310,8 @@ def _print_record_summary(manifest: dict[str, Any], directory: Path) -> None:
     """One row per worker; file names only (the directory is said once), so nothing truncates."""
     from rich.table import Table
 
+    from profiler.report.tables import keep_whole
+
     table = Table(box=None, pad_edge=False, title=f"in {directory}/", title_justify="left")
     for column in ("worker", "rate", "samples", "errors", "status", "flamegraph"):
         table.add_column(column, overflow="fold")
@@ -327,6 +329,7 @@ def _print_record_summary(manifest: dict[str, Any], directory: Path) -> None:
             row.get("status", ""),
             Path(flamegraph).name if flamegraph else "-",
         )
+    keep_whole(table, "worker", "flamegraph")
     console.out.print(table)
 
 

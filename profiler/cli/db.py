@@ -128,6 +128,7 @@ def _print_snapshot(taken: Snapshot) -> None:
     from rich.table import Table
 
     from profiler.analysis.activity import by_state, idle_in_transaction
+    from profiler.report.tables import keep_whole, keep_words
 
     states = Table(
         "state", "backends", "oldest (s)", title=f"pg_stat_activity at {taken.taken_at:%H:%M:%S}"
@@ -161,6 +162,8 @@ def _print_snapshot(taken: Snapshot) -> None:
             client,
             _short(backend.query, 60),
         )
+    keep_whole(table, "pid", "client")
+    keep_words(table, "owner")
     console.out.print(table)
 
 

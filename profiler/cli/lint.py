@@ -143,6 +143,8 @@ def _print_table(result: LintResult) -> None:
     """One table per file with endpoints: its counts in the title, its flagged handlers."""
     from rich.table import Table
 
+    from profiler.report.tables import keep_whole
+
     per_file = [row for row in result.per_file() if row.endpoints]
     for row in per_file:
         title = (
@@ -170,4 +172,7 @@ def _print_table(result: LintResult) -> None:
                 "\n".join(finding.dependencies),
                 "\n".join(f"{r.line}: {r.kind}: {r.detail}" for r in finding.reasons),
             )
+        keep_whole(table, "line", "handler")  # the rest folds: the text format is for copying
+        for column in table.columns[2:]:
+            column.overflow = "fold"
         console.out.print(table)
