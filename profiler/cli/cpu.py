@@ -22,7 +22,11 @@ if TYPE_CHECKING:
     from profiler.capture.stacks import StackSample
     from profiler.targets.discovery import TargetSpec
 
-app = typer.Typer(help="CPU and stacks: py-spy on every worker at once.", no_args_is_help=True)
+app = typer.Typer(
+    help="CPU and stacks: py-spy on every worker at once.\n\n"
+    "Example: profiler cpu record --pid 4242 -d 30 -o profiles/",
+    no_args_is_help=True,
+)
 
 SHOWN_FRAMES = 12
 

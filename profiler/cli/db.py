@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from profiler.model import Snapshot
 
 app = typer.Typer(
-    help="PostgreSQL activity: snapshots, a live view, and the idle-in-transaction gate.",
+    help="PostgreSQL activity: snapshots, a live view, and the idle-in-transaction gate.\n\n"
+    "Example: profiler db snapshot --dsn postgresql://app@127.0.0.1/app",
     no_args_is_help=True,
 )
 
