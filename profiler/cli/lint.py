@@ -32,6 +32,7 @@ def lint(
     output_format: Format | None = typer.Option(
         None,
         "--format",
+        metavar="FORMAT",
         help="text (default): path:line:col: CODE message, one finding a line; table; json; "
         "sarif (SARIF 2.1.0, for GitHub code scanning); github (Actions annotations).",
         show_default=False,
