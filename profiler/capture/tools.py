@@ -1,6 +1,6 @@
 """Finding the external tools we drive, wherever pip put them.
 
-``pip install profiler-workbench`` puts ``py-spy`` next to our own interpreter, which is
+``pip install profiler`` puts ``py-spy`` next to our own interpreter, which is
 not on PATH when the venv is not activated; look there first.
 """
 
