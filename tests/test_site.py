@@ -309,16 +309,15 @@ def test_the_doc_command_checker_catches_mistakes() -> None:
 
 
 def _install_targets(text: str) -> Iterator[str]:
-    """Every requirement after ``pip install`` that names this project (``profiler...``)."""
+    """The requirement after each ``pip install`` (options skipped) when it names this project.
+
+    Only the first one: prose may follow (``pip install py-spy (it is a dependency
+    of profiler)``, ``pip install gdb-for-pwndbg beside profiler``).
+    """
     for match in re.finditer(r"pip install ([^`\n]*)", text):
-        for word in match.group(1).split():
-            if word.startswith("-"):
-                continue  # --no-cache-dir, -e, -q ...
-            name = word.strip("'\"")
-            if not re.match(r"^[\w.\[\],=<>-]+$", name):
-                break  # prose after the requirements: "(it is a dependency of profiler)"
-            if re.match(r"^profiler\b", name):
-                yield name
+        words = [w.strip("'\"") for w in match.group(1).split() if not w.startswith("-")]
+        if words and re.match(r"^profiler\b", words[0]):
+            yield words[0]
 
 
 def test_install_lines_name_our_distribution_not_pypis_profiler() -> None:
@@ -337,5 +336,7 @@ def test_install_lines_name_our_distribution_not_pypis_profiler() -> None:
     assert len(found) >= 5, found
     wrong = [(str(p), t) for p, t in found if t.split("[", 1)[0] != name]
     assert not wrong, wrong
-    # AND the checker would catch the old line
+    # AND the checker would catch the old line, and only names what is installed
     assert list(_install_targets("run `pip install profiler` first")) == ["profiler"]
+    assert list(_install_targets("pip install -q 'profiler[lab]'")) == ["profiler[lab]"]
+    assert list(_install_targets("pip install gdb-for-pwndbg beside profiler")) == []

@@ -1,7 +1,8 @@
 """Finding the external tools we drive, wherever pip put them.
 
-``pip install profiler`` puts ``py-spy`` next to our own interpreter, which is
-not on PATH when the venv is not activated; look there first.
+pip puts ``py-spy`` and the bundled ``gdb`` (the ``gdb-for-pwndbg`` wheel) next to
+our own interpreter, which is not on PATH when the venv is not activated; look
+there first.
 """
 
 from __future__ import annotations
