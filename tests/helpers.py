@@ -75,3 +75,52 @@ def client_backend(
         query_truncated=False,
         backend_type="client backend",
     )
+
+
+def run_in_terminal(
+    args: list[str], *, columns: int, env: dict[str, str], cwd: str, timeout: float = 60.0
+) -> tuple[int, str]:
+    """Run ``args`` with stdout and stderr on a pseudo-terminal ``columns`` wide.
+
+    What a user sees in a terminal of that width (rich asks the terminal, and
+    ``isatty`` is true), unlike a pipe. Returns the exit code and the output as
+    shown: ``\\r\\n`` as ``\\n``, styles (bold, colour) removed.
+    """
+    import fcntl
+    import os
+    import pty
+    import re
+    import select
+    import struct
+    import subprocess
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    try:
+        child = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env, cwd=cwd
+        )
+    finally:
+        os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: every writer closed the terminal
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+        else:
+            raise AssertionError(f"{args} still writing after {timeout}s")
+    finally:
+        os.close(master)
+        if child.poll() is None:
+            child.kill()
+        child.wait(10)
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode())
+    return child.returncode, shown.replace("\r\n", "\n")

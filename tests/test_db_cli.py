@@ -96,6 +96,27 @@ def test_snapshot_json_has_the_documented_shape(run_cli, postgres_dsn, open_sess
     assert data["summary"]["oldest_idle_in_tx_seconds"] >= 0
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("columns", ["80", "40"])
+def test_snapshot_table_piped_keeps_pids_and_ports_whole(
+    run_cli, postgres_dsn, open_sessions, columns
+):
+    # GIVEN a session held idle in transaction by this process
+    (held,) = open_sessions(1)
+    # WHEN the table is printed through a pipe, as `| less` or `> file` (COLUMNS set or not,
+    # piped output is not fitted to a width)
+    result = run_cli("db", "snapshot", "--dsn", postgres_dsn, env={"COLUMNS": columns})
+    # THEN the backend's row holds its PID, its owner's PID and its client addr:port whole
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.stdout.splitlines() if f" {held.backend_pid} " in line]
+    assert len(rows) == 1, result.stdout
+    words = rows[0].replace("│", " ").split()
+    assert str(held.backend_pid) in words and str(os.getpid()) in words, rows[0]
+    data = json.loads(run_cli("db", "snapshot", "--dsn", postgres_dsn, "--json").stdout)
+    (mine,) = [b for b in data["backends"] if b["pid"] == held.backend_pid]
+    assert f"{mine['client_addr'] or 'local'}:{mine['client_port']}" in words, rows[0]
+
+
 @pytest.mark.parametrize(
     ("args", "code", "says"),
     [

@@ -7,6 +7,7 @@ their modules resolve as they would in a real app; nothing is imported.
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from pathlib import Path
 
@@ -514,8 +515,88 @@ def test_lab_every_held_handler_flagged_and_no_fresh_one() -> None:
 # -- the CLI ---------------------------------------------------------------------------------
 
 
+PROBLEM_MATCHER = re.compile(r"^(.*):(\d+):(\d+): (\w+) (.*)$")  # as an editor's problem matcher
+
+
+def test_cli_default_is_one_finding_a_line_an_editor_can_parse(run_cli) -> None:
+    # GIVEN the lab gateway, linted by path as a user types it, from the repository root
+    relative = LAB.relative_to(ROOT)
+    # WHEN the default output is read the way an editor's problem matcher reads it
+    result = run_cli("lint", str(relative), env={"COLUMNS": "80"})
+    document = json.loads(run_cli("lint", str(relative), "--format", "json").stdout)
+    # THEN every stdout line matches, names a file that exists from the working directory,
+    # and the lines are the JSON findings' (one per rule a handler breaks)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    matches = [PROBLEM_MATCHER.match(line) for line in lines]
+    assert lines and all(matches), lines
+    parsed = [(m.group(1), int(m.group(2)), int(m.group(3)), m.group(4)) for m in matches if m]
+    for file, _, column, code in parsed:
+        assert (ROOT / file).is_file(), file
+        assert column >= 1 and re.fullmatch(r"PRL00[1-4]", code)
+    expected = {
+        (f"{relative.as_posix()}/{f['file']}", f["line"], f["column"]) for f in document["findings"]
+    }
+    assert {(file, line, column) for file, line, column, _ in parsed} == expected
+    assert len(parsed) == 7  # 6 handlers flagged; invoke_tool breaks PRL001 and PRL004
+    invoke = [line for line in lines if "invoke_tool" in line]
+    assert [line.split(" ", 2)[1] for line in invoke] == ["PRL001", "PRL004"]
+    assert "await call_tool(...) -> await http.post(...)" in invoke[0]
+    # AND the line really points at the handler's def
+    for file, line, column, _ in parsed:
+        source = (ROOT / file).read_text().splitlines()[line - 1]
+        assert source[column - 1 :].startswith(("def ", "async def ")), source
+    # AND the summary is talk, on stderr
+    assert "13 endpoints in 10 files: 6 hold a DB session, 1 across awaits; 6 flagged" in (
+        result.stderr
+    )
+
+
+def test_cli_text_paths_are_relative_to_where_a_file_path_points(run_cli) -> None:
+    # GIVEN one file as PATH
+    result = run_cli("lint", str(LAB / "held.py"))
+    # THEN the paths are that file, not its name alone
+    assert result.exit_code == 0, result.output
+    files = {PROBLEM_MATCHER.match(line).group(1) for line in result.stdout.splitlines()}
+    assert files == {(LAB / "held.py").as_posix()}
+
+
+def test_cli_github_annotations(run_cli) -> None:
+    # GIVEN the lab gateway linted for a GitHub Actions job
+    result = run_cli("lint", str(LAB), "--format", "github")
+    # THEN each line is a workflow command the runner turns into an annotation
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    command = re.compile(
+        r"^::(error|warning) file=([^,:]+),line=(\d+),col=(\d+),title=(PRL00\d)::(.+)$"
+    )
+    parsed = [command.match(line) for line in lines]
+    assert len(lines) == 7 and all(parsed), lines
+    levels = {m.group(5): m.group(1) for m in parsed if m}
+    assert levels == {"PRL001": "error", "PRL004": "warning"}
+    assert {m.group(2) for m in parsed if m} == {(LAB / "held.py").as_posix()}
+
+
+def test_github_escaping() -> None:
+    from pathlib import PurePath
+
+    from profiler.lint.formats import github_lines
+    from profiler.lint.model import Finding, LintResult, Reason
+
+    # GIVEN a finding whose file name and detail hold the runner's special characters
+    finding = Finding(
+        "a,b:c.py", 3, "h", ("GET /x",), ("get_db",), (Reason("sleep", 4, "50%\nslept"),), 5
+    )
+    result = LintResult("app", ("a,b:c.py",), (), (finding,), ())
+    # WHEN it is rendered as a workflow command
+    (line,) = github_lines(result, PurePath("app"))
+    # THEN properties escape ',' and ':', the message '%', and nothing is cut
+    assert line.startswith("::error file=app/a%2Cb%3Ac.py,line=3,col=5,title=PRL001::")
+    assert line.endswith("50%25 slept (line 4)")
+
+
 def test_cli_table(run_cli) -> None:
-    result = run_cli("lint", str(LAB), env={"COLUMNS": "200"})
+    result = run_cli("lint", str(LAB), "--format", "table", env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "held.py: 6 endpoints, 6 holding a session, 1 across awaits, 6 flagged" in result.stdout
     assert "fresh.py: 6 endpoints, 0 holding a session, 0 across awaits, 0 flagged" in result.stdout
@@ -536,6 +617,7 @@ def test_cli_json_is_the_documented_document(run_cli) -> None:
     assert set(first) == {
         "file",
         "line",
+        "column",
         "handler",
         "route",
         "routes",
@@ -545,10 +627,11 @@ def test_cli_json_is_the_documented_document(run_cli) -> None:
     }
     assert set(first["reasons"][0]) == {"kind", "line", "detail"}
     assert result.stdout == run_cli("lint", str(LAB), "--json").stdout  # stable bytes
+    assert result.stdout == run_cli("lint", str(LAB), "--format", "json").stdout  # an alias
 
 
 def test_cli_sarif_structure(run_cli) -> None:
-    result = run_cli("lint", str(LAB), "--sarif")
+    result = run_cli("lint", str(LAB), "--format", "sarif")
     assert result.exit_code == 0, result.output
     log = json.loads(result.stdout)
     assert log["version"] == "2.1.0"
@@ -569,6 +652,8 @@ def test_cli_sarif_structure(run_cli) -> None:
         assert location["region"]["startLine"] >= 1
     errors = [r for r in run["results"] if r["level"] == "error"]
     assert len(errors) == 1 and "invoke_tool" in errors[0]["message"]["text"]
+    # AND --sarif, from before --format, still prints the same log
+    assert run_cli("lint", str(LAB), "--sarif").stdout == result.stdout
 
 
 @pytest.mark.parametrize(("limit", "code"), [("5", 1), ("6", 0), ("0", 1)])
@@ -599,9 +684,21 @@ def test_cli_empty_folder_is_exit_7(run_cli, tmp_path: Path) -> None:
     assert "no Python file" in result.stderr
 
 
-def test_cli_json_and_sarif_together_is_a_usage_error(run_cli) -> None:
-    result = run_cli("lint", str(LAB), "--json", "--sarif")
+@pytest.mark.parametrize(
+    "options",
+    [("--json", "--sarif"), ("--format", "table", "--json"), ("--format", "json", "--sarif")],
+)
+def test_cli_two_different_outputs_is_a_usage_error(run_cli, options: tuple[str, ...]) -> None:
+    result = run_cli("lint", str(LAB), *options)
     assert result.exit_code == 2, result.output
+    assert "ask for different outputs" in result.stderr
+    assert result.stdout == ""
+
+
+def test_cli_unknown_format_is_a_usage_error(run_cli) -> None:
+    result = run_cli("lint", str(LAB), "--format", "xml")
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.stderr
 
 
 def test_lint_path_raises_input_error_for_a_missing_path(tmp_path: Path) -> None:

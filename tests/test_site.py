@@ -322,3 +322,40 @@ def test_the_doc_command_checker_catches_mistakes() -> None:
         None,
         ["lab", "down"],
     ]
+
+
+# -- (d) install lines name our distribution -------------------------------------------------
+
+
+def _install_targets(text: str) -> Iterator[str]:
+    """The requirement after each ``pip install`` (options skipped) when it names this project.
+
+    Only the first one: prose may follow (``pip install py-spy (it is a dependency
+    of profiler)``, ``pip install gdb-for-pwndbg beside profiler``).
+    """
+    for match in re.finditer(r"pip install ([^`\n]*)", text):
+        words = [w.strip("'\"") for w in match.group(1).split() if not w.startswith("-")]
+        if words and re.match(r"^profiler\b", words[0]):
+            yield words[0]
+
+
+def test_install_lines_name_our_distribution_not_pypis_profiler() -> None:
+    # GIVEN the distribution name in pyproject.toml ("profiler" on PyPI is another author's)
+    project = (ROOT / "pyproject.toml").read_text().split("[project]", 1)[1]
+    name = re.search(r'^name = "([^"]+)"', project, re.MULTILINE).group(1)  # no tomllib on 3.10
+    assert name != "profiler"
+    # WHEN every `pip install profiler...` in the README, the docs and our hints is read
+    sources = [ROOT / "README.md", *_markdown_files(), *sorted((ROOT / "profiler").rglob("*.py"))]
+    found = [
+        (path.relative_to(ROOT), target)
+        for path in sources
+        for target in _install_targets(path.read_text())
+    ]
+    # THEN each installs our distribution, extras allowed
+    assert len(found) >= 5, found
+    wrong = [(str(p), t) for p, t in found if t.split("[", 1)[0] != name]
+    assert not wrong, wrong
+    # AND the checker would catch the old line, and only names what is installed
+    assert list(_install_targets("run `pip install profiler` first")) == ["profiler"]
+    assert list(_install_targets("pip install -q 'profiler[lab]'")) == ["profiler[lab]"]
+    assert list(_install_targets("pip install gdb-for-pwndbg beside profiler")) == []

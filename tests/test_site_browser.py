@@ -19,7 +19,9 @@ A published page has no reason to log anything.
 
 Screenshots (``--screenshot=PATH --window-size=1280,900``) of every page go to
 pytest's tmp dir and are copied into ``test-artifacts/screenshots/`` at the
-repository root, for CI to keep.
+repository root, for CI to keep. Each is checked for what it shows: the same
+page's DOM holds that page's headings and text, and the image is the window's
+size with hundreds of colours (a blank page has one).
 
 Needs Chromium (``apt-get install -y chromium`` on Debian/Ubuntu runners);
 skipped, saying so, when it is not installed.
@@ -220,15 +222,48 @@ def test_the_hold_flamegraph_shows_the_holding_frames(served: str, profile: Path
     assert opened.console == []
 
 
-def test_screenshots_of_every_page(served: str, tmp_path: Path, profile: Path) -> None:
-    pages = {
-        "home": "/",
-        "findings": "/findings/",
-        "session": "/findings/checkout-slow/",
-        "comparison": "/findings/compare-checkout-slow-vs-checkout-fixed/",
-        "hold-flamegraph": "/findings/checkout-slow/assets/hold-flamegraph.svg",
-    }
-    for name, path in pages.items():
-        shot = screenshot(served + path, tmp_path / f"site-{name}.png", profile=profile)
-        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-        assert (ARTIFACTS / shot.name).is_file()
+# Each page, and what it must show: a heading or text that only that page has.
+PAGES = {
+    "home": ("/", ("Profiler test site",)),
+    "findings": ("/findings/", ('<h1 id="findings">Findings</h1>', "Checkout, before")),
+    "session": ("/findings/checkout-slow/", ("Session report: checkout-slow", "Held connections")),
+    "comparison": (
+        "/findings/compare-checkout-slow-vs-checkout-fixed/",
+        ("Checkout, before and after", "Connection-seconds held by code path"),
+    ),
+    "hold-flamegraph": (
+        "/findings/checkout-slow/assets/hold-flamegraph.svg",
+        ("checkout_handler", "wait_for_payment"),
+    ),
+}
+
+
+def _drawn(png: Path) -> tuple[tuple[int, int], int]:
+    """The image's (width, height) and how many distinct colours it has (1: a blank page)."""
+    import matplotlib.image
+    import numpy as np
+
+    pixels = matplotlib.image.imread(png)
+    colours = np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0)
+    return (pixels.shape[1], pixels.shape[0]), len(colours)
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_screenshot_of_each_page_shows_its_content(
+    served: str, tmp_path: Path, profile: Path, name: str
+) -> None:
+    # GIVEN a page of the site and the text it must show
+    path, expected = PAGES[name]
+    # WHEN the browser renders it, to a DOM and to a screenshot
+    opened = browse(served + path, profile=profile)
+    shot = screenshot(served + path, tmp_path / f"site-{name}.png", profile=profile)
+    # THEN the rendered page holds its headings and text, logged nothing,
+    for text in expected:
+        assert text in opened.dom, (name, text)
+    assert opened.console == [], name
+    # AND the screenshot is that window drawn (text and colours, not a blank or error page)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    size, colours = _drawn(shot)
+    assert size == (1280, 900), name
+    assert colours > 20, (name, colours)
+    assert (ARTIFACTS / shot.name).is_file()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 import threading
@@ -221,3 +223,59 @@ def test_mem_attach_captures_every_gunicorn_worker_together(
     with httpx.Client(base_url=lab.url, timeout=30) as client:
         response = client.get("/tools", headers={"Authorization": f"Bearer {api_token(0)}"})
     assert response.status_code == 200
+
+
+# -- the table keeps PIDs whole --------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+# A worker-like target with a command line longer than the table's command column.
+LONG_MARKER = "profiler_whole_pid_marker_" + "x" * 60
+
+
+def _whole(pid: int, text: str) -> bool:
+    """``pid`` appears as a number of its own, not cut (``146…``) nor folded over two lines."""
+    return re.search(rf"(?<![\d…]){pid}(?![\d…])", text) is not None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("columns", ["80", None])
+def test_piped_table_shows_whole_pids(run_cli, python_process, columns: str | None) -> None:
+    # GIVEN a real Python process, listed through a pipe (as `profiler workers | cat`)
+    child = python_process(
+        f"import time\n# {LONG_MARKER}\nprint('ready', flush=True)\ntime.sleep(60)\n"
+    )
+    env = {"COLUMNS": columns} if columns else {}
+    # WHEN the table is printed (COLUMNS=80 set, or not set at all)
+    result = run_cli("workers", "--match", LONG_MARKER, env=env)
+    # THEN the PID and the ns PID are whole, the row is one line, laid out for no terminal
+    assert result.exit_code == 0, result.output
+    (row,) = [line for line in result.stdout.splitlines() if line.startswith(str(child.pid))]
+    assert row.split()[0] == str(child.pid) and _whole(child.pid, row), result.output
+    assert row.split().count(str(child.pid)) == 2, result.output  # pid and ns pid
+    assert len(row) > 80, result.output  # one line, not fitted to 80 columns
+
+
+@pytest.mark.slow
+def test_table_in_an_80_column_terminal_keeps_pids_whole(python_process) -> None:
+    from tests.helpers import run_in_terminal
+
+    # GIVEN a real Python process and a terminal 80 columns wide (COLUMNS=80 too)
+    child = python_process(
+        f"import time\n# {LONG_MARKER}\nprint('ready', flush=True)\ntime.sleep(60)\n"
+    )
+    env = {**os.environ, "COLUMNS": "80"}
+    # WHEN `profiler workers` prints its table there
+    code, output = run_in_terminal(
+        [sys.executable, "-m", "profiler", "workers", "--match", LONG_MARKER],
+        columns=80,
+        env=env,
+        cwd=str(ROOT),
+    )
+    # THEN the table fits the terminal, the command folds, and both PIDs are whole
+    assert code == 0, output
+    lines = output.splitlines()
+    assert lines and max(len(line) for line in lines) <= 80, output
+    (row,) = [line for line in lines if line.startswith(str(child.pid))]
+    assert row.split()[0] == str(child.pid) and _whole(child.pid, row), output
+    assert row.split().count(str(child.pid)) == 2, output  # pid and ns pid, both whole
+    assert "…" not in row.split()[:10], output

@@ -15,7 +15,27 @@ from rich.console import Console
 
 _no_color = bool(os.environ.get("NO_COLOR"))
 
-out = Console(no_color=_no_color, soft_wrap=True, highlight=False)
+# Piped or redirected, stdout is not laid out for a terminal: rich would fit tables to
+# 80 columns (or $COLUMNS) and cut PIDs and paths with an ellipsis. As wide as the content
+# instead: a table then takes its natural width, and `| cat`, `| grep`, `> file` see
+# every value whole. In a terminal, rich fits the terminal (tables keep copied columns
+# whole: profiler.report.tables).
+PIPED_WIDTH = 100_000
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return os.isatty(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # no real file: captured, closed
+        return False
+
+
+out = Console(
+    no_color=_no_color,
+    soft_wrap=True,
+    highlight=False,
+    width=None if _is_terminal(sys.stdout) else PIPED_WIDTH,
+)
 err = Console(stderr=True, no_color=_no_color, soft_wrap=True, highlight=False)
 
 # -1 quiet, 0 normal, 1 verbose (-v), 2 debug (-vv: tracebacks, external commands)
@@ -41,6 +61,12 @@ def detail(message: str) -> None:
 
 def warn(message: str) -> None:
     err.print(f"[yellow]warning:[/yellow] {message}")
+
+
+def print_lines(lines: list[str]) -> None:
+    """Plain lines on stdout, as they are: no markup, no wrapping, whatever the width."""
+    sys.stdout.write("".join(f"{line}\n" for line in lines))
+    sys.stdout.flush()
 
 
 def print_json(data: Any) -> None:

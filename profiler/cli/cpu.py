@@ -22,7 +22,11 @@ if TYPE_CHECKING:
     from profiler.capture.stacks import StackSample
     from profiler.targets.discovery import TargetSpec
 
-app = typer.Typer(help="CPU and stacks: py-spy on every worker at once.", no_args_is_help=True)
+app = typer.Typer(
+    help="CPU and stacks: py-spy on every worker at once.\n\n"
+    "Example: profiler cpu record --pid 4242 -d 30 -o profiles/",
+    no_args_is_help=True,
+)
 
 SHOWN_FRAMES = 12
 
@@ -310,6 +314,8 @@ def _print_record_summary(manifest: dict[str, Any], directory: Path) -> None:
     """One row per worker; file names only (the directory is said once), so nothing truncates."""
     from rich.table import Table
 
+    from profiler.report.tables import keep_whole
+
     table = Table(box=None, pad_edge=False, title=f"in {directory}/", title_justify="left")
     for column in ("worker", "rate", "samples", "errors", "status", "flamegraph"):
         table.add_column(column, overflow="fold")
@@ -327,6 +333,7 @@ def _print_record_summary(manifest: dict[str, Any], directory: Path) -> None:
             row.get("status", ""),
             Path(flamegraph).name if flamegraph else "-",
         )
+    keep_whole(table, "worker", "flamegraph")
     console.out.print(table)
 
 

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from profiler.model import Snapshot
 
 app = typer.Typer(
-    help="PostgreSQL activity: snapshots, a live view, and the idle-in-transaction gate.",
+    help="PostgreSQL activity: snapshots, a live view, and the idle-in-transaction gate.\n\n"
+    "Example: profiler db snapshot --dsn postgresql://app@127.0.0.1/app",
     no_args_is_help=True,
 )
 
@@ -128,6 +129,7 @@ def _print_snapshot(taken: Snapshot) -> None:
     from rich.table import Table
 
     from profiler.analysis.activity import by_state, idle_in_transaction
+    from profiler.report.tables import keep_whole, keep_words
 
     states = Table(
         "state", "backends", "oldest (s)", title=f"pg_stat_activity at {taken.taken_at:%H:%M:%S}"
@@ -161,6 +163,8 @@ def _print_snapshot(taken: Snapshot) -> None:
             client,
             _short(backend.query, 60),
         )
+    keep_whole(table, "pid", "client")
+    keep_words(table, "owner")
     console.out.print(table)
 
 

@@ -22,6 +22,7 @@ def doctor(dsn: str | None = DSN_OPTION, as_json: bool = JSON_OPTION) -> None:
 
     from profiler.doctor import diagnose, verdict
     from profiler.pg.dsn import resolve
+    from profiler.report.tables import keep_words
 
     checks = diagnose(resolve(dsn))
     if as_json:
@@ -40,6 +41,7 @@ def doctor(dsn: str | None = DSN_OPTION, as_json: bool = JSON_OPTION) -> None:
             table.add_row(
                 check.name, f"[{style}]{check.status.value}[/{style}]", check.detail, check.fix
             )
+        keep_words(table, "detail", "fix")
         console.out.print(table)
     failure = verdict(checks)
     if failure is not None:

@@ -12,7 +12,8 @@ from profiler.cli import console
 from profiler.cli.options import DSN_OPTION, JSON_OPTION
 
 app = typer.Typer(
-    help="The lab: a gateway that holds DB sessions across slow calls, its PostgreSQL, and load.",
+    help="The lab: a gateway that holds DB sessions across slow calls, its PostgreSQL, and load."
+    "\n\nExample: profiler lab up --mode held --workers 2",
     no_args_is_help=True,
 )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,14 +15,32 @@ if TYPE_CHECKING:
     from profiler.lint import LintResult
 
 
+class Format(str, Enum):
+    """What ``--format`` accepts; ``text`` is the default."""
+
+    TEXT = "text"
+    TABLE = "table"
+    JSON = "json"
+    SARIF = "sarif"
+    GITHUB = "github"
+
+
 def lint(
     path: Path = typer.Argument(
         ..., help="The FastAPI app's folder (or one file); never imported.", show_default=False
     ),
-    as_json: bool = JSON_OPTION,
-    sarif: bool = typer.Option(
-        False, "--sarif", help="Print a SARIF 2.1.0 log (for GitHub code scanning) on stdout."
+    output_format: Format | None = typer.Option(
+        None,
+        "--format",
+        metavar="FORMAT",
+        help="text (default): path:line:col: CODE message, one finding a line; table; json; "
+        "sarif (SARIF 2.1.0, for GitHub code scanning); github (Actions annotations).",
+        show_default=False,
+        case_sensitive=False,
     ),
+    as_json: bool = JSON_OPTION,
+    # Kept for scripts written before --format; hidden from --help, listed in the reference.
+    sarif: bool = typer.Option(False, "--sarif", hidden=True, help="Same as --format sarif."),
     fail_on: int | None = typer.Option(
         None,
         "--fail-on",
@@ -55,13 +74,14 @@ def lint(
     session is open. Errors hold it across awaits or slow calls; warnings only
     while streaming or serialising ORM objects.
 
-    Example: profiler lint app/ --fail-on 0 --sarif > lint.sarif
+    Example: profiler lint app/ --fail-on 0; in a GitHub workflow:
+    profiler lint . --format github --fail-on 0
     """
-    from profiler.errors import ChecksFailed, UsageError
+    from profiler.errors import ChecksFailed
     from profiler.lint import lint_path
+    from profiler.lint.formats import github_lines, text_lines
 
-    if as_json and sarif:
-        raise UsageError("--json and --sarif are exclusive", hint="pick one output format")
+    chosen = _chosen_format(output_format, as_json=as_json, sarif=sarif)
     result = lint_path(
         path,
         session_dependencies=tuple(session_dependency or ()),
@@ -69,12 +89,18 @@ def lint(
     )
     for skipped in result.skipped:
         console.warn(f"skipped {skipped.file}: {skipped.error}")
-    if as_json:
+    base = path if path.is_dir() else path.parent
+    if chosen is Format.JSON:
         console.print_json(result.to_json())
-    elif sarif:
+    elif chosen is Format.SARIF:
         console.print_json(result.to_sarif())
-    else:
+    elif chosen is Format.TABLE:
         _print_table(result)
+        console.out.print(_summary(result))
+    else:
+        lines = text_lines(result, base) if chosen is Format.TEXT else github_lines(result, base)
+        console.print_lines(lines)
+        console.info(_summary(result))
     counts = result.counts()
     if fail_on is not None and counts["flagged"] > fail_on:
         raise ChecksFailed(
@@ -84,9 +110,41 @@ def lint(
         )
 
 
+def _chosen_format(given: Format | None, *, as_json: bool, sarif: bool) -> Format:
+    """``--format``, or what the older ``--json``/``--sarif`` flags ask for; two answers clash."""
+    from profiler.errors import UsageError
+
+    asked: dict[str, Format] = {}
+    if given is not None:
+        asked[f"--format {given.value}"] = given
+    if as_json:
+        asked["--json"] = Format.JSON
+    if sarif:
+        asked["--sarif"] = Format.SARIF
+    if len(set(asked.values())) > 1:
+        raise UsageError(
+            f"{' and '.join(asked)} ask for different outputs",
+            hint="pick one: --format text|table|json|sarif|github",
+        )
+    return next(iter(asked.values()), Format.TEXT)
+
+
+def _summary(result: LintResult) -> str:
+    counts = result.counts()
+    return (
+        f"{counts['endpoints']} endpoints in {counts['files']} files: "
+        f"{counts['session_holding']} hold a DB session, "
+        f"{counts['holding_across_awaits']} across awaits; "
+        f"{counts['flagged']} flagged ({counts['errors']} errors, {counts['warnings']} warnings)"
+        + (f"; {counts['skipped']} files skipped" if counts["skipped"] else "")
+    )
+
+
 def _print_table(result: LintResult) -> None:
     """One table per file with endpoints: its counts in the title, its flagged handlers."""
     from rich.table import Table
+
+    from profiler.report.tables import keep_whole
 
     per_file = [row for row in result.per_file() if row.endpoints]
     for row in per_file:
@@ -115,12 +173,7 @@ def _print_table(result: LintResult) -> None:
                 "\n".join(finding.dependencies),
                 "\n".join(f"{r.line}: {r.kind}: {r.detail}" for r in finding.reasons),
             )
+        keep_whole(table, "line", "handler")  # the rest folds: the text format is for copying
+        for column in table.columns[2:]:
+            column.overflow = "fold"
         console.out.print(table)
-    counts = result.counts()
-    console.out.print(
-        f"{counts['endpoints']} endpoints in {counts['files']} files: "
-        f"{counts['session_holding']} hold a DB session, "
-        f"{counts['holding_across_awaits']} across awaits; "
-        f"{counts['flagged']} flagged ({counts['errors']} errors, {counts['warnings']} warnings)"
-        + (f"; {counts['skipped']} files skipped" if counts["skipped"] else "")
-    )

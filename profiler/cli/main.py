@@ -32,7 +32,8 @@ from profiler.errors import ExitCode, ProfilerError
 
 app = typer.Typer(
     name="profiler",
-    help="Profile a Python gateway's workers (py-spy, memray) against PostgreSQL activity.",
+    help="Profile a Python gateway's workers (py-spy, memray) against PostgreSQL activity.\n\n"
+    "Example: profiler doctor --dsn postgresql://app@127.0.0.1/app",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from profiler.targets.discovery import TargetSpec
 
 app = typer.Typer(
-    help="Memory: memray on every worker at once, and reports from its captures.",
+    help="Memory: memray on every worker at once, and reports from its captures.\n\n"
+    "Example: profiler mem attach --pid 4242 -d 30 -o captures/",
     no_args_is_help=True,
 )
 app.command("report")(report)

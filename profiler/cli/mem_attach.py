@@ -217,6 +217,8 @@ def _manifest(
 def _print_summary(manifest: dict[str, Any], directory: Path) -> None:
     from rich.table import Table
 
+    from profiler.report.tables import keep_whole
+
     table = Table(box=None, pad_edge=False, title=f"in {directory}/", title_justify="left")
     for column in ("worker", "status", "RSS first", "RSS peak", "capture", "size"):
         table.add_column(column, overflow="fold")
@@ -229,6 +231,7 @@ def _print_summary(manifest: dict[str, Any], directory: Path) -> None:
             Path(worker["capture"]).name if worker["capture"] else "-",
             _mib(worker["capture_bytes"]),
         )
+    keep_whole(table, "worker", "capture")
     console.out.print(table)
     captures = [w["capture"] for w in manifest["workers"] if w["capture"]]
     if captures:

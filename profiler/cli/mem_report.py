@@ -215,6 +215,7 @@ def _print_capture(summary: CaptureSummary, results: list[ReportResult], top: in
     from rich.text import Text
 
     from profiler.memory.reports import format_bytes
+    from profiler.report.tables import keep_whole
 
     facts = [f"pid {summary.pid}", f"peak {format_bytes(summary.peak_memory_bytes)}"]
     if summary.total_allocated_bytes is not None:
@@ -244,6 +245,7 @@ def _print_capture(summary: CaptureSummary, results: list[ReportResult], top: in
             table.add_row(
                 result.report.name, Text(str(result.report.path) if not result.error else "-")
             )
+        keep_whole(table, "file")
         console.out.print(table)
     console.out.print()
 
@@ -253,6 +255,7 @@ def _print_sites(title: str, sites: tuple[Site, ...], whole: int) -> None:
     from rich.text import Text
 
     from profiler.memory.reports import format_bytes
+    from profiler.report.tables import keep_words
 
     table = Table(box=None, pad_edge=False, title=title, title_justify="left")
     for column, justify in (("bytes", "right"), ("share", "right"), ("allocs", "right")):
@@ -267,6 +270,7 @@ def _print_sites(title: str, sites: tuple[Site, ...], whole: int) -> None:
             Text(_where(site.frame)),
             Text(_callers(site.stack)),
         )
+    keep_words(table, "site", "called from")
     console.out.print(table)
 
 
@@ -275,6 +279,7 @@ def _print_pool(pool: PoolSummary, top: int) -> None:
     from rich.text import Text
 
     from profiler.memory.reports import format_bytes, stem
+    from profiler.report.tables import keep_whole, keep_words
 
     pids = [worker.pid for worker in pool.workers]
     unique_pids = len(set(pids)) == len(pids)
@@ -296,6 +301,7 @@ def _print_pool(pool: PoolSummary, top: int) -> None:
             format_bytes(allocated) if allocated is not None else "-",
             Text(str(worker.path)),
         )
+    keep_whole(table, "worker", "capture")
     console.out.print(table)
     rankings = [("at the peak, summed over the pool", pool.by_peak, pool.peak_memory_bytes)]
     if pool.by_total is not None:
@@ -314,4 +320,5 @@ def _print_pool(pool: PoolSummary, top: int) -> None:
                 Text(_where(site.frame)),
                 ", ".join(f"{labels[w.path]}: {format_bytes(w.bytes)}" for w in site.workers),
             )
+        keep_words(table, "site", "per worker")
         console.out.print(table)

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from profiler.targets.discovery import TargetSpec
 
 app = typer.Typer(
-    help="Sessions: PostgreSQL activity, stacks, RSS, flamegraphs and memray in one window.",
+    help="Sessions: PostgreSQL activity, stacks, RSS, flamegraphs and memray in one window.\n\n"
+    "Example: profiler session run --pid 4242 -d 60 -o sessions/incident",
     no_args_is_help=True,
 )
 

@@ -95,9 +95,12 @@ def _report(result: dict[str, Any], directory: Path, as_json: bool) -> None:
         return
     from rich.table import Table
 
+    from profiler.report.tables import keep_words
+
     table = Table(box=None, pad_edge=False, title=f"session {directory}/", title_justify="left")
     for column in ("probe", "status", "files"):
         table.add_column(column, overflow="fold")
     for name, probe in result["probes"].items():
         table.add_row(name, probe["status"], ", ".join(probe["files"][:4]) or "-")
+    keep_words(table, "files")
     console.out.print(table)

@@ -97,6 +97,8 @@ def _metrics_table(summary: Summary) -> Table:
 def _paths_table(summary: Summary) -> Table:
     from rich.table import Table
 
+    from profiler.report.tables import keep_words
+
     table = Table(
         box=None,
         pad_edge=False,
@@ -112,12 +114,14 @@ def _paths_table(summary: Summary) -> Table:
             " ".join(map(str, held.owner_pids)) or "-",
             held.path,
         )
+    keep_words(table, "workers", "path")
     return table
 
 
 def _held_table(summary: Summary) -> Table:
     from rich.table import Table
 
+    from profiler.report.tables import keep_whole
     from profiler.session.summary import held_connections
 
     rows = held_connections(summary.episodes, summary.session.start, limit=HELD_ROWS)
@@ -138,11 +142,14 @@ def _held_table(summary: Summary) -> Table:
             f"{row['idle_seconds']:.1f}",
             _one_line(row["last_query"]),
         )
+    keep_whole(table, "backend", "owner")
     return table
 
 
 def _print_comparison(comparison: Comparison) -> None:
     from rich.table import Table
+
+    from profiler.report.tables import keep_words
 
     out = console.out
     out.print(
@@ -173,6 +180,7 @@ def _print_comparison(comparison: Comparison) -> None:
             )
         for path in comparison.paths:
             paths.add_row(f"{path.before_seconds:.1f}", f"{path.after_seconds:.1f}", path.path)
+        keep_words(paths, "path")
         out.print(paths)
     for finding in comparison.resolved:
         out.print(f"[green]resolved[/] {finding.rule}: {finding.title}")

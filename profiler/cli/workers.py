@@ -16,6 +16,21 @@ if TYPE_CHECKING:
     from profiler.targets.discovery import TargetSpec
 
 CMDLINE_WIDTH = 60
+# Two-line headers keep the value columns narrow, so in an 80-column terminal the
+# command is the one column that wraps.
+HEADERS = (
+    "pid",
+    "role",
+    "python",
+    "rss\nMiB",
+    "cpu\n%",
+    "threads",
+    "age",
+    "pg\nconns",
+    "memray",
+    "ns pid",
+    "command",
+)
 
 
 @target_options
@@ -32,6 +47,7 @@ def workers(
     """
     from rich.table import Table
 
+    from profiler.report.tables import keep_whole, keep_words
     from profiler.targets.discovery import find_workers
 
     found = find_workers(target, console.warn)
@@ -41,19 +57,8 @@ def workers(
     if not found:
         console.info("no gateway-like servers found; name one with --pid or --match")
         return
-    table = Table(
-        "pid",
-        "role",
-        "python",
-        "rss MiB",
-        "cpu %",
-        "threads",
-        "age",
-        "pg conns",
-        "memray",
-        "ns pid",
-        "command",
-    )
+    # No box: eleven columns fit 80 terminal columns only without borders.
+    table = Table(*HEADERS, box=None, pad_edge=False)
     now = time.time()
     listed = {w.pid for w in found}
     for worker in found:
@@ -71,6 +76,10 @@ def workers(
             str(worker.ns_pid) + (f" in {worker.container}" if worker.container else ""),
             _short(worker.cmdline),
         )
+    # Every value whole; the command takes what is left and folds rather than being cut.
+    keep_whole(table, *HEADERS[:-2])
+    keep_words(table, "ns pid")
+    table.columns[-1].overflow = "fold"
     console.out.print(table)
 
 

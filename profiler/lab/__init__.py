@@ -1,4 +1,4 @@
 """The lab: a gateway that reproduces connection holding, its database, and load.
 
-Needs the ``lab`` extra (``pip install 'profiler[lab]'``).
+Needs the ``lab`` extra (``pip install 'profiler-workbench[lab]'``).
 """

@@ -128,4 +128,5 @@ def _merge_finding(old: Finding | None, new: Finding) -> Finding:
         tuple(sorted({*old.routes, *new.routes})),
         tuple(dict.fromkeys((*old.dependencies, *new.dependencies))),
         tuple(reasons),
+        new.column,
     )

@@ -123,6 +123,8 @@ class Finding:
     routes: tuple[str, ...]
     dependencies: tuple[str, ...]
     reasons: tuple[Reason, ...]
+    column: int = 1
+    """1-based column of the handler's ``def`` (``async def``), for editors and CI annotations."""
 
     @property
     def route(self) -> str:
@@ -136,10 +138,30 @@ class Finding:
     def across_awaits(self) -> bool:
         return any(r.kind in AWAIT_KINDS for r in self.reasons)
 
+    def messages(self) -> list[tuple[Rule, str, tuple[Reason, ...]]]:
+        """One message per rule the handler breaks: the rule, its one-line text, its reasons.
+
+        The SARIF results, the ``path:line:col: CODE message`` lines and the
+        GitHub annotations are all built from these, so they say the same thing.
+        """
+        found = []
+        for rule in RULES:
+            reasons = tuple(r for r in self.reasons if r.kind in rule.kinds)
+            if not reasons:
+                continue
+            route = f" ({self.route})" if self.route else ""
+            via = f" via {', '.join(self.dependencies)}" if self.dependencies else ""
+            text = f"{self.handler}{route} holds a DB session{via}: " + "; ".join(
+                f"{r.detail} (line {r.line})" for r in reasons
+            )
+            found.append((rule, text, reasons))
+        return found
+
     def to_json(self) -> dict[str, Any]:
         return {
             "file": self.file,
             "line": self.line,
+            "column": self.column,
             "handler": self.handler,
             "route": self.route,
             "routes": list(self.routes),
@@ -233,22 +255,14 @@ class LintResult:
         """
         results = []
         for finding in self.findings:
-            for index, rule in enumerate(RULES):
-                reasons = [r for r in finding.reasons if r.kind in rule.kinds]
-                if not reasons:
-                    continue
-                route = f" ({finding.route})" if finding.route else ""
-                via = f" via {', '.join(finding.dependencies)}" if finding.dependencies else ""
-                text = f"{finding.handler}{route} holds a DB session{via}: " + "; ".join(
-                    f"{r.detail} (line {r.line})" for r in reasons
-                )
+            for rule, text, reasons in finding.messages():
                 results.append(
                     {
                         "ruleId": rule.id,
-                        "ruleIndex": index,
+                        "ruleIndex": RULES.index(rule),
                         "level": rule.level,
                         "message": {"text": text},
-                        "locations": [_location(finding.file, finding.line)],
+                        "locations": [_location(finding.file, finding.line, finding.column)],
                         "relatedLocations": [
                             {
                                 "id": number,
@@ -292,10 +306,11 @@ class LintResult:
         }
 
 
-def _location(file: str, line: int) -> dict[str, Any]:
+def _location(file: str, line: int, column: int | None = None) -> dict[str, Any]:
+    region = {"startLine": line} if column is None else {"startLine": line, "startColumn": column}
     return {
         "physicalLocation": {
             "artifactLocation": {"uri": file, "uriBaseId": "%SRCROOT%"},
-            "region": {"startLine": line},
+            "region": region,
         }
     }

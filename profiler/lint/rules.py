@@ -206,7 +206,13 @@ class Analyzer:
             sorted(set(reasons), key=lambda r: (r.line, KIND_ORDER.index(r.kind), r.detail))
         )
         return endpoint, Finding(
-            module.rel, function.lineno, function.name, routes, dependencies, ordered
+            module.rel,
+            function.lineno,
+            function.name,
+            routes,
+            dependencies,
+            ordered,
+            function.col_offset + 1,
         )
 
     def _handler_chains(self, route: Route) -> list[Chain]:

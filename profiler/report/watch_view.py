@@ -10,6 +10,7 @@ from rich.text import Text
 
 from profiler.analysis.activity import by_state, idle_in_transaction
 from profiler.model import Snapshot
+from profiler.report.tables import keep_whole, keep_words
 
 # Idle-in-transaction age buckets, in seconds: where pool trouble starts and grows.
 AGE_BUCKETS: tuple[tuple[str, float, float], ...] = (
@@ -69,4 +70,6 @@ class WatchView:
                 backend.application_name or "",
                 " ".join((backend.query or "").split())[:60],
             )
+        keep_whole(holders, "pid")
+        keep_words(holders, "owner")
         return Group(states, histogram, holders)
