@@ -121,6 +121,7 @@ _PYTHON_FILE = re.compile(r"\.(py|pyx|pyi)$|^<frozen")
 
 
 ENDPOINT_PREFIX = "endpoint "  # a stack's root frame naming the request it served
+NO_FRAMES = "(no frame sampled)"
 
 
 class CodePath(NamedTuple):
@@ -213,8 +214,10 @@ def describe(stack: str, *, max_frames: int = 4, libraries: Collection[str] = ()
 
 
 def _display(endpoint: str | None, labels: list[str]) -> str:
-    """``POST /tools/{tool_id}/invoke (invoke_tool): a → b``; without an endpoint, ``a → b``."""
-    path = ARROW.join(labels)
+    """``POST /tools/{tool_id}/invoke (invoke_tool): a → b``; without an endpoint, ``a → b``;
+    a stack with no frame (a task sampled between two steps) says so rather than print an
+    empty path."""
+    path = ARROW.join(labels) or NO_FRAMES
     return f"{endpoint}: {path}" if endpoint else path
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from profiler.analysis.text import offset
 from profiler.cli import console
 from profiler.errors import ChecksFailed
 
@@ -133,7 +134,7 @@ def _held_table(summary: Summary) -> Table:
         table.add_row(
             str(row["backend_pid"]),
             str(row["owner_pid"] or "?"),
-            f"+{row['start_offset']:.1f}s",
+            offset(row["start_offset"]),
             f"{row['duration']:.1f}{'+' if row['open'] else ''}",
             f"{row['idle_seconds']:.1f}",
             _one_line(row["last_query"]),
@@ -174,10 +175,15 @@ def _print_comparison(comparison: Comparison) -> None:
         for path in comparison.paths:
             paths.add_row(f"{path.before_seconds:.1f}", f"{path.after_seconds:.1f}", path.path)
         out.print(paths)
+    persisting = len(comparison.after.findings) - len(comparison.appeared)
+    out.print(
+        f"findings: {len(comparison.resolved)} resolved, {len(comparison.appeared)} new "
+        f"in after, {persisting} in both"
+    )
     for finding in comparison.resolved:
-        out.print(f"[green]resolved[/] {finding.rule}: {finding.title}")
+        out.print(f"[green]resolved[/] {finding.severity:<8} {finding.rule}: {finding.title}")
     for finding in comparison.appeared:
-        out.print(f"[red]new[/]      {finding.rule}: {finding.title}")
+        out.print(f"[red]new[/]      {finding.severity:<8} {finding.rule}: {finding.title}")
 
 
 def _verdict(change: Change) -> str:

@@ -38,6 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from profiler.analysis.text import offset
 from profiler.errors import ProfilerError, UsageError
 
 if TYPE_CHECKING:
@@ -963,7 +964,8 @@ class _Page:
             self.add(
                 "| started | held | idle in transaction | longest idle | snapshots | application |",
                 "|---:|---:|---:|---:|---:|---|",
-                f"| +{row['start'] - start:.1f} s | {held} | {row['idle_seconds']:.1f} s "
+                f"| {offset(row['start'] - start, unit=' s')} | {held} "
+                f"| {row['idle_seconds']:.1f} s "
                 f"| {longest_idle} | {int(row['samples'])} | {app} |",
                 "",
             )
