@@ -35,6 +35,8 @@ def show_command(directory: Path, thresholds: Thresholds, *, as_json: bool) -> N
     for finding in summary.findings:
         out.print(_finding_line(finding))
     out.print(_metrics_table(summary))
+    if summary.pools:
+        out.print(_pools_table(summary))
     if summary.metrics.top_paths:
         out.print(_paths_table(summary))
     if not summary.episodes.empty:
@@ -92,6 +94,22 @@ def _metrics_table(summary: Summary) -> Table:
     for measure in MEASURES:
         value = getattr(summary.metrics, measure.name)
         table.add_row(measure.label, _format(value, measure.unit))
+    return table
+
+
+def _pools_table(summary: Summary) -> Table:
+    from rich.table import Table
+
+    table = Table(
+        box=None,
+        pad_edge=False,
+        title="pools: what each worker's pool can serve",
+        title_justify="left",
+    )
+    table.add_column("worker", justify="right", no_wrap=True)
+    table.add_column("capacity", overflow="fold")
+    for pool in summary.pools:
+        table.add_row(str(pool.worker_pid), pool.capacity_text())
     return table
 
 

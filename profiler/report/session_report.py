@@ -854,6 +854,18 @@ class _Page:
             value = getattr(self.summary.metrics, measure.name)
             self.add(f"| {measure.label} | {_measure(value, measure.unit)} |")
         self.add("")
+        if self.summary.pools:
+            self.add(
+                "What each worker's pool can serve: with a mean hold of H seconds per request "
+                "and a pool of P, at most P / H requests per second (the pool read in the "
+                "worker, told with `--pool-capacity`, or unknown).",
+                "",
+                "| worker | capacity |",
+                "|---:|---|",
+            )
+            for pool in self.summary.pools:
+                self.add(f"| {pool.worker_pid} | {_cell(pool.capacity_text())} |")
+            self.add("")
 
     def _plots(self, plot_list: list[Plot]) -> None:
         self.add("## Over time", "")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from profiler.analysis import episodes as ep
 from profiler.analysis.code_paths import describe, group_by_path
 from profiler.analysis.findings import Evidence, Finding, Thresholds, evaluate
+from profiler.analysis.findings.pool import PoolFigures, pool_figures
 from profiler.analysis.stats import percentile
 
 if TYPE_CHECKING:
@@ -103,6 +104,7 @@ class Summary:
     attribution: str  # "tasks", "threads", "tasks+threads" or "none"
     findings: list[Finding]
     metrics: Metrics
+    pools: list[PoolFigures] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The ``session show --json`` shape (CLI.md): findings, held connections, metrics."""
@@ -125,6 +127,7 @@ class Summary:
             ),
             "held_connections_total": len(self.episodes),
             "metrics": self.metrics.to_json(),
+            "pools": [pool.to_json() for pool in self.pools],
             "probes": {
                 name: {"status": probe.get("status"), "error": probe.get("error")}
                 for name, probe in manifest.get("probes", {}).items()
@@ -153,11 +156,23 @@ def summarize(session: Session, thresholds: Thresholds | None = None) -> Summary
         pool_capacity=pool_capacity(session.settings),
         session_start=session.start,
         session_end=session.end,
+        pools=session.pool_samples,
+        served_rps=None if session.load is None else session.load.rps,
+        targets=target_pids(session.manifest),
     )
     findings = evaluate(evidence, thresholds)
     metrics = _metrics(session, thresholds, episodes, held, profile, owners)
     return Summary(
-        session, thresholds, episodes, held, profile, owners, attribution, findings, metrics
+        session,
+        thresholds,
+        episodes,
+        held,
+        profile,
+        owners,
+        attribution,
+        findings,
+        metrics,
+        pool_figures(evidence),
     )
 
 
@@ -255,6 +270,16 @@ def memory_limits(manifest: dict[str, Any]) -> dict[int, int]:
         if isinstance(limit, int) and limit > 0:
             limits[int(target["pid"])] = limit
     return limits
+
+
+def target_pids(manifest: dict[str, Any]) -> tuple[int, ...]:
+    """The session's worker PIDs, as ``session run`` recorded its targets."""
+    pids = {
+        int(target["pid"])
+        for target in manifest.get("targets", [])
+        if isinstance(target, dict) and isinstance(target.get("pid"), int)
+    }
+    return tuple(sorted(pids))
 
 
 def pool_capacity(settings: dict[str, Any]) -> int | None:

@@ -86,8 +86,12 @@ class Evidence:
     (``time``, ``pid``, ``event`` ``appeared``/``vanished``, and for
     vanished ones ``exit``, ``oom_evidence``, ``replacement_pid``,
     ``last_rss_bytes``); ``memory_limits``: worker pid -> cgroup limit in
-    bytes; ``pool_capacity``: ``pool_size + max_overflow`` when known, else
-    None (inferred per worker). Times are epoch seconds on our clock.
+    bytes; ``pool_capacity``: ``pool_size + max_overflow`` when told, else
+    None; ``pools``: the pool figures the task sampler read in each worker
+    (:func:`profiler.capture.pool_log.read`'s columns; None or empty when
+    none was read); ``served_rps``: requests per second the load recorded
+    (None when no load was recorded); ``targets``: the session's worker PIDs.
+    Times are epoch seconds on our clock.
     """
 
     episodes: pd.DataFrame
@@ -101,6 +105,9 @@ class Evidence:
     session_start: float
     session_end: float
     hold_owners: dict[str, list[int]] = field(default_factory=dict)
+    pools: pd.DataFrame | None = None
+    served_rps: float | None = None
+    targets: tuple[int, ...] = ()
 
     @classmethod
     def empty(cls, *, session_start: float = 0.0, session_end: float = 0.0) -> Evidence:
