@@ -73,6 +73,7 @@ def episode(
         "end": np.nan if end is None else end,
         "open": end is None,
         "duration": (100.0 if end is None else end) - start,
+        "duration_max": (100.0 if end is None else end) - start,
         "idle_seconds": (
             (0.0 if max_idle_age is None else max_idle_age)
             if idle_seconds is None
@@ -436,8 +437,48 @@ def test_held_code_path_names_the_top_path_and_its_workers() -> None:
         "seconds_held": 300.0,
         "share": 0.75,
         "owner_pids": [2001, 2002, 2003],
+        "attribution": None,  # the evidence did not say (hold_kinds)
     }
     assert (second["seconds_held"], second["share"], second["owner_pids"]) == (100.0, 0.25, [2001])
+
+
+def test_the_worker_fallback_is_labelled_and_leaves_shares_and_severity_to_the_holders() -> None:
+    # GIVEN 100 s attributed to the task that held the connections (querying), and 300 s
+    # by the worker fallback (the worker's requests meanwhile were calling downstream)
+    fallback = f"{cp.FALLBACK_ROOT};{CALLING_DOWNSTREAM}"
+    profile = Counter({fallback: 300_000, QUERYING: 100_000})
+    found = fi.evaluate(
+        evidence(
+            episodes=episodes(episode(max_idle_age=30.0)),
+            hold_profile=profile,
+            hold_kinds={fallback: "worker-fallback", QUERYING: "task"},
+        )
+    )
+    finding = the(found, "held-code-path")
+    # THEN the holder's path leads with all of the attributed time, the fallback counted aside
+    assert finding.title == (
+        "list_tools → execute held connections 100% of 100 s attributed "
+        "(300 s more by the worker fallback)"
+    )
+    assert finding.severity == "critical"
+    assert [p["attribution"] for p in finding.evidence["paths"]] == ["task"]
+    assert finding.evidence["attributed_seconds"] == {"task": 100.0, "worker-fallback": 300.0}
+    assert finding.evidence["share_of"] == "attributed"
+
+
+def test_a_session_attributed_only_by_the_worker_fallback_says_so_and_is_never_critical() -> None:
+    fallback = f"{cp.FALLBACK_ROOT};{CALLING_DOWNSTREAM}"
+    found = fi.evaluate(
+        evidence(
+            episodes=episodes(episode(max_idle_age=30.0)),
+            hold_profile=Counter({fallback: 300_000}),
+        )
+    )
+    finding = the(found, "held-code-path")
+    assert finding.severity == "warning"
+    assert finding.title.startswith("(worker fallback) invoke_tool → call_tool → post held ")
+    assert finding.evidence["paths"][0]["attribution"] == "worker-fallback"
+    assert finding.evidence["paths"][0]["path"].startswith(cp.FALLBACK_LABEL)
 
 
 def test_held_code_path_is_a_warning_below_half_and_keeps_top_paths() -> None:

@@ -876,3 +876,48 @@ def test_another_format_or_version_is_an_input_error(tmp_path: Path) -> None:
     path.write_text(json.dumps(header) + "\n")
     with pytest.raises(InputError, match="format version 99"):
         tasks.read(path)
+
+
+@pytest.mark.postgres
+def test_a_yield_dependency_that_opened_a_session_is_walked_into_and_named(
+    loop: asyncio.AbstractEventLoop, postgres_dsn: str
+) -> None:
+    from contextlib import asynccontextmanager
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    engine = create_engine(to_sqlalchemy(postgres_dsn))
+    release: asyncio.Future[None] = loop.create_future()
+    pids: list[int] = []
+
+    @asynccontextmanager
+    async def get_db_marker() -> Any:
+        session = Session(engine)
+        pids.append(session.connection().connection.dbapi_connection.info.backend_pid)
+        await release  # e.g. an auth check awaiting a downstream call, session open
+        yield session
+
+    async def handler_marker() -> None:
+        async with get_db_marker():
+            pass
+
+    # GIVEN a request suspended inside its yield dependency, which holds a session
+    task = _suspend(loop, handler_marker(), "request")
+    try:
+        # WHEN it is described
+        record = task_payload.describe_task(task)
+        # THEN the chain goes through the context manager into the dependency's own frame,
+        # and the session in its locals names the backend
+        names = [frame[0] for frame in record["frames"]]
+        assert names[:2] == [
+            "test_a_yield_dependency_that_opened_a_session_is_walked_into_and_named"
+            ".<locals>.get_db_marker",
+            "_AsyncGeneratorContextManager.__aenter__",
+        ], names
+        assert names[-1].endswith("handler_marker")
+        assert record["backends"] == pids
+    finally:
+        release.set_result(None)
+        loop.run_until_complete(task)
+        engine.dispose()

@@ -326,14 +326,25 @@ def find_endpoint(roots: list[Any]) -> dict[str, Any] | None:
 def walk_chain(coro: Any) -> tuple[list[list[Any]], list[Any], Any]:
     """Follow a coroutine's ``await`` chain: frames innermost first, the coroutines and
     generators walked (outermost first), and the object the chain ended on (a Future's
-    iterator, an unknown awaitable, or None)."""
+    iterator, an unknown awaitable, or None).
+
+    An ``async with`` over an ``@asynccontextmanager`` (FastAPI's yield dependencies,
+    Starlette's lifespans) awaits ``anext(gen)`` or ``gen.athrow(...)``: an
+    ``async_generator_asend``/``athrow`` object with no attribute leading on. Its
+    referents (read as the GC does) hold the generator, and the walk goes on into it,
+    so the dependency that opened a session shows as a frame and its locals are read.
+    """
     frames: list[list[Any]] = []
     holders: list[Any] = []
     current = coro
     for _ in range(MAX_FRAMES):
         step = _STEPS.get(type(current))
         if step is None:
-            break
+            generator = _generator_awaited(current)
+            if generator is None:
+                break
+            current = generator
+            continue
         frame_attr, await_attr = step
         frame = getattr(current, frame_attr)
         if frame is None:  # finished or closed
@@ -554,7 +565,28 @@ _RUNNING = {
 }
 
 
+_AWAITING_GENERATOR = ("async_generator_asend", "async_generator_athrow")
+
+
+def _generator_awaited(obj: Any) -> Any:
+    """The async generator an ``asend``/``athrow`` awaitable drives, or None."""
+    if obj is None or _TYPE_QUALNAME.__get__(type(obj), type) not in _AWAITING_GENERATOR:
+        return None
+    for ref in gc.get_referents(obj):
+        if type(ref) is types.AsyncGeneratorType:
+            return ref
+    return None
+
+
 def _running(holder: Any) -> bool:
+    """Whether ``holder`` executes on a thread right now (its locals then change under us).
+
+    An async generator's ``ag_running`` is also true while it is suspended in an ``await``
+    of its body (driven by an ``asend`` its caller awaits): that says nothing, and the
+    coroutines of the same chain tell whether the chain runs.
+    """
+    if type(holder) is types.AsyncGeneratorType:
+        return False
     return bool(getattr(holder, _RUNNING[type(holder)]))
 
 

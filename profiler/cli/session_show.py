@@ -126,7 +126,7 @@ def _paths_table(summary: Summary) -> Table:
         table.add_column(column, justify="right" if column != "path" else "left", overflow="fold")
     for held in summary.metrics.top_paths:
         table.add_row(
-            f"{held.seconds:.1f}",
+            f"{held.seconds:.2f}" if held.seconds < 0.1 else f"{held.seconds:.1f}",
             f"{held.share:.0%}",
             " ".join(map(str, held.owner_pids)) or "-",
             held.path,

@@ -35,46 +35,64 @@ def held_code_path(evidence: Evidence, thresholds: Thresholds) -> list[Finding]:
 
     Only when some transaction sat idle in transaction beyond the threshold:
     in a healthy session transactions last milliseconds and where they were
-    held is not news. Critical when the top path holds half the held time.
+    held is not news. Each path says how it was attributed (``task``,
+    ``worker-fallback``, ``threads``). The worker fallback (no task was seen
+    holding the connection) is what the worker did meanwhile, not the holder:
+    its paths are listed, labelled, but shares, endpoints and the severity
+    are taken over the attributed time only (all of it when there is nothing
+    else, and then never critical). Critical when the top path or endpoint
+    holds half of that time.
     """
     if _idle_beyond(evidence.episodes, thresholds.idle_in_transaction_seconds).empty:
         return []
     paths, ranked, display_of = _by_code_path(evidence.hold_profile)
     millis = Counter(dict(ranked))
     owners: dict[str, set[int]] = {display: set() for display in millis}
+    kinds: dict[str, str | None] = {}
+    attributed: Counter[str] = Counter()
     for stack, display in display_of.items():
         owners[display].update(int(pid) for pid in evidence.hold_owners.get(stack, ()))
+        kind = "worker-fallback" if paths[display].fallback else evidence.hold_kinds.get(stack)
+        kinds.setdefault(display, kind)
+        attributed[kind or "unknown"] += evidence.hold_profile[stack]
     total_ms = sum(millis.values())
     if total_ms <= 0:
         return []
-    kept = ranked[: max(thresholds.top_paths, 1)]
+    fallback_ms = attributed.get("worker-fallback", 0)
+    base_ms = total_ms - fallback_ms or total_ms  # what shares are of
+    only_fallback = fallback_ms >= total_ms
+    kept = [
+        (display, ms) for display, ms in ranked if only_fallback or not paths[display].fallback
+    ][: max(thresholds.top_paths, 1)]
     listed = [
         {
             "path": display,
             "frames": list(paths[display].frames),
             "downstream": paths[display].downstream,
             "seconds_held": round(ms / 1000, 3),
-            "share": round(ms / total_ms, 4),
+            "share": round(ms / base_ms, 4),
             "owner_pids": sorted(owners[display]),
+            "attribution": kinds.get(display),
         }
         for display, ms in kept
     ]
-    endpoints = _by_endpoint(paths, millis, owners, total_ms)
+    endpoints = _by_endpoint(paths, millis, owners, base_ms)
     top_display, top_ms = kept[0]
-    share = top_ms / total_ms
-    top_owners = sorted(owners[top_display])
-    title = (
-        f"{short_names(paths[top_display])} held connections {_percent(share)} "
-        f"of {_seconds(total_ms / 1000)}"
+    share = top_ms / base_ms
+    of = f"of {_seconds(base_ms / 1000)}" + (
+        f" attributed ({_seconds(fallback_ms / 1000)} more by the worker fallback)"
+        if fallback_ms and not only_fallback
+        else ""
     )
+    top_owners = sorted(owners[top_display])
+    title = f"{short_names(paths[top_display])} held connections {_percent(share)} {of}"
     if top_owners:
         title += f" ({_workers(top_owners)})"
     if endpoints and endpoints[0]["share"] >= share:
         top = endpoints[0]
         share, top_ms = top["share"], top["seconds_held"] * 1000
         title = (
-            f"{top['endpoint']} held connections {_percent(share)} of "
-            f"{_seconds(total_ms / 1000)}"
+            f"{top['endpoint']} held connections {_percent(share)} {of}"
             + (f" ({_workers(top['owner_pids'])})" if top["owner_pids"] else "")
             + ": "
             + "; ".join(f"{_percent(p['share'])} {p['names']}" for p in top["paths"][:3])
@@ -82,13 +100,17 @@ def held_code_path(evidence: Evidence, thresholds: Thresholds) -> list[Finding]:
     return [
         _finding(
             "held-code-path",
-            "critical" if share >= 0.5 else "warning",
+            "critical" if share >= 0.5 and not only_fallback else "warning",
             title,
             {
                 "paths": listed,
                 "paths_total": len(ranked),
+                "share_of": "all" if only_fallback else "attributed",
                 "endpoints": endpoints,
                 "total_seconds_held": round(total_ms / 1000, 3),
+                "attributed_seconds": {
+                    kind: round(ms / 1000, 3) for kind, ms in sorted(attributed.items())
+                },
                 "idle_in_transaction_seconds": thresholds.idle_in_transaction_seconds,
             },
             top_ms / 1000,
@@ -108,7 +130,7 @@ def _by_endpoint(
     grouped: dict[str, list[tuple[str, int]]] = {}
     for display, ms in millis.items():
         endpoint = paths[display].endpoint
-        if endpoint is not None:
+        if endpoint is not None and not paths[display].fallback:
             grouped.setdefault(endpoint, []).append((display, ms))
     rows: list[dict[str, Any]] = []
     for endpoint, members in grouped.items():

@@ -80,7 +80,9 @@ class Evidence:
     ``hold_profile``: :func:`~profiler.analysis.episodes.hold_profile`, in ms
     (typically over the episodes idle in transaction beyond the threshold);
     ``hold_owners``: for each stack of ``hold_profile``, the owner pids of the
-    episodes its samples came from (optional); ``wait_samples``: stack
+    episodes its samples came from (optional); ``hold_kinds``: for each stack,
+    how it was attributed (``task``, ``worker-fallback``, ``threads``;
+    optional); ``wait_samples``: stack
     samples (``worker_pid``, ``taken_at``, ``stack``, ``active``); ``rss``:
     ``taken_at``, ``worker_pid``, ``rss_bytes``; ``workers``: worker events
     (``time``, ``pid``, ``event`` ``appeared``/``vanished``, and for
@@ -105,6 +107,7 @@ class Evidence:
     session_start: float
     session_end: float
     hold_owners: dict[str, list[int]] = field(default_factory=dict)
+    hold_kinds: dict[str, str] = field(default_factory=dict)
     pools: pd.DataFrame | None = None
     served_rps: float | None = None
     targets: tuple[int, ...] = ()
