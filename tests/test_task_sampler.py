@@ -894,9 +894,12 @@ def test_a_yield_dependency_that_opened_a_session_is_walked_into_and_named(
     @asynccontextmanager
     async def get_db_marker() -> Any:
         session = Session(engine)
-        pids.append(session.connection().connection.dbapi_connection.info.backend_pid)
-        await release  # e.g. an auth check awaiting a downstream call, session open
-        yield session
+        try:
+            pids.append(session.connection().connection.dbapi_connection.info.backend_pid)
+            await release  # e.g. an auth check awaiting a downstream call, session open
+            yield session
+        finally:
+            session.close()
 
     async def handler_marker() -> None:
         async with get_db_marker():
