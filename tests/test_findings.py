@@ -1053,3 +1053,18 @@ def test_every_rule_has_a_report_heading_and_a_reference_entry() -> None:
     reference = Path(__file__).parents[1] / "docs" / "reference" / "findings.md"
     text = reference.read_text()
     assert [rule for rule in fi.RULES if f"**`{rule}`**" not in text] == []
+
+
+def test_a_path_from_thread_dumps_says_it_is_the_workers_threads_meanwhile() -> None:
+    found = fi.evaluate(
+        evidence(
+            episodes=episodes(episode(max_idle_age=30.0)),
+            hold_profile=Counter({IDLE_LOOP: 300_000, QUERYING: 100_000}),
+            hold_kinds={IDLE_LOOP: "threads", QUERYING: "threads"},
+        )
+    )
+    finding = the(found, "held-code-path")
+    assert finding.title.endswith(
+        "; from py-spy thread dumps (no task sampler): the worker's threads meanwhile"
+    )
+    assert {p["attribution"] for p in finding.evidence["paths"]} == {"threads"}

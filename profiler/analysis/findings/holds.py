@@ -97,6 +97,8 @@ def held_code_path(evidence: Evidence, thresholds: Thresholds) -> list[Finding]:
             + ": "
             + "; ".join(f"{_percent(p['share'])} {p['names']}" for p in top["paths"][:3])
         )
+    elif kinds.get(top_display) == "threads":  # worker-level, as the fallback is: say so
+        title += "; from py-spy thread dumps (no task sampler): the worker's threads meanwhile"
     return [
         _finding(
             "held-code-path",
