@@ -19,6 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from profiler.analysis import episodes as ep
+from profiler.analysis.attribution import attribute_tasks, observed_windows
+from profiler.analysis.code_paths import FALLBACK_ROOT, describe
 from profiler.errors import UsageError
 
 IDLE_TX = "idle in transaction"
@@ -100,7 +102,9 @@ def test_an_episode_starts_at_xact_start_and_ends_at_the_next_snapshot() -> None
     assert held["start"] == 10.5
     assert (held["first_seen"], held["last_seen"], held["end"]) == (11, 12, 13)
     assert not held["open"]
-    assert held["duration"] == pytest.approx(2.5)
+    # AND it held 1.5 s as far as was seen (to its last sighting), 2.5 s at most
+    assert held["duration"] == pytest.approx(1.5)
+    assert held["duration_max"] == pytest.approx(2.5)
     # two idle periods: 0.4 s seen at 11 (since 10.6), then 0.1 s seen at 12 (since 11.9)
     assert held["idle_seconds"] == pytest.approx(0.5)
     assert held["max_idle_age"] == pytest.approx(0.4)
@@ -133,7 +137,8 @@ def test_an_episode_still_open_at_the_last_snapshot() -> None:
     held = one(ep.held_episodes(frame, session_end=15.0))
     assert held["open"]
     assert math.isnan(held["end"])
-    assert held["duration"] == pytest.approx(15.0 - 9.5)
+    assert held["duration"] == pytest.approx(11.0 - 9.5)  # seen open until 11
+    assert held["duration_max"] == pytest.approx(15.0 - 9.5)
     assert held["max_idle_age"] == pytest.approx(0.5)
 
 
@@ -218,7 +223,8 @@ def test_the_clock_offset_puts_server_times_on_our_clock() -> None:
     assert held["start"] == 95.0  # 90 on the server's clock
     assert held["first_seen"] == 100.0
     assert held["max_idle_age"] == pytest.approx(2.0)  # 95 - 93, both on the server's clock
-    assert held["duration"] == pytest.approx(101.0 - 95.0)
+    assert held["duration"] == pytest.approx(100.0 - 95.0)
+    assert held["duration_max"] == pytest.approx(101.0 - 95.0)
 
 
 def test_non_client_backends_are_left_out() -> None:
@@ -269,7 +275,7 @@ def test_categorical_columns_give_the_same_episodes() -> None:
 
 
 def test_stacks_during_takes_only_the_owners_samples_inside_the_episode() -> None:
-    # GIVEN worker 2001 holds a transaction from 10.5 to (at most) 13
+    # GIVEN worker 2001 holds a transaction from 10.5, last seen at 12, gone at 13
     held = ep.held_episodes(
         activity(
             row(11, 7, state=IDLE_TX, xact_start=10.5, state_change=10.6),
@@ -283,8 +289,8 @@ def test_stacks_during_takes_only_the_owners_samples_inside_the_episode() -> Non
         (10.5, 2001, "main;await_http"),  # at the start: inside
         (11.0, 2001, "main;await_http"),
         (12.0, 2002, "main;other_worker"),  # another worker
-        (12.5, 2001, "main;render"),
-        (13.0, 2001, "main;render"),  # at the end: inside (the end is an upper bound)
+        (12.0, 2001, "main;render"),  # at the last sighting: inside
+        (12.5, 2001, "main;after"),  # after it: the transaction may have ended at 12
         (13.1, 2001, "main;after"),
     )
     # WHEN
@@ -292,8 +298,8 @@ def test_stacks_during_takes_only_the_owners_samples_inside_the_episode() -> Non
     # THEN
     assert list(during.columns) == list(ep.STACKS_DURING_COLUMNS)
     assert list(during["stack"]) == ["main;await_http", "main;render"]
-    assert list(during["samples"]) == [2, 2]
-    assert list(during["share"]) == [0.5, 0.5]
+    assert list(during["samples"]) == [2, 1]
+    assert list(during["share"]) == pytest.approx([2 / 3, 1 / 3])
     assert set(during["episode_id"]) == {0}
 
 
@@ -304,7 +310,7 @@ def test_threads_active_keeps_running_samples_only() -> None:
     stacks = pd.concat(
         [
             samples((11.0, 2001, "main;select_loop"), active=False),
-            samples((11.5, 2001, "main;query"), active=True),
+            samples((10.5, 2001, "main;query"), active=True),
         ],
         ignore_index=True,
     )
@@ -345,9 +351,10 @@ def test_a_worker_that_died_keeps_its_episode_and_its_samples_stop() -> None:
     assert list(held["owner_pid"]) == [2001, 2002]
     assert list(held["end"].fillna(-1)) == [13.0, -1]
     assert list(held["open"]) == [False, True]
-    # and its stacks are the two it had before dying; the open one runs to the session's end
+    # and its stacks are the two it had before dying; the open one's run to its last sighting
+    # (13): at 13.5 it may have ended already
     during = ep.stacks_during(held, stacks)
-    assert during.groupby("episode_id")["samples"].sum().to_dict() == {0: 2, 1: 3}
+    assert during.groupby("episode_id")["samples"].sum().to_dict() == {0: 2, 1: 2}
 
 
 def test_unowned_episodes_have_no_stacks() -> None:
@@ -371,20 +378,19 @@ def test_an_owner_without_samples_borrows_no_other_workers_stacks() -> None:
 
 
 def test_hold_profile_weighs_by_concurrent_episodes() -> None:
-    # GIVEN worker 2001 holds two connections from 10 to 13, a third from 11.5 to 12
+    # GIVEN worker 2001 holds two connections from 10 (seen until 13), a third from 11.5
+    # (seen until 12)
     frame = activity(
-        row(11, 7, state="active", xact_start=10.0),
-        row(12, 7, state="active", xact_start=10.0),
-        row(11, 8, state="active", xact_start=10.0),
-        row(12, 8, state="active", xact_start=10.0),
+        *(row(t, p, state="active", xact_start=10.0) for t in (11, 12, 13) for p in (7, 8)),
         row(11.5, 9, state="active", xact_start=11.5),
-        row(13, 7),
+        row(12, 9, state="active", xact_start=11.5),
+        row(14, 7),
     )
-    held = ep.held_episodes(frame, session_end=20.0, snapshots=[11, 11.5, 12, 13])
+    held = ep.held_episodes(frame, session_end=20.0, snapshots=[11, 11.5, 12, 13, 14])
     stacks = samples(
         (10.5, 2001, "handler;query"),  # 2 connections held
         (11.75, 2001, "handler;render"),  # 3 held
-        (12.5, 2001, "handler;render"),  # 2 held (the third ended at 12)
+        (12.5, 2001, "handler;render"),  # 2 held (the third was last seen at 12)
         (12.5, 2002, "handler;elsewhere"),  # another worker: nothing held
     )
     # WHEN
@@ -438,9 +444,13 @@ def test_without_a_named_holder_a_round_is_shared_among_its_tasks() -> None:
     # GIVEN the round at 11 names no backend of the episode (held through an object the
     # sampler cannot see); the round at 11.5 names it from two tasks
     held = ep.held_episodes(
-        activity(row(11, 7, state="idle in transaction", xact_start=10.0), row(12, 7)),
+        activity(
+            row(11, 7, state="idle in transaction", xact_start=10.0),
+            row(11.5, 7, state="idle in transaction", xact_start=10.0),
+            row(12, 7),
+        ),
         session_end=20.0,
-        snapshots=[11, 12],
+        snapshots=[11, 11.5, 12],
     )
     rounds = tasks(
         (11.0, 2001, "a", ()),
@@ -638,3 +648,102 @@ def test_episodes_match_a_plain_loop(frame: pd.DataFrame) -> None:
         later = snapshots[snapshots > r.last_seen]
         assert (r.end == later[0]) if later.size else (r.open and math.isnan(r.end))
         assert r.start <= r.first_seen <= r.last_seen
+
+
+# -- attribution from task samples -----------------------------------------------------------
+
+
+def task_rounds(*rows: tuple[float, int, int, str, tuple[int, ...]]) -> pd.DataFrame:
+    """Task samples ``(taken_at, worker_pid, task_id, stack, backends)``, each a request."""
+    frame = tasks(*((t, w, s, b) for t, w, _, s, b in rows))
+    frame["task_id"] = [task for _, _, task, _, _ in rows]
+    frame["endpoint"] = "endpoint GET /a (a)"
+    return frame
+
+
+def test_the_task_that_named_the_backend_gets_its_rounds_and_no_one_else() -> None:
+    # GIVEN backend 7 in a transaction from 10 (seen at 11, 12; gone at 13); task 1 names it
+    # at 10.5; at 11.5 task 1 is there but its locals were not read (running); at 12.0 task 1
+    # is gone from the round (an unresolved round of a joined transaction)
+    held = ep.held_episodes(
+        activity(
+            row(11, 7, state=IDLE_TX, xact_start=10.0),
+            row(12, 7, state=IDLE_TX, xact_start=10.0),
+            row(13, 7),
+        ),
+        session_end=20.0,
+    )
+    rounds = task_rounds(
+        (10.5, 2001, 1, "a;hold;post", (7,)),
+        (10.5, 2001, 2, "b;other", ()),
+        (11.5, 2001, 1, "a;hold;render", ()),
+        (11.5, 2001, 2, "b;other", ()),
+        (12.0, 2001, 2, "b;other", ()),
+    )
+    # WHEN
+    found = attribute_tasks(held, rounds, interval=0.5)
+    # THEN the holder's two rounds are its own, the third is nobody's
+    assert found.profile == Counter({"a;hold;post": 500, "a;hold;render": 500})
+    assert found.kinds == {0: "task"}
+    assert found.millis == {"task": 1000}
+    assert found.owners == {"a;hold;post": [2001], "a;hold;render": [2001]}
+
+
+def test_a_transaction_no_task_held_goes_to_the_worker_fallback_labelled() -> None:
+    # GIVEN backend 7 seen once, no task naming it; two requests and the server's loop
+    held = ep.held_episodes(
+        activity(row(11, 7, state=IDLE_TX, xact_start=9.0), row(12, 7)), session_end=20.0
+    )
+    rounds = task_rounds((10.5, 2001, 1, "a;post", ()), (10.5, 2001, 2, "b;query", ()))
+    rounds = pd.concat(
+        [rounds, tasks((10.5, 2001, "serve;main_loop", ())).assign(task_id=3, endpoint=None)],
+        ignore_index=True,
+    )
+    # WHEN
+    found = attribute_tasks(held, rounds, interval=1.0)
+    # THEN the requests share the round, under the fallback's own root frame
+    assert found.profile == Counter(
+        {f"{FALLBACK_ROOT};a;post": 500, f"{FALLBACK_ROOT};b;query": 500}
+    )
+    assert found.kinds == {0: "worker-fallback"}
+    assert describe(f"{FALLBACK_ROOT};a;post").fallback
+
+
+def test_a_transaction_seen_once_is_held_as_long_as_it_was_seen() -> None:
+    # GIVEN a transaction that began 0.03 s before the only snapshot that saw it, and a
+    # 1 s round of its holder inside that window
+    held = ep.held_episodes(
+        activity(row(11, 7, state=IDLE_TX, xact_start=10.97), row(12, 7)), session_end=20.0
+    )
+    rounds = task_rounds((10.99, 2001, 1, "a;hold", (7,)))
+    # WHEN
+    found = attribute_tasks(held, rounds, interval=1.0)
+    # THEN it held 30 ms, not the round's second
+    assert held["duration"].iloc[0] == pytest.approx(0.03)
+    assert found.profile == Counter({"a;hold": 30})
+
+
+def test_the_holder_task_extends_what_was_seen_but_not_into_the_next_transaction() -> None:
+    # GIVEN backend 7: a transaction from 10 seen at 11 (gone at 13), the next from 12.5
+    # seen at 13 (gone at 14); task 1 names it at 10.5, 11.5 and 12.0, task 2 at 12.7
+    held = ep.held_episodes(
+        activity(
+            row(11, 7, state=IDLE_TX, xact_start=10.0),
+            row(13, 7, state=IDLE_TX, xact_start=12.5),
+            row(14, 7),
+        ),
+        session_end=20.0,
+        snapshots=[11, 12.9, 13, 14],
+    )
+    rounds = task_rounds(
+        (10.5, 2001, 1, "a", (7,)),
+        (11.5, 2001, 1, "a", (7,)),
+        (12.0, 2001, 1, "a", (7,)),
+        (12.7, 2001, 2, "b", (7,)),
+    )
+    # WHEN
+    windows = observed_windows(held, rounds)
+    # THEN the first runs to its holder's last naming (12.0), not to task 2's (12.7, the next
+    # transaction's), and the second is as seen
+    assert list(windows["duration"]) == pytest.approx([2.0, 0.5])
+    assert list(held["duration"]) == pytest.approx([1.0, 0.5])

@@ -73,6 +73,7 @@ def episode(
         "end": np.nan if end is None else end,
         "open": end is None,
         "duration": (100.0 if end is None else end) - start,
+        "duration_max": (100.0 if end is None else end) - start,
         "idle_seconds": (
             (0.0 if max_idle_age is None else max_idle_age)
             if idle_seconds is None
@@ -249,7 +250,7 @@ def test_without_application_frames_the_innermost_frames_are_the_path() -> None:
     assert cp.code_path(IDLE_LOOP, max_frames=2) == (
         "_run_once (asyncio/base_events.py:1922) → select (selectors.py:468)"
     )
-    assert cp.code_path("") == ""
+    assert cp.code_path("") == cp.NO_FRAMES  # an empty row in a table reads as a bug
     with pytest.raises(ValueError, match="max_frames"):
         cp.code_path(IDLE_LOOP, max_frames=0)
 
@@ -436,8 +437,48 @@ def test_held_code_path_names_the_top_path_and_its_workers() -> None:
         "seconds_held": 300.0,
         "share": 0.75,
         "owner_pids": [2001, 2002, 2003],
+        "attribution": None,  # the evidence did not say (hold_kinds)
     }
     assert (second["seconds_held"], second["share"], second["owner_pids"]) == (100.0, 0.25, [2001])
+
+
+def test_the_worker_fallback_is_labelled_and_leaves_shares_and_severity_to_the_holders() -> None:
+    # GIVEN 100 s attributed to the task that held the connections (querying), and 300 s
+    # by the worker fallback (the worker's requests meanwhile were calling downstream)
+    fallback = f"{cp.FALLBACK_ROOT};{CALLING_DOWNSTREAM}"
+    profile = Counter({fallback: 300_000, QUERYING: 100_000})
+    found = fi.evaluate(
+        evidence(
+            episodes=episodes(episode(max_idle_age=30.0)),
+            hold_profile=profile,
+            hold_kinds={fallback: "worker-fallback", QUERYING: "task"},
+        )
+    )
+    finding = the(found, "held-code-path")
+    # THEN the holder's path leads with all of the attributed time, the fallback counted aside
+    assert finding.title == (
+        "list_tools → execute held connections 100% of 100 s attributed "
+        "(300 s more by the worker fallback)"
+    )
+    assert finding.severity == "critical"
+    assert [p["attribution"] for p in finding.evidence["paths"]] == ["task"]
+    assert finding.evidence["attributed_seconds"] == {"task": 100.0, "worker-fallback": 300.0}
+    assert finding.evidence["share_of"] == "attributed"
+
+
+def test_a_session_attributed_only_by_the_worker_fallback_says_so_and_is_never_critical() -> None:
+    fallback = f"{cp.FALLBACK_ROOT};{CALLING_DOWNSTREAM}"
+    found = fi.evaluate(
+        evidence(
+            episodes=episodes(episode(max_idle_age=30.0)),
+            hold_profile=Counter({fallback: 300_000}),
+        )
+    )
+    finding = the(found, "held-code-path")
+    assert finding.severity == "warning"
+    assert finding.title.startswith("(worker fallback) invoke_tool → call_tool → post held ")
+    assert finding.evidence["paths"][0]["attribution"] == "worker-fallback"
+    assert finding.evidence["paths"][0]["path"].startswith(cp.FALLBACK_LABEL)
 
 
 def test_held_code_path_is_a_warning_below_half_and_keeps_top_paths() -> None:
@@ -507,8 +548,8 @@ def test_a_long_query_is_cut() -> None:
 # -- pool-saturation -------------------------------------------------------------------------
 
 
-def test_pool_saturation_with_threads_waiting_is_critical() -> None:
-    # GIVEN worker 2001 holding 5 (its inferred cap) at snapshots 2, 3, 4 of 0..4 (60 %),
+def test_pool_saturation_with_a_told_cap_and_threads_waiting_is_critical() -> None:
+    # GIVEN worker 2001 holding 5 (the cap it was told) at snapshots 2, 3, 4 of 0..4 (60 %),
     # snapshots a second apart, session ending at 5
     counts = held({2001: [1, 3, 5, 5, 5], 2002: [1, 1, 1, 1, 1]})
     waits = stack_samples(
@@ -519,18 +560,22 @@ def test_pool_saturation_with_threads_waiting_is_critical() -> None:
         (4.5, 2002, POOL_WAIT),  # another worker's
     )
     found = fi.evaluate(
-        dataclasses.replace(evidence(held=counts, wait_samples=waits), session_end=5.0)
+        dataclasses.replace(
+            evidence(held=counts, wait_samples=waits, pool_capacity=5), session_end=5.0
+        )
     )
     finding = the(found, "pool-saturation")
     assert finding.severity == "critical"
-    assert finding.title == (
-        "worker 2001 at its inferred pool cap of 5 for 60% of snapshots (3 s);"
+    assert finding.title == (  # no load, no transaction: no hold time, no capacity line
+        "worker 2001 at its pool cap of 5 (told) for 60% of snapshots (3 s);"
         " 2 stack samples waiting for a connection"
     )
+    pool = finding.evidence.pop("pool")
     assert finding.evidence == {
         "worker_pid": 2001,
         "cap": 5,
-        "inferred": True,
+        "cap_source": "told",
+        "inferred": False,
         "max_held": 5,
         "snapshots": 5,
         "snapshots_at_cap": 3,
@@ -540,14 +585,132 @@ def test_pool_saturation_with_threads_waiting_is_critical() -> None:
         "waiting_samples": 2,
         "waiting_share": 0.6667,
     }
+    assert (pool["source"], pool["capacity"], pool["in_use_mean"]) == ("told", 5, 3.8)
 
 
-def test_pool_saturation_without_waits_is_a_warning() -> None:
+def test_an_inferred_cap_is_never_critical_and_says_the_pool_size_is_unknown() -> None:
+    # GIVEN the same worker, threads waiting, and no pool size read or told
+    counts = held({2001: [1, 3, 5, 5, 5]})
+    waits = stack_samples((2.5, 2001, POOL_WAIT), (4.5, 2001, POOL_WAIT))
+    found = fi.evaluate(
+        dataclasses.replace(evidence(held=counts, wait_samples=waits), session_end=5.0)
+    )
+    finding = the(found, "pool-saturation")
+    # THEN a warning at most, which does not call the most seen a cap
+    assert finding.severity == "warning"
+    assert finding.title.startswith(
+        "worker 2001 held 5 transactions at once (its most) for 60% of snapshots (3 s); "
+        "pool size unknown, so not a cap; 2 stack samples waiting for a connection"
+    )
+    assert finding.evidence["cap"] is None and finding.evidence["inferred"] is True
+    assert finding.evidence["cap_source"] == "unknown"
+
+
+def test_an_inferred_cap_without_waits_is_info() -> None:
     counts = held({2001: [2, 2, 0, 0, 0]})
     finding = the(fi.evaluate(evidence(held=counts)), "pool-saturation")
-    assert finding.severity == "warning"
+    assert finding.severity == "info"
     assert finding.evidence["waiting_share"] is None
-    assert finding.title.endswith("; no stack sample seen waiting for a connection")
+    assert "; no stack sample seen waiting for a connection" in finding.title
+
+
+def test_a_told_cap_without_waits_is_a_warning() -> None:
+    counts = held({2001: [2, 2, 0, 0, 0]})
+    finding = the(fi.evaluate(evidence(held=counts, pool_capacity=2)), "pool-saturation")
+    assert finding.severity == "warning"
+
+
+def pools(pid: int, checked_out: list[int], waiting: list[int] | None = None, **pool: Any) -> Any:
+    """Pool figures as the task sampler records them: one QueuePool, a round a second."""
+    figures = {"size": 5, "max_overflow": 1, "timeout": 30.0, **pool}
+    rows = [
+        {
+            "taken_at": float(i),
+            "worker_pid": pid,
+            "pool_id": 1,
+            "pool_class": "QueuePool",
+            **figures,
+            "checked_out": out,
+            "waiting": (waiting or [0] * len(checked_out))[i],
+        }
+        for i, out in enumerate(checked_out)
+    ]
+    frame = pd.DataFrame(rows)
+    for column in ("size", "max_overflow", "checked_out", "waiting"):
+        frame[column] = frame[column].astype("Int64")
+    return frame
+
+
+def test_pool_saturation_from_the_pool_read_in_the_worker() -> None:
+    # GIVEN a pool of 5 + 1 read in worker 2001, all 6 out in rounds 2..4, 3 waiting in one,
+    # while the snapshots only ever saw 2 transactions at once (checked out is not in a
+    # transaction between statements)
+    figures = pools(2001, [1, 3, 6, 6, 6], [0, 0, 0, 3, 0])
+    counts = held({2001: [1, 2, 2, 2, 2]})
+    found = fi.evaluate(
+        dataclasses.replace(
+            evidence(held=counts, pools=figures, served_rps=2.0, targets=(2001, 2002)),
+            session_end=5.0,
+        )
+    )
+    finding = the(found, "pool-saturation")
+    # THEN it is critical, from the pool's own figures
+    assert finding.severity == "critical"
+    assert finding.title == (
+        "worker 2001's QueuePool at its cap of 6 (5 + 1 overflow, read in the worker) for 60% "
+        "of rounds (3 s); requests waiting for a connection in 1 round (up to 3 at once); "
+        "pool of 6 (5 + 1 overflow), mean hold 4.4 s per request → at most 1.4 req/s per "
+        "worker; served 1 req/s per worker"
+    )
+    assert finding.evidence["pool"] == {
+        "worker_pid": 2001,
+        "source": "pool",
+        "pool_class": "QueuePool",
+        "size": 5,
+        "max_overflow": 1,
+        "timeout": 30.0,
+        "capacity": 6,
+        "in_use_mean": 4.4,  # (1 + 3 + 6 + 6 + 6) / 5
+        "hold_seconds": 4.4,  # Little's law: 4.4 in use / 1 req/s per worker (2 workers)
+        "hold_basis": "request",
+        "max_rps": 1.36,
+        "served_rps": 1.0,
+    }
+    assert (finding.evidence["rounds_at_cap"], finding.evidence["waiting_max"]) == (3, 3)
+
+
+def test_a_pool_read_in_the_worker_below_its_cap_is_no_finding() -> None:
+    # GIVEN the real pool of 5 + 5 that a worker never filled, though it held 2 at once often
+    figures = pools(2001, [2, 2, 2, 2, 1], max_overflow=5)
+    counts = held({2001: [2, 2, 2, 2, 1]})
+    found = fi.evaluate(evidence(held=counts, pools=figures))
+    # THEN nothing: the inferred "cap of 2" of the seed gateway is not made up
+    assert only(found, "pool-saturation") == []
+
+
+def test_a_pool_without_a_cap_is_never_at_it() -> None:
+    figures = pools(2001, [9, 9, 9], size=0, max_overflow=-1)
+    assert only(fi.evaluate(evidence(pools=figures)), "pool-saturation") == []
+
+
+def test_the_capacity_line_per_transaction_without_a_recorded_load() -> None:
+    # GIVEN no load recorded and two transactions of 0.5 s and 1.5 s on a told pool of 4
+    from profiler.analysis.findings.pool import pool_figures
+
+    found = pool_figures(
+        evidence(
+            episodes=episodes(
+                episode(1, start=0.0, end=0.5, max_idle_age=None),
+                episode(2, start=1.0, end=2.5, max_idle_age=None),
+            ),
+            held=held({2001: [1, 1]}),
+            pool_capacity=4,
+        )
+    )
+    # THEN the ceiling is per transaction: 4 / 1 s
+    assert [f.capacity_text() for f in found] == [
+        "pool of 4 (told), mean hold 1 s per transaction → at most 4 transactions/s per worker"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -826,9 +989,9 @@ def test_findings_come_most_important_first_and_serialise() -> None:
         ("critical", "memory-limit"),
         ("warning", "worker-vanished"),
         ("warning", "held-code-path"),
-        ("warning", "pool-saturation"),
         ("warning", "stuck-query"),
         ("warning", "rss-growth"),
+        ("info", "pool-saturation"),  # an inferred cap, nothing waiting
     ]
     assert found[0].evidence["worker_pid"] == 2004
     serialisable(found)
@@ -890,3 +1053,18 @@ def test_every_rule_has_a_report_heading_and_a_reference_entry() -> None:
     reference = Path(__file__).parents[1] / "docs" / "reference" / "findings.md"
     text = reference.read_text()
     assert [rule for rule in fi.RULES if f"**`{rule}`**" not in text] == []
+
+
+def test_a_path_from_thread_dumps_says_it_is_the_workers_threads_meanwhile() -> None:
+    found = fi.evaluate(
+        evidence(
+            episodes=episodes(episode(max_idle_age=30.0)),
+            hold_profile=Counter({IDLE_LOOP: 300_000, QUERYING: 100_000}),
+            hold_kinds={IDLE_LOOP: "threads", QUERYING: "threads"},
+        )
+    )
+    finding = the(found, "held-code-path")
+    assert finding.title.endswith(
+        "; from py-spy thread dumps (no task sampler): the worker's threads meanwhile"
+    )
+    assert {p["attribution"] for p in finding.evidence["paths"]} == {"threads"}

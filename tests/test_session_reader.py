@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,14 @@ import pytest
 import profiler.session
 from profiler import jsonl
 from profiler.analysis import episodes
-from profiler.capture import stack_log
+from profiler.capture import pool_log, stack_log, task_payload
 from profiler.capture.stack_log import StackLogWriter
 from profiler.capture.stacks import DumpFailure, Frame, StackSample
 from profiler.errors import ExitCode, InputError
 from profiler.memory import rss as rss_log
 from profiler.model import ActivitySample, Gap, Snapshot
 from profiler.pg import recording
+from profiler.pg.dsn import to_sqlalchemy
 from profiler.pg.recording import RecordingWriter
 from profiler.session import activity_table, reader
 from profiler.targets.ownership import Owner
@@ -333,8 +335,10 @@ def test_the_frames_correlate(session_dir: Path) -> None:
     # which only the snapshot list knows of: the rows alone skip to the next one
     rows_only = episodes.held_episodes(session.activity, session_end=session.end)
     assert list(rows_only["end"] - T0) == pytest.approx([4.0, 4.0])
+    # pid 7's transaction was seen open from 0.5 to 2 (its dump at 1 is inside); pid 8's
+    # only at 2, 0.05 s after it began: no dump fell in what was seen of it
     during = episodes.stacks_during(held, session.stack_samples)
-    assert set(during["episode_id"]) == {0, 1}
+    assert set(during["episode_id"]) == {0}
     aligned = episodes.memory_alignment(episodes.connections_held(session.activity), session.rss)
     assert len(aligned) == 8
 
@@ -404,3 +408,41 @@ def test_session_times_are_aware_utc(session_dir: Path) -> None:
     assert session.started_at.tzinfo is not None
     assert session.ended_at - session.started_at == timedelta(seconds=5)
     assert not math.isnan(session.end)
+
+
+# -- pool figures ----------------------------------------------------------------------------
+
+
+def test_a_session_without_task_files_has_no_pool_samples(tmp_path: Path) -> None:
+    write_manifest(tmp_path, probes={})
+    pools = reader.open(tmp_path).pool_samples
+    assert pools.empty
+    assert list(pools.columns) == list(pool_log.POOL_COLUMNS)
+
+
+@pytest.mark.postgres
+def test_pool_samples_are_read_from_the_task_sampler_files(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    # GIVEN a real pool of 3 in this process with one connection checked out
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(to_sqlalchemy(postgres_dsn), pool_size=3, max_overflow=0)
+    write_manifest(tmp_path, probes={})
+    path = tmp_path / reader.TASKS_DIR / f"tasks-{os.getpid()}.jsonl"
+    path.parent.mkdir()
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("select 1"))
+            # WHEN the task sampler runs here for a few rounds, writing the session's file
+            task_payload.start(str(path), 0.05, 0.3).join(10)
+    finally:
+        engine.dispose()
+    # THEN the session reads this pool's figures, one row per round
+    pools = reader.open(tmp_path).pool_samples
+    mine = pools[(pools["size"] == 3) & (pools["max_overflow"] == 0)]
+    assert len(mine) >= 3
+    assert set(mine["pool_class"]) == {"QueuePool"}
+    assert set(mine["checked_out"]) == {1}
+    assert set(mine["worker_pid"]) == {os.getpid()}
+    assert mine["taken_at"].is_monotonic_increasing

@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from profiler.capture import task_payload, tasks
+from profiler.capture import pool_log, task_payload, tasks
 from profiler.capture.processes import stop_pid
 from profiler.capture.stacks import Frame
 from profiler.errors import AttachError, InputError, UsageError
@@ -129,6 +129,74 @@ def test_tasks_holding_connections_name_their_backends(
     assert set(session["backends"]) == {(session_pid,)}
     assert set(samples.loc[samples["task"] == "Task-1", "backends"]) == {()}
     assert tasks.read_end(path)["reason"] == "duration"  # type: ignore[index]
+
+
+POOL_HOLDERS = """
+import threading
+import time
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+engine = create_engine({url!r}, pool_size=2, max_overflow=1, pool_timeout=600)
+spare = create_async_engine({url!r}, pool_size=4, max_overflow=3)  # never used
+held = [engine.connect() for _ in range(3)]  # the pool's 2 + 1 overflow, all checked out
+for connection in held:
+    connection.execute(text("select 1"))
+waiter = threading.Thread(target=engine.connect, daemon=True)  # waits for a 4th
+waiter.start()
+while not engine.pool._pool.not_empty._waiters:  # the waiter is in its checkout
+    time.sleep(0.01)
+with open({payload!r}, encoding="utf-8") as payload:  # what the debugger would send
+    exec(compile(payload.read(), "<profiler-task-sampler>", "exec"), {{}})
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_the_pools_of_a_worker_are_read_with_their_real_figures(
+    python_process: Any, postgres_dsn: str, tmp_path: Path
+) -> None:
+    # GIVEN a worker whose sync pool (2 + 1) is all checked out with a thread waiting,
+    # and an async engine's pool (4 + 3) it never used
+    path = tmp_path / "tasks.jsonl"
+    payload = tmp_path / "payload.py"
+    payload.write_text(tasks.payload_source(path, interval=0.1, duration=1.0))
+    url = to_sqlalchemy(postgres_dsn)  # psycopg 3: sync and async alike
+    # WHEN the payload runs in it: the exact source the injection sends (started by the
+    # worker itself, so this holds wherever the debugger cannot attach)
+    child = python_process(POOL_HOLDERS.format(url=url, payload=str(payload)))
+    assert tasks.wait_for_end([path], timeout=20) == []
+    # THEN every round records both pools with their real figures
+    figures = pool_log.read(path)
+    rounds = tasks.read_rounds(path)
+    assert len(figures) == 2 * len(rounds) and len(rounds) >= 5
+    assert (figures["worker_pid"] == child.pid).all()
+    by_class = figures.drop_duplicates("pool_class").set_index("pool_class")
+    queue = by_class.loc["QueuePool"]
+    assert (queue["size"], queue["max_overflow"], queue["timeout"]) == (2, 1, 600.0)
+    assert (queue["checked_out"], queue["waiting"]) == (3, 1)
+    spare = by_class.loc["AsyncAdaptedQueuePool"]
+    assert (spare["size"], spare["max_overflow"], spare["checked_out"]) == (4, 3, 0)
+    # AND the task file reads as before
+    assert tasks.read_end(path)["reason"] == "duration"  # type: ignore[index]
+
+
+def test_a_worker_without_sqlalchemy_has_no_pools_and_costs_no_scan() -> None:
+    # GIVEN this process with SQLAlchemy's pool module hidden, as in a worker that never
+    # imported it
+    import sys
+
+    hidden = sys.modules.pop("sqlalchemy.pool.base", None)
+    try:
+        line = json.loads(task_payload.PoolWatch().line())
+    finally:
+        if hidden is not None:
+            sys.modules["sqlalchemy.pool.base"] = hidden
+    # THEN the pools line is empty
+    assert line["kind"] == "pools" and line["pools"] == []
 
 
 @pytest.mark.slow
@@ -808,3 +876,51 @@ def test_another_format_or_version_is_an_input_error(tmp_path: Path) -> None:
     path.write_text(json.dumps(header) + "\n")
     with pytest.raises(InputError, match="format version 99"):
         tasks.read(path)
+
+
+@pytest.mark.postgres
+def test_a_yield_dependency_that_opened_a_session_is_walked_into_and_named(
+    loop: asyncio.AbstractEventLoop, postgres_dsn: str
+) -> None:
+    from contextlib import asynccontextmanager
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    engine = create_engine(to_sqlalchemy(postgres_dsn))
+    release: asyncio.Future[None] = loop.create_future()
+    pids: list[int] = []
+
+    @asynccontextmanager
+    async def get_db_marker() -> Any:
+        session = Session(engine)
+        try:
+            pids.append(session.connection().connection.dbapi_connection.info.backend_pid)
+            await release  # e.g. an auth check awaiting a downstream call, session open
+            yield session
+        finally:
+            session.close()
+
+    async def handler_marker() -> None:
+        async with get_db_marker():
+            pass
+
+    # GIVEN a request suspended inside its yield dependency, which holds a session
+    task = _suspend(loop, handler_marker(), "request")
+    try:
+        # WHEN it is described
+        record = task_payload.describe_task(task)
+        # THEN the chain goes through the context manager into the dependency's own frame,
+        # and the session in its locals names the backend
+        names = [frame[0] for frame in record["frames"]]
+        assert names[:2] == [
+            "test_a_yield_dependency_that_opened_a_session_is_walked_into_and_named"
+            ".<locals>.get_db_marker",
+            "_AsyncGeneratorContextManager.__aenter__",
+        ], names
+        assert names[-1].endswith("handler_marker")
+        assert record["backends"] == pids
+    finally:
+        release.set_result(None)
+        loop.run_until_complete(task)
+        engine.dispose()

@@ -121,16 +121,24 @@ _PYTHON_FILE = re.compile(r"\.(py|pyx|pyi)$|^<frozen")
 
 
 ENDPOINT_PREFIX = "endpoint "  # a stack's root frame naming the request it served
+NO_FRAMES = "(no frame sampled)"
+FALLBACK_ROOT = "worker fallback (no task seen holding the connection)"
+"""A stack's root frame when its held time was attributed to the worker's activity, not
+to the task that held the connection (:mod:`profiler.analysis.attribution`)."""
+FALLBACK_LABEL = "(worker fallback) "
 
 
 class CodePath(NamedTuple):
     """A stack's code path: the application frames kept, the downstream call, the display,
-    and the request's endpoint when the stack's root frame names it (task samples)."""
+    the request's endpoint when the stack's root frame names it (task samples), and
+    whether its time came from the worker fallback (the display then starts with
+    :data:`FALLBACK_LABEL`, so no table or title passes it off as the holder)."""
 
     frames: list[str]
     downstream: str | None
     display: str
     endpoint: str | None = None
+    fallback: bool = False
 
 
 def is_application(label: str, *, libraries: Collection[str] = ()) -> bool:
@@ -198,24 +206,30 @@ def describe(stack: str, *, max_frames: int = 4, libraries: Collection[str] = ()
         raise ValueError(f"max_frames must be at least 1, not {max_frames}")
     labels = stack_frames(stack)
     endpoint = None
+    fallback = bool(labels) and labels[0] == FALLBACK_ROOT
+    if fallback:
+        labels = labels[1:]
     if labels and labels[0].startswith(ENDPOINT_PREFIX):
         endpoint, labels = labels[0][len(ENDPOINT_PREFIX) :], labels[1:]
     known = frozenset(libraries)
     mine = [i for i, label in enumerate(labels) if _is_application(split_label(label).file, known)]
     if not mine:
         kept = labels[-max_frames:]
-        return CodePath(kept, None, _display(endpoint, kept), endpoint)
+        return CodePath(kept, None, _display(endpoint, kept, fallback), endpoint, fallback)
     kept = [labels[i] for i in mine[-max_frames:]]
     after = mine[-1] + 1
     downstream = labels[after] if after < len(labels) else None
     shown = [*kept, downstream] if downstream is not None else kept
-    return CodePath(kept, downstream, _display(endpoint, shown), endpoint)
+    return CodePath(kept, downstream, _display(endpoint, shown, fallback), endpoint, fallback)
 
 
-def _display(endpoint: str | None, labels: list[str]) -> str:
-    """``POST /tools/{tool_id}/invoke (invoke_tool): a → b``; without an endpoint, ``a → b``."""
-    path = ARROW.join(labels)
-    return f"{endpoint}: {path}" if endpoint else path
+def _display(endpoint: str | None, labels: list[str], fallback: bool = False) -> str:
+    """``POST /tools/{tool_id}/invoke (invoke_tool): a → b``; without an endpoint, ``a → b``;
+    a stack with no frame (a task sampled between two steps) says so rather than print an
+    empty path."""
+    path = ARROW.join(labels) or NO_FRAMES
+    shown = f"{endpoint}: {path}" if endpoint else path
+    return FALLBACK_LABEL + shown if fallback else shown
 
 
 def code_path(stack: str, *, max_frames: int = 4, libraries: Collection[str] = ()) -> str:
@@ -235,7 +249,8 @@ def short_names(path: CodePath) -> str:
     """The path by function names only, for titles: ``invoke_tool → call_tool → post``."""
     shown = [*path.frames, path.downstream] if path.downstream is not None else path.frames
     names = ARROW.join(split_label(label).name for label in shown)
-    return f"{path.endpoint}: {names}" if path.endpoint else names
+    named = f"{path.endpoint}: {names}" if path.endpoint else names
+    return FALLBACK_LABEL + named if path.fallback else named
 
 
 def group_by_path(

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -68,6 +68,7 @@ EPISODE_COLUMNS = (
     "end",
     "open",
     "duration",
+    "duration_max",
     "idle_seconds",
     "max_idle_age",
     "queries",
@@ -109,7 +110,11 @@ def held_episodes(
     transaction was gone (an upper bound: it ended between ``last_seen`` and
     ``end``; across a sampling gap that window is the gap), NaN when the
     transaction was still open at the last snapshot (``open`` True);
-    ``duration``: ``end`` (or ``session_end`` when open) minus ``start``;
+    ``duration``: what was observed of it, ``last_seen`` minus ``start`` (a
+    lower bound: a transaction seen in one snapshot 0.03 s after it began
+    held 0.03 s as far as anyone knows, not the snapshot interval);
+    ``duration_max``: ``end`` (or ``session_end`` when open) minus ``start``,
+    the upper bound;
     ``idle_seconds``: time spent idle in the transaction as the server
     measured it: per idle period (one ``state_change``) its longest age seen,
     summed; a lower bound, exact at the start of each period;
@@ -155,7 +160,8 @@ def held_episodes(
     following = np.searchsorted(snaps, last_seen, side="right")
     still_open = following >= snaps.size
     end = np.where(still_open, np.nan, snaps[np.minimum(following, snaps.size - 1)])
-    duration = np.where(still_open, session_end, end) - start
+    duration = np.maximum(last_seen - start, 0.0)
+    duration_max = np.where(still_open, session_end, end) - start
 
     idle_seconds, max_idle_age = _idle(activity, rows, episode, count)
     queries, last_query = _queries(activity["query"], rows, episode, last, count)
@@ -173,6 +179,7 @@ def held_episodes(
             "end": end,
             "open": still_open,
             "duration": duration,
+            "duration_max": duration_max,
             "idle_seconds": idle_seconds,
             "max_idle_age": max_idle_age,
             "queries": queries,
@@ -252,10 +259,9 @@ def stacks_during(
     """The owning worker's stacks during each episode, folded.
 
     A sample belongs to an episode when its ``worker_pid`` is the episode's
-    ``owner_pid`` and ``start <= taken_at <= end`` (``start + duration``, that
-    is the session's end, for an open episode). ``end`` is an upper bound
-    (the snapshot that found the transaction gone), so up to one sampling
-    interval after the real end can be included. Episodes without an owner,
+    ``owner_pid`` and ``start <= taken_at <= start + duration``: while the
+    transaction was seen open (after its last sighting it may have ended at
+    once; ``end`` is only an upper bound). Episodes without an owner,
     or without samples, have no rows. ``threads="active"`` keeps only samples
     py-spy saw running (``active``).
 
@@ -366,12 +372,18 @@ class _Pairs:
     code: npt.NDArray[np.int64]  # index into categories
     categories: list[str]
     weight: npt.NDArray[np.float64]  # the pair's share of its dump's interval
+    row: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    dump: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
-def _pairs(episodes: pd.DataFrame, samples: pd.DataFrame, threads: str) -> _Pairs:
+def _pairs(
+    episodes: pd.DataFrame, samples: pd.DataFrame, threads: str, *, by_task: bool = True
+) -> _Pairs:
     """Every (episode, sample) with the sample in the episode, each pair weighted by its
     share of the dump: 1 / the threads (or tasks) in that dump, or, when some task of the
-    dump names the episode's backend in ``backends``, 1 / those tasks (0 for the others).
+    dump names the episode's backend in ``backends``, 1 / those tasks (0 for the others;
+    ``by_task=False`` leaves that to the caller: :mod:`profiler.analysis.attribution`).
+    ``row`` is each pair's sample row in ``samples`` (as given), ``dump`` its dump number.
 
     Sort + searchsorted per worker, then one ``repeat``: memory and time follow
     the number of pairs, never episodes x samples.
@@ -401,8 +413,7 @@ def _pairs(episodes: pd.DataFrame, samples: pd.DataFrame, threads: str) -> _Pair
 
     owner = episodes["owner_pid"].to_numpy(dtype=np.int64, na_value=-1)
     begin = _floats(episodes["start"])
-    finish = _floats(episodes["end"])
-    finish = np.where(np.isnan(finish), begin + _floats(episodes["duration"]), finish)
+    finish = begin + _floats(episodes["duration"])  # observed: up to its last sighting
     ids = episodes["episode_id"].to_numpy(dtype=np.int64)
     segment = np.minimum(np.searchsorted(workers, owner), workers.size - 1)
     usable = (owner >= 0) & (workers[segment] == owner) & ~np.isnan(begin) & ~np.isnan(finish)
@@ -424,12 +435,19 @@ def _pairs(episodes: pd.DataFrame, samples: pd.DataFrame, threads: str) -> _Pair
     episode = np.repeat(ids, counts)
     index = np.arange(total, dtype=np.int64) + np.repeat(low - (np.cumsum(counts) - counts), counts)
     weight = share[index]
-    if "backends" in samples.columns:
-        dump = _dump_ids(dump_start, worker.size)[index]
+    dump = _dump_ids(dump_start, worker.size)[index]
+    if by_task and "backends" in samples.columns:
         weight = _task_weights(episodes, samples, episode, order[index], dump, weight)
     stack_code = code[index]
     keep = (stack_code >= 0) & (weight > 0)
-    return _Pairs(episode[keep], stack_code[keep], [str(c) for c in categories], weight[keep])
+    return _Pairs(
+        episode[keep],
+        stack_code[keep],
+        [str(c) for c in categories],
+        weight[keep],
+        order[index][keep].astype(np.int64),
+        dump[keep],
+    )
 
 
 def _dump_ids(dump_start: npt.NDArray[np.int64], size: int) -> npt.NDArray[np.int64]:
@@ -586,6 +604,7 @@ def empty_episodes() -> pd.DataFrame:
             "end": pd.Series([], dtype="float64"),
             "open": pd.Series([], dtype="bool"),
             "duration": pd.Series([], dtype="float64"),
+            "duration_max": pd.Series([], dtype="float64"),
             "idle_seconds": pd.Series([], dtype="float64"),
             "max_idle_age": pd.Series([], dtype="float64"),
             "queries": pd.Series([], dtype="object"),

@@ -17,7 +17,11 @@ samples every ``interval`` seconds. One round:
 * walks each task's suspended coroutine chain (``cr_await`` /
   ``gi_yieldfrom`` / ``ag_await``) and records its frames, innermost first;
 * looks for open PostgreSQL connections among the locals of those frames
-  with a bounded breadth-first walk, and records their backend PIDs.
+  with a bounded breadth-first walk, and records their backend PIDs;
+* reads the worker's SQLAlchemy connection pools (found with one pass over
+  :func:`gc.get_objects`, then held by weak reference): class, size, max
+  overflow, timeout, connections checked out and threads or tasks waiting for
+  one, from plain instance data (no pool method runs, no lock is taken).
 
 Locals are read with :func:`gc.get_referents` on the suspended coroutine,
 which is what the garbage collector itself does: unlike ``frame.f_locals``
@@ -46,6 +50,8 @@ import sys
 import threading
 import time
 import types
+import weakref
+from collections import deque
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -60,6 +66,8 @@ MAX_VISITS = 300  # objects looked at per task
 MAX_CONTAINER = 1000  # larger containers are not looked into
 MAX_HOPS = 6  # Session -> transaction -> Connection -> pool proxy -> adapter -> driver
 COPY_RETRIES = 100
+POOL_RESCAN_SECONDS = 10.0  # while no pool is known, look again this often
+POOL_REFRESH_SECONDS = 120.0  # and for engines created later, this often
 SHUTDOWN_JOIN_SECONDS = 1.0
 
 _ATOMIC = (str, bytes, bytearray, int, float, complex, bool, type(None), range, memoryview)
@@ -193,6 +201,7 @@ def _run(
         began = time.monotonic()
         deadline = began + duration
         stop_file = path + STOP_SUFFIX
+        pools = PoolWatch()
         tick = 0
         while True:
             if stop.is_set():
@@ -206,6 +215,7 @@ def _run(
                 break
             if time.monotonic() >= deadline:
                 break
+            handle.write(pools.line())
             handle.write(sample_round(max_tasks))
             handle.flush()
             tick += 1
@@ -316,14 +326,25 @@ def find_endpoint(roots: list[Any]) -> dict[str, Any] | None:
 def walk_chain(coro: Any) -> tuple[list[list[Any]], list[Any], Any]:
     """Follow a coroutine's ``await`` chain: frames innermost first, the coroutines and
     generators walked (outermost first), and the object the chain ended on (a Future's
-    iterator, an unknown awaitable, or None)."""
+    iterator, an unknown awaitable, or None).
+
+    An ``async with`` over an ``@asynccontextmanager`` (FastAPI's yield dependencies,
+    Starlette's lifespans) awaits ``anext(gen)`` or ``gen.athrow(...)``: an
+    ``async_generator_asend``/``athrow`` object with no attribute leading on. Its
+    referents (read as the GC does) hold the generator, and the walk goes on into it,
+    so the dependency that opened a session shows as a frame and its locals are read.
+    """
     frames: list[list[Any]] = []
     holders: list[Any] = []
     current = coro
     for _ in range(MAX_FRAMES):
         step = _STEPS.get(type(current))
         if step is None:
-            break
+            generator = _generator_awaited(current)
+            if generator is None:
+                break
+            current = generator
+            continue
         frame_attr, await_attr = step
         frame = getattr(current, frame_attr)
         if frame is None:  # finished or closed
@@ -370,6 +391,119 @@ def find_backends(roots: list[Any], cache: dict[Any, Any] | None = None) -> list
                     deeper.extend(_children(obj, tp, cache))
         level = deeper
     return sorted(set(found))
+
+
+# -- pools -------------------------------------------------------------------------------
+
+
+class PoolWatch:
+    """The worker's SQLAlchemy pools, found once and read every round.
+
+    Finding them costs one pass over :func:`gc.get_objects` (tens of
+    milliseconds per million objects, with the GIL held), so it is done at the
+    first round, again every :data:`POOL_RESCAN_SECONDS` while none is found
+    (an engine created on the first request) and every
+    :data:`POOL_REFRESH_SECONDS` after that. Pools are kept by weak reference:
+    a disposed engine's pool is not kept alive by the sampler.
+    """
+
+    def __init__(self) -> None:
+        self.refs: list[Any] = []
+        self.scanned_at: float | None = None
+        self.scan_seconds = 0.0
+
+    def line(self) -> str:
+        """A ``pools`` JSON line: every pool alive and its figures now."""
+        now = time.monotonic()
+        alive = [pool for pool in (ref() for ref in self.refs) if pool is not None]
+        wait = POOL_REFRESH_SECONDS if alive else POOL_RESCAN_SECONDS
+        if self.scanned_at is None or now - self.scanned_at >= wait:
+            started = time.perf_counter()
+            alive = find_pools()
+            self.refs = [weakref.ref(pool) for pool in alive]
+            self.scanned_at = now
+            self.scan_seconds = time.perf_counter() - started
+        record = {
+            "kind": "pools",
+            "taken_at": time.time(),
+            "pools": [pool_figures(pool) for pool in alive],
+            "scan_seconds": self.scan_seconds,
+        }
+        del alive
+        return json.dumps(record) + "\n"
+
+
+def find_pools() -> list[Any]:
+    """Every SQLAlchemy connection pool alive in this process (none when SQLAlchemy is not
+    imported). Types are told by their MRO, read through ``type``'s own descriptor; no
+    ``isinstance`` (it may ask an object's ``__class__``, which a proxy can compute)."""
+    module = sys.modules.get("sqlalchemy.pool.base")
+    base = module.__dict__.get("Pool") if module is not None else None
+    if not isinstance(base, type):
+        return []
+    verdicts: dict[type, bool] = {}
+    found = []
+    for obj in gc.get_objects():
+        tp = type(obj)
+        verdict = verdicts.get(tp)
+        if verdict is None:
+            verdict = verdicts[tp] = base in _TYPE_MRO.__get__(tp, type)
+        if verdict:
+            with contextlib.suppress(TypeError):  # a pool that takes no weak reference
+                weakref.ref(obj)
+                found.append(obj)
+    return found
+
+
+def pool_figures(pool: Any) -> dict[str, Any]:
+    """A pool's class and, for a queue pool, its figures, all from instance data:
+    ``size`` (``pool_size``), ``max_overflow`` (-1: no limit), ``timeout``,
+    ``checked_out`` (``size - idle in the queue + overflow``, SQLAlchemy's own
+    ``checkedout()``) and ``waiting`` (threads or tasks waiting for a connection)."""
+    tp = type(pool)
+    record: dict[str, Any] = {
+        "id": id(pool),
+        "class": _TYPE_QUALNAME.__get__(tp, type),
+        "size": None,
+        "max_overflow": None,
+        "timeout": None,
+        "checked_out": None,
+        "waiting": None,
+    }
+    timeout = _plain(pool, "_timeout")
+    if type(timeout) in (int, float):
+        record["timeout"] = timeout
+    max_overflow = _plain(pool, "_max_overflow")
+    overflow = _plain(pool, "_overflow")
+    queue = _plain(pool, "_pool")
+    if queue is None or type(max_overflow) is not int:
+        return record
+    size = _plain(queue, "maxsize")
+    if type(size) is not int:
+        return record
+    record["size"], record["max_overflow"] = size, max_overflow
+    idle, waiting = _queue_state(queue)
+    if idle is not None and type(overflow) is int:
+        record["checked_out"] = size - idle + overflow
+    record["waiting"] = waiting
+    return record
+
+
+def _queue_state(queue: Any) -> tuple[int | None, int | None]:
+    """Connections idle in a pool's queue and waiters for one: a thread queue's deque and
+    its condition's waiters, or an asyncio queue's (created on first use: none yet is 0)."""
+    items = _plain(queue, "queue")
+    if type(items) is deque:  # sqlalchemy.util.queue.Queue
+        condition = _plain(queue, "not_empty")
+        waiters = _plain(condition, "_waiters") if condition is not None else None
+        return len(items), len(waiters) if type(waiters) is deque else None
+    inner = _plain(queue, "_queue")  # AsyncAdaptedQueue: an asyncio.Queue, made lazily
+    if inner is None:
+        return 0, 0
+    items, getters = _plain(inner, "_queue"), _plain(inner, "_getters")
+    if type(items) is not deque:
+        return None, None
+    return len(items), len(getters) if type(getters) is deque else None
 
 
 # -- tasks -------------------------------------------------------------------------------
@@ -431,7 +565,28 @@ _RUNNING = {
 }
 
 
+_AWAITING_GENERATOR = ("async_generator_asend", "async_generator_athrow")
+
+
+def _generator_awaited(obj: Any) -> Any:
+    """The async generator an ``asend``/``athrow`` awaitable drives, or None."""
+    if obj is None or _TYPE_QUALNAME.__get__(type(obj), type) not in _AWAITING_GENERATOR:
+        return None
+    for ref in gc.get_referents(obj):
+        if type(ref) is types.AsyncGeneratorType:
+            return ref
+    return None
+
+
 def _running(holder: Any) -> bool:
+    """Whether ``holder`` executes on a thread right now (its locals then change under us).
+
+    An async generator's ``ag_running`` is also true while it is suspended in an ``await``
+    of its body (driven by an ``asend`` its caller awaits): that says nothing, and the
+    coroutines of the same chain tell whether the chain runs.
+    """
+    if type(holder) is types.AsyncGeneratorType:
+        return False
     return bool(getattr(holder, _RUNNING[type(holder)]))
 
 
@@ -479,6 +634,7 @@ def locals_of(holders: list[Any]) -> list[Any]:
 _MISSING = object()
 _TYPE_MODULE = type.__dict__["__module__"]
 _TYPE_QUALNAME = type.__dict__["__qualname__"]
+_TYPE_MRO = type.__dict__["__mro__"]
 
 
 def _kind(tp: type, cache: dict[Any, Any]) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from profiler.analysis.text import offset
 from profiler.cli import console
 from profiler.errors import ChecksFailed
 
@@ -34,6 +35,8 @@ def show_command(directory: Path, thresholds: Thresholds, *, as_json: bool) -> N
     for finding in summary.findings:
         out.print(_finding_line(finding))
     out.print(_metrics_table(summary))
+    if summary.pools:
+        out.print(_pools_table(summary))
     if summary.metrics.top_paths:
         out.print(_paths_table(summary))
     if not summary.episodes.empty:
@@ -94,6 +97,22 @@ def _metrics_table(summary: Summary) -> Table:
     return table
 
 
+def _pools_table(summary: Summary) -> Table:
+    from rich.table import Table
+
+    table = Table(
+        box=None,
+        pad_edge=False,
+        title="pools: what each worker's pool can serve",
+        title_justify="left",
+    )
+    table.add_column("worker", justify="right", no_wrap=True)
+    table.add_column("capacity", overflow="fold")
+    for pool in summary.pools:
+        table.add_row(str(pool.worker_pid), pool.capacity_text())
+    return table
+
+
 def _paths_table(summary: Summary) -> Table:
     from rich.table import Table
 
@@ -109,7 +128,7 @@ def _paths_table(summary: Summary) -> Table:
         table.add_column(column, justify="right" if column != "path" else "left", overflow="fold")
     for held in summary.metrics.top_paths:
         table.add_row(
-            f"{held.seconds:.1f}",
+            f"{held.seconds:.2f}" if held.seconds < 0.1 else f"{held.seconds:.1f}",
             f"{held.share:.0%}",
             " ".join(map(str, held.owner_pids)) or "-",
             held.path,
@@ -137,7 +156,7 @@ def _held_table(summary: Summary) -> Table:
         table.add_row(
             str(row["backend_pid"]),
             str(row["owner_pid"] or "?"),
-            f"+{row['start_offset']:.1f}s",
+            offset(row["start_offset"]),
             f"{row['duration']:.1f}{'+' if row['open'] else ''}",
             f"{row['idle_seconds']:.1f}",
             _one_line(row["last_query"]),
@@ -182,10 +201,15 @@ def _print_comparison(comparison: Comparison) -> None:
             paths.add_row(f"{path.before_seconds:.1f}", f"{path.after_seconds:.1f}", path.path)
         keep_words(paths, "path")
         out.print(paths)
+    persisting = len(comparison.after.findings) - len(comparison.appeared)
+    out.print(
+        f"findings: {len(comparison.resolved)} resolved, {len(comparison.appeared)} new "
+        f"in after, {persisting} in both"
+    )
     for finding in comparison.resolved:
-        out.print(f"[green]resolved[/] {finding.rule}: {finding.title}")
+        out.print(f"[green]resolved[/] {finding.severity:<8} {finding.rule}: {finding.title}")
     for finding in comparison.appeared:
-        out.print(f"[red]new[/]      {finding.rule}: {finding.title}")
+        out.print(f"[red]new[/]      {finding.severity:<8} {finding.rule}: {finding.title}")
 
 
 def _verdict(change: Change) -> str:

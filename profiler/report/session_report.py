@@ -38,6 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from profiler.analysis.text import offset
 from profiler.errors import ProfilerError, UsageError
 from profiler.report import markdown as md
 
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
     from profiler.report.plots import Plot
     from profiler.report.redact import Redaction
     from profiler.session.reader import Session
-    from profiler.session.summary import Summary
+    from profiler.session.summary import HoldAttribution, Summary
 
 PAGE = "index.md"
 ASSETS = "assets"
@@ -77,6 +78,13 @@ ATTRIBUTION = {
     "tasks+threads": "asyncio task samples, and py-spy thread dumps for workers without "
     "the task sampler (`tasks+threads`)",
     "none": "nothing: no stack sample fell inside a held transaction (`none`)",
+}
+ATTRIBUTION_KINDS = {
+    "task": "to the task that held the connection (the task ↔ backend join)",
+    "worker-fallback": "by the worker fallback: no task was seen holding the connection, so "
+    "its time is shared among the worker's requests meanwhile; those paths are marked "
+    "*(worker fallback)* and name what ran, not the holder",
+    "threads": "from the worker's py-spy thread dumps (no task sampler in that worker)",
 }
 SEVERITY_ORDER = ("critical", "warning", "info")
 RULE_HEADINGS = {
@@ -490,7 +498,10 @@ def _hold_flamegraph(
     capped = capped_flamegraph(
         profile,
         title=scrub.text(f"Where connections were held: {summary.session.name}"),
-        subtitle=f"{total / 1000:.1f} connection-seconds held; stacks from {summary.attribution}",
+        subtitle=(
+            f"{total / 1000:.1f} connection-seconds attributed; stacks from "
+            f"{summary.attribution}; the worker fallback's under its own root"
+        ),
         unit="ms held",
         cap=state.cap,
     )
@@ -712,7 +723,7 @@ class _Page:
             f"This session profiled {_plural(len(targets), 'worker', 'workers')}{where}{against}, "
             f"from {_utc(session.started_at)} for {_duration(metrics.duration_seconds)}.{stopped} "
             f"{transactions} were seen in `pg_stat_activity`; the code holding connections is "
-            f"attributed from {source}. "
+            f"attributed from {source}.{self._attribution_split()} "
             f"A transaction counts as held too long when idle in transaction over "
             f"{_duration(self.summary.thresholds.idle_in_transaction_seconds)}.",
             "",
@@ -736,6 +747,21 @@ class _Page:
             self.add(f"- Probe `{name}` {probe['status']}: {md.escape(error.strip())}")
         if troubles:
             self.add("")
+
+    def _attribution_split(self) -> str:
+        """How much of the held time each way of attributing it gave: the task that held the
+        connection, the worker fallback (labelled), or thread dumps."""
+        attributed = self.summary.attributed
+        millis = attributed.millis if attributed is not None else {}
+        total = sum(millis.values())
+        if not total:
+            return ""
+        parts = [
+            f"{_percent_text(millis[kind] / total)} {text}"
+            for kind, text in ATTRIBUTION_KINDS.items()
+            if millis.get(kind)
+        ]
+        return " Of the held time, " + "; ".join(parts) + "."
 
     def _findings(self) -> None:
         findings = self.summary.findings
@@ -856,6 +882,18 @@ class _Page:
             value = getattr(self.summary.metrics, measure.name)
             self.add(f"| {measure.label} | {_measure(value, measure.unit)} |")
         self.add("")
+        if self.summary.pools:
+            self.add(
+                "What each worker's pool can serve: with a mean hold of H seconds per request "
+                "and a pool of P, at most P / H requests per second (the pool read in the "
+                "worker, told with `--pool-capacity`, or unknown).",
+                "",
+                "| worker | capacity |",
+                "|---:|---|",
+            )
+            for pool in self.summary.pools:
+                self.add(f"| {pool.worker_pid} | {md.cell(pool.capacity_text())} |")
+            self.add("")
 
     def _plots(self, plot_list: list[Plot]) -> None:
         self.add("## Over time", "")
@@ -896,7 +934,7 @@ class _Page:
         for display, millis, _ in shown:
             workers = ", ".join(str(pid) for pid in sorted(owners.get(display, ()))) or "-"
             self.add(
-                f"| {millis / 1000:.1f} s | {_percent_text(millis / total)} | {workers} "
+                f"| {_held_seconds(millis / 1000)} | {_percent_text(millis / total)} | {workers} "
                 f"| {md.code(self.scrub.text(display))} |"
             )
         self.add("")
@@ -946,15 +984,24 @@ class _Page:
         ).head(EPISODES_SHOWN)
         self.add(
             f"The {len(longest)} longest of {_plural(len(episodes), 'transaction', 'transactions')}"
-            f" seen, with the stacks of the worker that held each one meanwhile "
+            f" seen, each held as long as it was seen open (in a snapshot, or by the task "
+            f"holding it), with where it was held: the task that held it where the task "
+            f"sampler named its backend; else, marked as the worker fallback, the worker's "
+            f"requests meanwhile; in a worker without the task sampler, its thread dumps "
             f"(from {ATTRIBUTION.get(self.summary.attribution, self.summary.attribution)}).",
             "",
         )
         stacks = _stacks_during(self.session, longest)
+        attributed = self.summary.attributed
+        from_tasks = _attributed_stacks(attributed, longest) if attributed is not None else {}
         start = self.session.start
         for number, row in enumerate(longest.to_dict("records"), 1):
             owner = None if _missing(row["owner_pid"]) else int(row["owner_pid"])
-            held = f"{row['duration']:.1f} s" + (" (still open)" if row["open"] else "")
+            held = f"{row['duration']:.1f} s"
+            if row["open"]:
+                held += " (still open)"
+            elif round(row["duration_max"], 1) > round(row["duration"], 1):
+                held += f" (at most {row['duration_max']:.1f} s)"  # gone by the next snapshot
             who = f"worker {owner}" if owner is not None else "owner unknown"
             self.add(f"### {number}. Backend {int(row['pid'])} ({who}): held {held}", "")
             longest_idle = "-" if _missing(row["max_idle_age"]) else f"{row['max_idle_age']:.1f} s"
@@ -967,7 +1014,8 @@ class _Page:
             self.add(
                 "| started | held | idle in transaction | longest idle | snapshots | application |",
                 "|---:|---:|---:|---:|---:|---|",
-                f"| +{row['start'] - start:.1f} s | {held} | {row['idle_seconds']:.1f} s "
+                f"| {offset(row['start'] - start, unit=' s')} | {held} "
+                f"| {row['idle_seconds']:.1f} s "
                 f"| {longest_idle} | {int(row['samples'])} | {app} |",
                 "",
             )
@@ -985,22 +1033,48 @@ class _Page:
                     *_fenced(_cut(self.scrub.query(str(query)), QUERY_CHARS), "sql"),
                     "",
                 )
-            mine = stacks.get(int(row["episode_id"]), [])
-            if mine:
+            self._episode_stacks(int(row["episode_id"]), owner, stacks, from_tasks)
+
+    def _episode_stacks(
+        self,
+        episode_id: int,
+        owner: int | None,
+        threads: dict[int, list[tuple[str, int, float]]],
+        from_tasks: dict[int, list[tuple[str, float, float]]],
+    ) -> None:
+        """Where one transaction was held: its holder task's stacks, the worker fallback's
+        (labelled), or, in a worker without the task sampler, its thread dumps."""
+        attributed = self.summary.attributed
+        kind = attributed.kinds.get(episode_id) if attributed is not None else None
+        who = f"worker {owner}" if owner is not None else "owner unknown"
+        if episode_id in from_tasks:
+            heading = (
+                "Stacks of the task that held it (the task ↔ backend join):"
+                if kind == "task"
+                else "No task was seen holding it; the worker's requests meanwhile "
+                "(worker fallback, not the holder):"
+            )
+            self.add(heading, "", "| share | held | code path |", "|---:|---:|---|")
+            for path, millis, share in from_tasks[episode_id]:
                 self.add(
-                    f"Top stacks of {who} meanwhile:",
-                    "",
-                    "| share | samples | code path |",
-                    "|---:|---:|---|",
+                    f"| {_percent_text(share)} | {_held_seconds(millis / 1000)} "
+                    f"| {md.code(self.scrub.text(path))} |"
                 )
-                for stack, samples, share in mine:
-                    self.add(
-                        f"| {_percent_text(share)} | {samples} "
-                        f"| {md.code(self.scrub.text(stack))} |"
-                    )
-                self.add("")
-            elif owner is not None:
-                self.add(f"No stack sample of {who} during it.", "")
+            self.add("")
+        elif threads.get(episode_id):
+            self.add(
+                f"Top stacks of {who} meanwhile:",
+                "",
+                "| share | samples | code path |",
+                "|---:|---:|---|",
+            )
+            for stack, samples, share in threads[episode_id]:
+                self.add(
+                    f"| {_percent_text(share)} | {samples} | {md.code(self.scrub.text(stack))} |"
+                )
+            self.add("")
+        elif owner is not None:
+            self.add(f"No stack sample of {who} fell in what was seen of it.", "")
 
     def _notes(self) -> None:
         state = self.state
@@ -1084,16 +1158,50 @@ def _frame_key(label: Any) -> tuple[str, str]:
     return (str(label.name), Path(str(label.file)).name)
 
 
+def _attributed_stacks(
+    attributed: HoldAttribution, episodes: pd.DataFrame
+) -> dict[int, list[tuple[str, float, float]]]:
+    """Per episode attributed from task samples, its code paths: (path, ms, share)."""
+    from profiler.analysis.code_paths import describe
+
+    frame = attributed.per_episode
+    if frame is None or frame.empty:
+        return {}
+    wanted = set(episodes["episode_id"].astype(int).tolist())
+    chosen = frame[frame["episode_id"].isin(wanted).to_numpy(dtype=bool)]
+    totals = chosen.groupby("episode_id")["millis"].sum().to_dict()
+    summed: dict[int, dict[str, float]] = {}
+    for episode, stack, millis in zip(
+        chosen["episode_id"].tolist(),
+        chosen["stack"].astype(str).tolist(),
+        chosen["millis"].tolist(),
+        strict=True,
+    ):
+        paths = summed.setdefault(int(episode), {})
+        display = describe(stack).display
+        paths[display] = paths.get(display, 0.0) + float(millis)
+    found: dict[int, list[tuple[str, float, float]]] = {}
+    for episode, paths in summed.items():
+        total = float(totals[episode])
+        ranked = sorted(paths.items(), key=lambda item: (-item[1], item[0]))
+        found[episode] = [
+            (path, millis, millis / total) for path, millis in ranked[:STACKS_PER_EPISODE]
+        ]
+    return found
+
+
 def _stacks_during(
     session: Session, episodes: pd.DataFrame
 ) -> dict[int, list[tuple[str, int, float]]]:
-    """Per episode, its owner's top stacks meanwhile, as code paths: (path, samples, share)."""
+    """Per episode of a worker without the task sampler, its thread dumps meanwhile, as code
+    paths: (path, samples, share)."""
     from profiler.analysis.code_paths import describe
     from profiler.analysis.episodes import stacks_during
     from profiler.session.summary import attribution_samples
 
     found: dict[int, list[tuple[str, int, float]]] = {}
-    for source in (s for s in attribution_samples(session) if not s.empty):
+    _, threads = attribution_samples(session)  # task-sampled workers: _attributed_stacks
+    for source in (threads,) if not threads.empty else ():
         during = stacks_during(episodes, source)
         columns = zip(
             during["episode_id"].tolist(),
@@ -1152,6 +1260,11 @@ def _plain_number(value: float) -> str:
     if isinstance(value, int) or float(value).is_integer():
         return f"{int(value):,}"
     return f"{value:,.3f}".rstrip("0").rstrip(".")
+
+
+def _held_seconds(seconds: float) -> str:
+    """``12.3 s``, and two decimals under a tenth (a healthy session's holds are short)."""
+    return f"{seconds:.2f} s" if seconds < 0.1 else f"{seconds:.1f} s"
 
 
 def _percent_text(share: float) -> str:

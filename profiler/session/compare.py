@@ -94,8 +94,8 @@ class Comparison:
     after: Summary
     changes: list[Change]
     paths: list[PathChange]
-    appeared: list[Finding]  # in after, not (or less severe) in before
-    resolved: list[Finding]  # in before, not in after
+    appeared: list[Finding]  # new in after: no counterpart in before, or a less severe one
+    resolved: list[Finding]  # in before, no counterpart in after
     failed_on: list[str]
 
     def to_json(self) -> dict[str, Any]:
@@ -107,6 +107,7 @@ class Comparison:
             "findings": {
                 "appeared": [f.to_json() for f in self.appeared],
                 "resolved": [f.to_json() for f in self.resolved],
+                "persisting": len(self.after.findings) - len(self.appeared),
                 "after": [f.to_json() for f in self.after.findings],
             },
             "failed_on": self.failed_on,
@@ -132,8 +133,7 @@ def compare(before: Summary, after: Summary, fail_on: list[str] | None = None) -
                 f"--fail-on {rule!r} is not a rule", hint=f"choose from: {', '.join(known)}"
             )
     changes = [_change(m, before, after) for m in MEASURES]
-    appeared = _new_or_worse(before.findings, after.findings)
-    resolved = _gone(before.findings, after.findings)
+    appeared, resolved = _matched(before.findings, after.findings)
     failed = [rule for rule in fail_on or [] if _breaks(rule, changes, appeared)]
     return Comparison(before, after, changes, _paths(before, after), appeared, resolved, failed)
 
@@ -155,18 +155,57 @@ def _change(measure: Measure, before: Summary, after: Summary) -> Change:
     return Change(measure, old, new, verdict(measure, old, new))
 
 
-def _new_or_worse(before: list[Finding], after: list[Finding]) -> list[Finding]:
-    """Findings of ``after`` whose rule ``before`` lacks, or has only at a lower severity."""
-    worst: dict[str, int] = {}
-    for finding in before:
-        worst[finding.rule] = max(worst.get(finding.rule, -1), SEVERITY_RANK[finding.severity])
-    return [f for f in after if SEVERITY_RANK[f.severity] > worst.get(f.rule, -1)]
+def finding_key(finding: Finding) -> tuple[str, str]:
+    """What a finding is about, comparable across sessions: its rule and, where the rule
+    has one, a subject that survives a restart (a query text, the endpoint or code path
+    that held connections). Worker PIDs differ from one run to the next, so per-worker
+    findings of one rule share a key and are matched one to one, worst first."""
+    evidence = finding.evidence
+    if finding.rule == "stuck-query":
+        return finding.rule, str(evidence.get("query"))
+    if finding.rule == "held-code-path":
+        endpoints = evidence.get("endpoints") or []
+        paths = evidence.get("paths") or []
+        if endpoints:
+            return finding.rule, str(endpoints[0].get("endpoint"))
+        if paths:
+            return finding.rule, str(paths[0].get("path"))
+    return finding.rule, ""
 
 
-def _gone(before: list[Finding], after: list[Finding]) -> list[Finding]:
-    """Findings of ``before`` whose rule ``after`` no longer has at all."""
-    remaining = {finding.rule for finding in after}
-    return [finding for finding in before if finding.rule not in remaining]
+def _matched(before: list[Finding], after: list[Finding]) -> tuple[list[Finding], list[Finding]]:
+    """Findings of ``after`` that are new (no counterpart in ``before``, or a more severe
+    one), and findings of ``before`` with no counterpart in ``after`` (resolved).
+
+    Counterparts share a :func:`finding_key`; within a key, findings pair up worst
+    first, so a third worker at its pool cap after a change that had two is one new
+    finding, and two workers fixed out of three is one resolved.
+    """
+
+    def grouped(findings: list[Finding]) -> dict[tuple[str, str], list[Finding]]:
+        groups: dict[tuple[str, str], list[Finding]] = {}
+        for finding in findings:
+            groups.setdefault(finding_key(finding), []).append(finding)
+        for members in groups.values():
+            members.sort(key=lambda f: (-SEVERITY_RANK[f.severity], -f.score, f.title))
+        return groups
+
+    old, new = grouped(before), grouped(after)
+    appeared: list[Finding] = []
+    resolved: list[Finding] = []
+    for key in sorted(set(old) | set(new)):
+        was, now = old.get(key, []), new.get(key, [])
+        for index, finding in enumerate(now):
+            if (
+                index >= len(was)
+                or SEVERITY_RANK[finding.severity] > SEVERITY_RANK[was[index].severity]
+            ):
+                appeared.append(finding)
+        resolved.extend(was[len(now) :])
+    order = {id(f): i for i, f in enumerate([*after, *before])}
+    appeared.sort(key=lambda f: order[id(f)])
+    resolved.sort(key=lambda f: order[id(f)])
+    return appeared, resolved
 
 
 def _breaks(rule: str, changes: list[Change], appeared: list[Finding]) -> bool:

@@ -13,6 +13,9 @@ asked for and kept:
   :func:`profiler.memory.rss.to_dataframe`;
 * ``task_samples``: one row per asyncio task per round of the task sampler
   injected into each worker (:mod:`profiler.capture.tasks`);
+* ``pool_samples``: one row per SQLAlchemy pool per round of that sampler: the
+  worker's real pool size, overflow, timeout, checked out and waiting
+  (:mod:`profiler.capture.pool_log`);
 * ``worker_events``: workers that vanished (and how) or appeared
   (:mod:`profiler.targets.membership`);
 * ``load``: the load the session ran under, when recorded
@@ -221,6 +224,21 @@ class Session:
         combined: pd.DataFrame = pd.concat(frames, ignore_index=True)
         for name in ("task", "stack", "leaf"):
             combined[name] = combined[name].astype("category")
+        return combined
+
+    @cached_property
+    def pool_samples(self) -> pd.DataFrame:
+        """One row per SQLAlchemy pool per round of the task sampler, every worker that had
+        one (:mod:`profiler.capture.pool_log`); empty (same columns) when none was read."""
+        import pandas as pd
+
+        from profiler.capture import pool_log
+
+        paths = sorted((self.path / TASKS_DIR).glob("tasks-*.jsonl"))
+        frames = [frame for frame in map(pool_log.read, paths) if not frame.empty]
+        if not frames:
+            return pool_log.empty()
+        combined: pd.DataFrame = pd.concat(frames, ignore_index=True)
         return combined
 
     @property

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from profiler.analysis import episodes as ep
 from profiler.analysis.code_paths import describe, group_by_path
 from profiler.analysis.findings import Evidence, Finding, Thresholds, evaluate
+from profiler.analysis.findings.pool import PoolFigures, pool_figures
 from profiler.analysis.stats import percentile
 
 if TYPE_CHECKING:
@@ -103,6 +104,8 @@ class Summary:
     attribution: str  # "tasks", "threads", "tasks+threads" or "none"
     findings: list[Finding]
     metrics: Metrics
+    pools: list[PoolFigures] = field(default_factory=list)
+    attributed: HoldAttribution | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The ``session show --json`` shape (CLI.md): findings, held connections, metrics."""
@@ -115,16 +118,24 @@ class Summary:
             "interrupted": self.session.interrupted,
             "targets": manifest.get("targets", []),
             "attribution": self.attribution,
+            "attributed_seconds": {
+                kind: round(ms / 1000, 3)
+                for kind, ms in sorted((self.attributed.millis if self.attributed else {}).items())
+            },
             "thresholds": {
                 name: getattr(self.thresholds, name)
                 for name in self.thresholds.__dataclass_fields__
             },
             "findings": [finding.to_json() for finding in self.findings],
             "held_connections": held_connections(
-                self.episodes, self.session.start, limit=HELD_CONNECTIONS_LISTED
+                self.episodes,
+                self.session.start,
+                limit=HELD_CONNECTIONS_LISTED,
+                kinds=self.attributed.kinds if self.attributed else None,
             ),
             "held_connections_total": len(self.episodes),
             "metrics": self.metrics.to_json(),
+            "pools": [pool.to_json() for pool in self.pools],
             "probes": {
                 name: {"status": probe.get("status"), "error": probe.get("error")}
                 for name, probe in manifest.get("probes", {}).items()
@@ -135,17 +146,23 @@ class Summary:
 def summarize(session: Session, thresholds: Thresholds | None = None) -> Summary:
     """Everything ``session show`` says about ``session``."""
     thresholds = thresholds or Thresholds()
+    from profiler.analysis.attribution import observed_windows
+
     episodes = ep.held_episodes(
         session.activity, session_end=session.end, snapshots=session.snapshots
     )
+    # Held as long as seen: in a snapshot, or by the task that held it in a later round.
+    episodes = observed_windows(episodes, session.task_samples)
     held = ep.connections_held(session.activity, snapshots=session.snapshots)
-    profile, owners, attribution = hold_profile(session, episodes)
+    attributed = hold_attribution(session, episodes)
+    profile, owners, attribution = attributed.profile, attributed.owners, attributed.sources
     events = session.worker_events
     evidence = Evidence(
         episodes=episodes,
         held=held,
         hold_profile=profile,
         hold_owners=owners,
+        hold_kinds=attributed.stack_kinds,
         wait_samples=session.stack_samples,
         rss=session.rss,
         workers=events,
@@ -153,40 +170,98 @@ def summarize(session: Session, thresholds: Thresholds | None = None) -> Summary
         pool_capacity=pool_capacity(session.settings),
         session_start=session.start,
         session_end=session.end,
+        pools=session.pool_samples,
+        served_rps=None if session.load is None else session.load.rps,
+        targets=target_pids(session.manifest),
     )
     findings = evaluate(evidence, thresholds)
     metrics = _metrics(session, thresholds, episodes, held, profile, owners)
     return Summary(
-        session, thresholds, episodes, held, profile, owners, attribution, findings, metrics
+        session,
+        thresholds,
+        episodes,
+        held,
+        profile,
+        owners,
+        attribution,
+        findings,
+        metrics,
+        pool_figures(evidence),
+        attributed,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class HoldAttribution:
+    """The connection-hold profile and how each part of it was attributed.
+
+    ``profile``: ms held per stack (worker-fallback stacks rooted at
+    :data:`~profiler.analysis.attribution.FALLBACK_ROOT`); ``owners``: per stack;
+    ``sources``: which samples were used (``tasks``, ``threads``, ``tasks+threads``,
+    ``none``); ``millis``: ms per attribution (``task``: the task that held the
+    connection; ``worker-fallback``: no task was seen holding it, the worker's
+    requests meanwhile; ``threads``: py-spy thread dumps of the worker);
+    ``kinds``: per episode id, its attribution; ``per_episode``: its stacks
+    (``episode_id``, ``stack``, ``millis``, ``kind``), from task samples.
+    """
+
+    profile: Counter[str]
+    owners: dict[str, list[int]]
+    sources: str
+    millis: dict[str, int]
+    kinds: dict[int, str]
+    per_episode: pd.DataFrame | None
+    stack_kinds: dict[str, str] = field(default_factory=dict)
 
 
 def hold_profile(
     session: Session, episodes: pd.DataFrame
 ) -> tuple[Counter[str], dict[str, list[int]], str]:
-    """The connection-hold profile, each worker explained by its best samples.
+    """The connection-hold profile, each worker explained by its best samples: the profile
+    (ms held per stack), the owners per stack, and which samples were used."""
+    found = hold_attribution(session, episodes)
+    return found.profile, found.owners, found.sources
 
-    Returns the profile (ms held per stack), the owners per stack, and which
-    samples were used.
-    """
+
+def hold_attribution(session: Session, episodes: pd.DataFrame) -> HoldAttribution:
+    """:func:`hold_profile` with each part's attribution (see :class:`HoldAttribution`):
+    task samples through :func:`~profiler.analysis.attribution.attribute_tasks` (the
+    exact task ↔ backend join, the worker fallback labelled), thread samples through
+    :func:`~profiler.analysis.episodes.hold_attribution`."""
+    from profiler.analysis.attribution import attribute_tasks
+
     tasks, threads = attribution_samples(session)
     profile: Counter[str] = Counter()
     owners: dict[str, list[int]] = {}
     used: list[str] = []
-    sources = (
-        ("tasks", tasks, session.task_interval),
-        ("threads", threads, float(session.settings.get("dump_interval") or 1.0)),
-    )
-    for name, samples, interval in sources:
-        if samples.empty:
-            continue
-        part, part_owners = ep.hold_attribution(episodes, samples, interval=interval)
+    millis: dict[str, int] = {}
+    kinds: dict[int, str] = {}
+    per_episode = None
+    stack_kinds: dict[str, str] = {}
+    if not tasks.empty:
+        found = attribute_tasks(episodes, tasks, interval=session.task_interval)
+        if found.profile:
+            used.append("tasks")
+        profile.update(found.profile)
+        owners.update(found.owners)
+        millis.update(found.millis)
+        kinds.update(found.kinds)
+        per_episode = found.per_episode
+        if per_episode is not None:
+            stack_kinds.update(zip(per_episode["stack"], per_episode["kind"], strict=True))
+    if not threads.empty:
+        interval = float(session.settings.get("dump_interval") or 1.0)
+        part, part_owners = ep.hold_attribution(episodes, threads, interval=interval)
         if part:
-            used.append(name)
+            used.append("threads")
+            millis["threads"] = sum(part.values())
+            stack_kinds.update((stack, "threads") for stack in part if stack not in stack_kinds)
         profile.update(part)
         for stack, pids in part_owners.items():
             owners[stack] = sorted(set(owners.get(stack, [])) | set(pids))
-    return profile, owners, "+".join(used) or "none"
+    return HoldAttribution(
+        profile, owners, "+".join(used) or "none", millis, kinds, per_episode, stack_kinds
+    )
 
 
 def attribution_samples(session: Session) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -220,9 +295,19 @@ def with_endpoints(tasks: pd.DataFrame) -> pd.DataFrame:
 
 
 def held_connections(
-    episodes: pd.DataFrame, session_start: float, *, limit: int | None = None
+    episodes: pd.DataFrame,
+    session_start: float,
+    *,
+    limit: int | None = None,
+    kinds: dict[int, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """The transactions held, longest first (the ``limit`` longest), as JSON rows."""
+    """The transactions held, longest first (the ``limit`` longest), as JSON rows.
+
+    ``duration`` is what was observed (to the last sighting, in a snapshot or by
+    its task), ``duration_max`` the upper bound (to the snapshot that found it
+    gone); ``attribution`` how its held time was attributed (``kinds``: episode
+    id -> ``task`` or ``worker-fallback``; None when no sample fell inside it).
+    """
     if episodes.empty:
         return []
     ordered = episodes.sort_values("duration", ascending=False, kind="stable")
@@ -237,6 +322,8 @@ def held_connections(
                 "owner_pid": None if _missing(owner) else int(owner),
                 "start_offset": round(float(record["start"]) - session_start, 3),
                 "duration": round(float(record["duration"]), 3),
+                "duration_max": round(float(record["duration_max"]), 3),
+                "attribution": (kinds or {}).get(int(record["episode_id"])),
                 "open": bool(record["open"]),
                 "idle_seconds": round(float(record["idle_seconds"]), 3),
                 "max_idle_age": _rounded(record["max_idle_age"]),
@@ -255,6 +342,16 @@ def memory_limits(manifest: dict[str, Any]) -> dict[int, int]:
         if isinstance(limit, int) and limit > 0:
             limits[int(target["pid"])] = limit
     return limits
+
+
+def target_pids(manifest: dict[str, Any]) -> tuple[int, ...]:
+    """The session's worker PIDs, as ``session run`` recorded its targets."""
+    pids = {
+        int(target["pid"])
+        for target in manifest.get("targets", [])
+        if isinstance(target, dict) and isinstance(target.get("pid"), int)
+    }
+    return tuple(sorted(pids))
 
 
 def pool_capacity(settings: dict[str, Any]) -> int | None:
@@ -282,6 +379,7 @@ def _metrics(
     )
     per_worker_max = int(known["held"].max()) if len(known) else None
     total_ms = sum(profile.values())
+    observed = float(episodes["duration"].sum()) if not episodes.empty else 0.0
     paths: list[HeldPath] = []
     path_owners: dict[str, set[int]] = {}
     for stack, pids in owners.items():
@@ -304,7 +402,7 @@ def _metrics(
         idle_age_max=ages[-1] if ages else None,
         held_per_worker_mean=None if per_worker_mean is None else round(per_worker_mean, 3),
         held_per_worker_max=per_worker_max,
-        connection_seconds_held=total_ms / 1000,
+        connection_seconds_held=observed,
         throughput_rps=None if load is None else load.rps,
         load_errors=None if load is None else load.errors,
         peak_rss_bytes=int(rss["rss_bytes"].max()) if not rss.empty else None,
