@@ -215,6 +215,7 @@ def test_owner_json_is_pid_and_cmdline_or_null() -> None:
         "cmdline": "gunicorn: worker [app]",
         "kind": "process",
         "detail": "",
+        "via": None,
     }
     assert Owner("remote", detail="elsewhere").to_json() is None
     assert Owner.from_record(owner.to_record()) == owner
