@@ -951,7 +951,12 @@ class _Page:
         for number, row in enumerate(longest.to_dict("records"), 1):
             owner = None if _missing(row["owner_pid"]) else int(row["owner_pid"])
             held = f"{row['duration']:.1f} s" + (" (still open)" if row["open"] else "")
-            who = f"worker {owner}" if owner is not None else "owner unknown"
+            label = row.get("owner_label")
+            via = row.get("owner_via")
+            if owner is not None:
+                who = f"worker {owner}" + ("" if _missing(via) or not via else f" via {via}")
+            else:
+                who = "owner unknown" if _missing(label) or not label else str(label)
             self.add(f"### {number}. Backend {int(row['pid'])} ({who}): held {held}", "")
             longest_idle = "-" if _missing(row["max_idle_age"]) else f"{row['max_idle_age']:.1f} s"
             application = row.get("application_name")
