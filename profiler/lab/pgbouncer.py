@@ -16,14 +16,19 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote, urlsplit
 
 from profiler.capture.processes import is_running, spawn_detached, stop_pid
-from profiler.errors import ProfilerError, ToolMissingError
+from profiler.errors import ProfilerError, ToolMissingError, UsageError
 from profiler.pg.dsn import build
+
+if TYPE_CHECKING:
+    from profiler.lab.lifecycle import LabOptions
+    from profiler.lab.state import LabState
 
 PoolMode = Literal["session", "transaction"]
 POOL_MODES: tuple[PoolMode, ...] = ("session", "transaction")
@@ -234,3 +239,32 @@ def _parts(dsn: str) -> dict[str, str]:
         "password": unquote(parts.password or ""),
         "dbname": unquote(parts.path.lstrip("/")) or "postgres",
     }
+
+
+# -- the lab ------------------------------------------------------------------------------
+
+
+def start_for_lab(
+    state: LabState, options: LabOptions, upstream: str, step: Callable[[str], None]
+) -> tuple[LabState, str]:
+    """``lab up --via pgbouncer``: PgBouncer in the lab's log folder, saved in the state file
+    as soon as it runs (``lab down`` stops it by PID); the DSN the gateway should use."""
+    from dataclasses import replace
+
+    from profiler.capture.processes import create_time
+    from profiler.lab import state as lab_state
+    from profiler.lab.state import OwnedProcess
+
+    if options.via not in VIAS:
+        raise UsageError(f"--via must be one of {', '.join(VIAS)}, not {options.via!r}")
+    if options.pool_mode not in POOL_MODES:
+        raise UsageError(
+            f"--pool-mode must be one of {', '.join(POOL_MODES)}, not {options.pool_mode!r}"
+        )
+    mode: PoolMode = "transaction" if options.pool_mode == "transaction" else "session"
+    capacity = options.workers * (options.pool_size + options.max_overflow)
+    step(f"starting PgBouncer ({mode} pooling, pool {capacity}) between gateway and PostgreSQL")
+    pooler = start(upstream, Path(state.log_dir) / "pgbouncer", pool_mode=mode, pool_size=capacity)
+    state = replace(state, pooler=OwnedProcess(pooler.pid, create_time(pooler.pid)), pool_mode=mode)
+    lab_state.save(state)
+    return state, through(upstream, pooler.port)
