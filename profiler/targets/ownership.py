@@ -245,9 +245,12 @@ def pooler_label(detail: str, pid: int | None) -> str:
 
 
 def pooler_name(comm: str, cmdline: str) -> str | None:
-    """The connection pooler a process is, from its name or its command line.
+    """The connection pooler a process is, from its executable's name.
 
-    Whole words only, so a pooler's config file open in an editor is not a pooler.
+    The name (``comm``) or the first word of the command line, whole words
+    only: a pooler's config open in an editor, a worker whose DSN names a host
+    ``pgbouncer``, or ``profiler lab up --via pgbouncer`` are not poolers. An
+    Erlang VM (``beam.smp``) is named by its release (Supavisor), in its arguments.
 
     >>> pooler_name("pgbouncer", "/usr/sbin/pgbouncer /etc/pgbouncer/pgbouncer.ini")
     'pgbouncer'
@@ -259,8 +262,15 @@ def pooler_name(comm: str, cmdline: str) -> str | None:
     True
     >>> pooler_name("python3", "python3 -m gunicorn app:app") is None
     True
+    >>> pooler_name("python3", "python3 app.py --dsn postgresql://app@pgbouncer:6432/app") is None
+    True
     """
-    for text in (comm, cmdline):
+    words = cmdline.split(maxsplit=1)
+    first = words[0].rsplit("/", 1)[-1] if words else ""
+    texts = [comm, first]
+    if comm.startswith("beam") or first.startswith("beam"):
+        texts.append(cmdline)
+    for text in texts:
         match = _POOLER.search(text.lower())
         if match:
             return match.group(1)
