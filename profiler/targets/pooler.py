@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 from profiler.targets.ownership import BackendClient, ClientSide, Owner, OwnershipResolver
@@ -81,6 +82,9 @@ class SeeThrough:
         self._resolvers: dict[int, OwnershipResolver] = {}
         self._ids: dict[tuple[str, int, str, str], int] = {}
         self._next_id = -1
+        # The worker's owner seen through the pooler, built once per resolver answer
+        # (that answer kept alongside, so a recycled id() cannot match).
+        self._behind: dict[tuple[int, str, int | None], tuple[Owner, Owner]] = {}
         self.linked = 0
         self.unlinked = 0
 
@@ -104,10 +108,9 @@ class SeeThrough:
             if server.remote_pid:
                 by_pid[server.remote_pid] = server
             if not server.over_unix_socket and server.local_addr:
-                try:
-                    by_socket[(canonical_address(server.local_addr), server.local_port)] = server
-                except ValueError:
-                    continue
+                address = _canonical(server.local_addr)
+                if address is not None:
+                    by_socket[(address, server.local_port)] = server
         clients = {client.ptr: client for client in state.clients if client.ptr}
         client_owners = self._client_owners(state.clients)
         result = dict(owners)
@@ -154,9 +157,14 @@ class SeeThrough:
         if found is None:
             return pooler(f"serves client {client.addr}:{client.port}: unreadable address")
         if found.kind == "process":
-            via = f"through {name}" + (f" {pid}" if pid else "")
-            detail = f"{via}; {found.detail}" if found.detail else via
-            return replace(found, detail=detail, via=name)
+            key = (id(found), name, pid)
+            cached = self._behind.get(key)
+            if cached is None or cached[0] is not found:
+                via = f"through {name}" + (f" {pid}" if pid else "")
+                detail = f"{via}; {found.detail}" if found.detail else via
+                cached = (found, replace(found, detail=detail, via=name))
+                self._behind[key] = cached
+            return cached[1]
         return pooler(f"serves client {client.addr}:{client.port}: {found.describe()}")
 
     @staticmethod
@@ -173,11 +181,8 @@ class SeeThrough:
         """
         port = backend.client_port
         if port is not None and port >= 0 and backend.client_addr:
-            try:
-                address = canonical_address(backend.client_addr)
-            except ValueError:
-                return None
-            return by_socket.get((address, port))
+            address = _canonical(backend.client_addr)
+            return None if address is None else by_socket.get((address, port))
         if port == -1:
             return by_pid.get(backend.pid)
         return None
@@ -204,6 +209,8 @@ class SeeThrough:
             side = BackendClient(number, None, client.addr, client.port)
             by_port.setdefault(client.local_port, []).append(((client.addr, client.port), side))
         self._ids = ids
+        if len(self._behind) > 4 * len(ids) + 64:
+            self._behind.clear()
         found: dict[tuple[str, int], Owner] = {}
         for port, sides in by_port.items():
             resolver = self._resolvers.get(port)
@@ -219,3 +226,12 @@ class SeeThrough:
     def resolvers(self) -> Mapping[int, OwnershipResolver]:
         """The client-socket resolvers by PgBouncer listen port (benchmarks read their stats)."""
         return self._resolvers
+
+
+@lru_cache(maxsize=4096)
+def _canonical(address: str) -> str | None:
+    """canonical_address, cached: a handful of addresses recur in every snapshot."""
+    try:
+        return canonical_address(address)
+    except ValueError:
+        return None
