@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from profiler.lab import pgbouncer as lab_pgbouncer
 from profiler.pg.sampler import ActivitySampler
 from profiler.targets.ownership import Owner
 from profiler.targets.pgbouncer_config import read_console
+from tests.conftest import CliResult
 from tests.helpers import retry
 
 pytestmark = pytest.mark.postgres
@@ -55,11 +57,18 @@ def start_pooler(postgres_dsn: str, tmp_path: Path) -> Iterator[StartPooler]:
     started: list[int] = []
 
     def start(
-        pool_mode: lab_pgbouncer.PoolMode = "session", *, upstream: str | None = None, **kw: str
+        pool_mode: lab_pgbouncer.PoolMode = "session",
+        *,
+        upstream: str | None = None,
+        auth_type: str = "trust",
     ) -> lab_pgbouncer.RunningPooler:
         directory = tmp_path / f"pgbouncer-{len(started)}"
         pooler = lab_pgbouncer.start(
-            upstream or postgres_dsn, directory, pool_mode=pool_mode, pool_size=10, **kw
+            upstream or postgres_dsn,
+            directory,
+            pool_mode=pool_mode,
+            pool_size=10,
+            auth_type=auth_type,
         )
         started.append(pooler.pid)
         return pooler
@@ -120,7 +129,7 @@ def test_a_transaction_held_through_pgbouncer_is_owned_by_this_process(
     owner = owners[backend]
     assert (owner.kind, owner.pid, owner.via) == ("process", os.getpid(), "pgbouncer"), owner
     assert f"through pgbouncer {pooler.pid}" in owner.detail
-    assert owner.to_json() is not None and owner.to_json()["via"] == "pgbouncer"  # type: ignore[index]
+    assert (owner.to_json() or {}).get("via") == "pgbouncer"
     assert warnings == []
 
 
@@ -129,7 +138,7 @@ def test_a_transaction_held_through_pgbouncer_is_owned_by_this_process(
 def test_two_clients_through_one_pooler_have_two_owners(
     start_pooler: StartPooler,
     hold_through: Callable[[str], int],
-    python_process: Callable[..., object],
+    python_process: Callable[[str], subprocess.Popen[str]],
     postgres_dsn: str,
 ) -> None:
     # GIVEN a transaction held by us and one by another process, both through PgBouncer
@@ -142,7 +151,7 @@ def test_two_clients_through_one_pooler_have_two_owners(
     # THEN each backend is owned by the process that holds its client connection
     assert owners[ours].pid == os.getpid()
     others = [o for pid, o in owners.items() if pid != ours]
-    assert [(o.pid, o.via) for o in others] == [(other.pid, "pgbouncer")]  # type: ignore[attr-defined]
+    assert [(o.pid, o.via) for o in others] == [(other.pid, "pgbouncer")]
 
 
 def _pair(postgres_dsn: str, admin: str) -> dict[int, Owner] | None:
@@ -247,7 +256,7 @@ def test_the_console_is_found_from_the_running_process_config(
 
 @pytest.mark.parametrize("command", [["db", "snapshot"], ["db", "check"], ["session", "run"]])
 def test_an_unparseable_pgbouncer_value_is_a_usage_error(
-    run_cli: Callable[..., object], postgres_dsn: str, tmp_path: Path, command: list[str]
+    run_cli: Callable[..., CliResult], postgres_dsn: str, tmp_path: Path, command: list[str]
 ) -> None:
     # GIVEN a --pgbouncer value that is no DSN
     extra = ["-o", str(tmp_path / "s"), "-d", "1", "--pid", str(os.getpid())]
@@ -261,16 +270,16 @@ def test_an_unparseable_pgbouncer_value_is_a_usage_error(
         *(extra if command[0] == "session" else []),
     )
     # THEN exit 2, one line saying what is wrong and what to pass
-    assert result.exit_code == 2, result.output  # type: ignore[attr-defined]
-    assert "invalid --pgbouncer value" in result.stderr  # type: ignore[attr-defined]
-    assert "Traceback" not in result.stderr  # type: ignore[attr-defined]
+    assert result.exit_code == 2, result.output
+    assert "invalid --pgbouncer value" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @requires_pgbouncer
 @pytest.mark.slow
 def test_session_run_with_an_unreachable_console_exits_0_and_names_the_pooler(
-    run_cli: Callable[..., object],
-    python_process: Callable[..., object],
+    run_cli: Callable[..., CliResult],
+    python_process: Callable[[str], subprocess.Popen[str]],
     start_pooler: StartPooler,
     postgres_dsn: str,
     tmp_path: Path,
@@ -289,7 +298,7 @@ def test_session_run_with_an_unreachable_console_exits_0_and_names_the_pooler(
         "--pid",
         str(worker.pid),
         "--dsn",
-        postgres_dsn,  # type: ignore[attr-defined]
+        postgres_dsn,
         "--pgbouncer",
         nowhere,
         "-d",
@@ -300,14 +309,14 @@ def test_session_run_with_an_unreachable_console_exits_0_and_names_the_pooler(
         str(out),
     )
     # THEN exit 0 with one warning, and the held transaction is the pooler's, not a worker's
-    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
-    assert result.stderr.count("admin console unreachable") == 1, result.output  # type: ignore[attr-defined]
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("admin console unreachable") == 1, result.output
     shown = run_cli("session", "show", str(out), "--json")
-    assert shown.exit_code == 0, shown.output  # type: ignore[attr-defined]
-    held = json.loads(shown.stdout)["held_connections"]  # type: ignore[attr-defined]
+    assert shown.exit_code == 0, shown.output
+    held = json.loads(shown.stdout)["held_connections"]
     mine = [h for h in held if h["owner_label"] == f"pgbouncer {pooler.pid} (pooler)"]
     assert mine and all(h["owner_pid"] is None and h["via"] is None for h in mine), held
-    assert f"worker {pooler.pid}" not in shown.stdout  # type: ignore[attr-defined]
+    assert f"worker {pooler.pid}" not in shown.stdout
 
 
 def _closed_port() -> int:
