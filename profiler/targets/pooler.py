@@ -85,6 +85,8 @@ class SeeThrough:
         # The worker's owner seen through the pooler, built once per resolver answer
         # (that answer kept alongside, so a recycled id() cannot match).
         self._behind: dict[tuple[int, str, int | None], tuple[Owner, Owner]] = {}
+        self._last_identities: list[tuple[str, int, str, str, int]] = []
+        self._last_found: dict[tuple[str, int], Owner] = {}
         self.linked = 0
         self.unlinked = 0
 
@@ -193,8 +195,21 @@ class SeeThrough:
         Each client gets a stable made-up negative id (its identity is its
         endpoint and connect time), so the resolver's cache keeps its answer as
         long as the client stays connected and a new client reusing the
-        endpoint is looked up again.
+        endpoint is looked up again. When the clients are the very ones of the
+        last call (a gateway's pools keep their connections), the last answer
+        is the answer: one list comparison instead of a lookup per client.
         """
+        identities = [
+            (client.addr, client.port, client.connect_time, client.ptr, client.local_port)
+            for client in clients
+        ]
+        if identities == self._last_identities:
+            return self._last_found
+        found = self._resolve_clients(clients)
+        self._last_identities, self._last_found = identities, found
+        return found
+
+    def _resolve_clients(self, clients: Sequence[PoolerConnection]) -> dict[tuple[str, int], Owner]:
         by_port: dict[int, list[tuple[tuple[str, int], BackendClient]]] = {}
         ids: dict[tuple[str, int, str, str], int] = {}
         for client in clients:
