@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -61,6 +63,7 @@ def start_pooler(postgres_dsn: str, tmp_path: Path) -> Iterator[StartPooler]:
         *,
         upstream: str | None = None,
         auth_type: str = "trust",
+        unix_socket_dir: Path | None = None,
     ) -> lab_pgbouncer.RunningPooler:
         directory = tmp_path / f"pgbouncer-{len(started)}"
         pooler = lab_pgbouncer.start(
@@ -69,6 +72,7 @@ def start_pooler(postgres_dsn: str, tmp_path: Path) -> Iterator[StartPooler]:
             pool_mode=pool_mode,
             pool_size=10,
             auth_type=auth_type,
+            unix_socket_dir=unix_socket_dir,
         )
         started.append(pooler.pid)
         return pooler
@@ -323,3 +327,26 @@ def _closed_port() -> int:
     from profiler.pg.embedded import free_port
 
     return free_port()
+
+
+@requires_pgbouncer
+def test_the_console_is_reached_through_its_unix_socket_under_proc_pid_root(
+    start_pooler: StartPooler,
+    hold_through: Callable[[str], int],
+    postgres_dsn: str,
+) -> None:
+    # GIVEN a PgBouncer that also listens on a Unix socket, as a containerised one would
+    sockets = Path(tempfile.mkdtemp(prefix="profiler-pgbouncer-test-"))
+    try:
+        sockets.chmod(0o777)  # PgBouncer may run as another user (-u nobody as root)
+        pooler = start_pooler("transaction", unix_socket_dir=sockets)
+        backend = hold_through(lab_pgbouncer.through(postgres_dsn, pooler.port))
+        # WHEN its console is found from its config, and the sampler uses it
+        address = read_console(pooler.pid)
+        owners, warnings = _owners(postgres_dsn)
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
+    # THEN the socket is preferred, seen through the process's own root, and it works
+    assert address.host == f"/proc/{pooler.pid}/root{sockets}"
+    assert (owners[backend].pid, owners[backend].via) == (os.getpid(), "pgbouncer")
+    assert warnings == []

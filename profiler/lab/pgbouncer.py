@@ -91,6 +91,7 @@ def config_text(
     pool_size: int,
     userlist: Path,
     auth_type: str = "trust",
+    unix_socket_dir: Path | None = None,
 ) -> str:
     """The generated pgbouncer.ini: every database of ``upstream``'s server, through us.
 
@@ -120,7 +121,7 @@ def config_text(
             "[pgbouncer]",
             f"listen_addr = {HOST}",
             f"listen_port = {port}",
-            "unix_socket_dir =",
+            f"unix_socket_dir = {unix_socket_dir or ''}",
             f"auth_type = {auth_type}",
             f"auth_file = {userlist}",
             f"admin_users = {parts['user']}",
@@ -146,13 +147,15 @@ def start(
     pool_size: int = 20,
     port: int | None = None,
     auth_type: str = "trust",
+    unix_socket_dir: Path | None = None,
 ) -> RunningPooler:
     """Start PgBouncer in front of ``upstream``'s server; wait until it accepts connections.
 
     Its files go to ``directory`` (``pgbouncer.ini``, ``userlist.txt``,
     ``pgbouncer.log``). The caller stops it with :func:`stop` by PID. With
     ``auth_type`` other than trust, clients log in with the password of
-    ``upstream``, which the userlist holds.
+    ``upstream``, which the userlist holds. No Unix socket unless
+    ``unix_socket_dir`` is given (PgBouncer's user must be able to write there).
     """
     executable = binary()
     parts = _parts(upstream)
@@ -170,6 +173,7 @@ def start(
             pool_size=pool_size,
             userlist=userlist,
             auth_type=auth_type,
+            unix_socket_dir=unix_socket_dir,
         )
     )
     log = directory / "pgbouncer.log"
