@@ -9,9 +9,18 @@ on every row of ``pg_stat_activity``, as the sampler calls it:
 
 Wall time (``perf_counter``) and CPU time (``process_time``), median over repeats.
 
+With ``--via pgbouncer`` the N connections go through a real PgBouncer (session
+or transaction pooling), each holding a transaction open, and the timed call is
+what the sampler does per snapshot behind a pooler: the warm resolve, then
+``SHOW SERVERS`` + ``SHOW CLIENTS`` on the admin console and the join to the
+(cached) owners of the client sockets. Links change per transaction in
+transaction pooling, so the console is read every snapshot in both modes; the
+CPU PgBouncer itself spends answering is printed beside ours.
+
     python benchmarks/ownership.py --connections 200
     python benchmarks/ownership.py --unix-socket     # clients on PostgreSQL's Unix socket
     python benchmarks/ownership.py --dsn postgresql://postgres@127.0.0.1:5432/test
+    python benchmarks/ownership.py --via pgbouncer --pool-mode transaction
 
 Without ``--dsn`` a throwaway embedded server is started, sized for N, and
 removed at the end; with ``--dsn`` nothing is changed on the server, and if it
@@ -64,9 +73,15 @@ def main() -> int:
         action="store_true",
         help="connect through the server's Unix socket (its first unix_socket_directories)",
     )
+    parser.add_argument("--via", choices=["pgbouncer"], help="connect through a real PgBouncer")
+    parser.add_argument("--pool-mode", choices=["session", "transaction"], default="session")
     args = parser.parse_args()
     if args.unix_socket and not args.sock_diag:
         parser.error("--no-sock-diag with --unix-socket: /proc/net/unix names no peer to time")
+    if args.via:
+        if args.unix_socket:
+            parser.error("--via pgbouncer with --unix-socket: the benchmark's clients use TCP")
+        return _via_pgbouncer(args)
 
     with ExitStack() as stack:
         dsn = args.dsn or stack.enter_context(_embedded_server(args.connections))
@@ -145,6 +160,83 @@ def _churn(
         clients = _clients(monitor)
         timings.append(_timed(_resolving(resolver, clients, conns)))
     return timings, _scanned(resolver)
+
+
+# -- through PgBouncer ----------------------------------------------------------------
+
+
+def _via_pgbouncer(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    import psutil
+
+    from profiler.lab import pgbouncer
+    from profiler.pg.pgbouncer import PoolerLens
+
+    with ExitStack() as stack:
+        dsn = args.dsn or stack.enter_context(_embedded_server(args.connections))
+        directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        pooler = pgbouncer.start(
+            dsn, directory, pool_mode=args.pool_mode, pool_size=args.connections + 10
+        )
+        stack.callback(pgbouncer.stop, pooler.pid)
+        through = pgbouncer.through(dsn, pooler.port)
+        conns: list[Connection] = []
+        stack.callback(_close_all, conns)
+        backends: list[int] = []
+        for _ in range(args.connections):
+            conn = psycopg.connect(through, application_name=APPLICATION, prepare_threshold=None)
+            conns.append(conn)  # not autocommit: the transaction stays open, the link stays
+            backends.append(int(str(_one(conn, "SELECT pg_backend_pid()"))))
+        with psycopg.connect(dsn, autocommit=True) as monitor:
+            port = int(str(_one(monitor, "SELECT inet_server_port()")))
+            clients = _clients(monitor)
+            resolver = OwnershipResolver(server_port=port, sock_diag=args.sock_diag)
+            lens = PoolerLens(dsn, pooler.admin_dsn, warn=print)
+            stack.callback(lens.close)
+
+            answers: list[dict[int, Owner]] = []
+
+            def snapshot() -> None:
+                answers.append(lens.apply(clients, resolver.resolve(clients)))
+
+            def check(owners: dict[int, Owner]) -> None:  # outside the timing: not our cost
+                me = os.getpid()
+                wrong = [
+                    owners[b]
+                    for b in backends
+                    if (owners[b].pid, owners[b].via) != (me, "pgbouncer")
+                ]
+                assert not wrong, f"{len(wrong)} not seen through, e.g. {wrong[:2]}"
+
+            cold = _timed(snapshot)
+            bouncer = psutil.Process(pooler.pid)
+            before = sum(bouncer.cpu_times()[:2])
+            timings = [_timed(snapshot) for _ in range(args.repeats)]
+            spent = 1000 * (sum(bouncer.cpu_times()[:2]) - before) / args.repeats
+            for owners in answers:
+                check(owners)
+            plain = [_timed(lambda: resolver.resolve(clients)) for _ in range(args.repeats)]
+            print(
+                f"-- {len(conns)} clients through PgBouncer {pooler.pid} ({args.pool_mode} "
+                f"pooling) from pid {os.getpid()}, each idle in transaction; "
+                f"{len(clients)} rows in pg_stat_activity"
+            )
+            _report("cold (new resolvers)", [cold], "first /proc scans of backends and clients")
+            _report(
+                "warm through pgbouncer",
+                timings,
+                f"SHOW SERVERS + SHOW CLIENTS each snapshot; pgbouncer's own CPU "
+                f"{spent:.3f} ms per snapshot (psutil, 10 ms ticks)",
+            )
+            _report("  of which warm resolve", plain, "the same snapshot without a pooler")
+            _report(
+                "  of which console read",
+                [Timing(1000 * lens.last_read_seconds, float("nan"))],
+                "wall of the last SHOW SERVERS + SHOW CLIENTS",
+            )
+    return 0
 
 
 # -- helpers ------------------------------------------------------------------------

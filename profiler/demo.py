@@ -40,6 +40,8 @@ class DemoOptions:
     users: int = 24
     seconds: float = 10.0
     mem: bool = True
+    via: str | None = None  # "pgbouncer": the lab reaches PostgreSQL through PgBouncer
+    pool_mode: str = "session"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,8 @@ def run_demo(options: DemoOptions, *, step: Callable[[str], None]) -> DemoResult
                 downstream_latency=DOWNSTREAM_LATENCY,
                 port=free_port(),
                 dsn=server.dsn,
+                via=options.via,
+                pool_mode=options.pool_mode,
             )
             sessions[mode] = _record(mode, lab, sessions_dir / mode, options, step, notes)
     finally:

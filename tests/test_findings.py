@@ -67,6 +67,8 @@ def episode(
         "xact_start": start,
         "owner_pid": owner,
         "owner_cmdline": None if owner is None else f"gunicorn: worker {owner}",
+        "owner_via": None,
+        "owner_label": None,
         "start": start,
         "first_seen": start + 1,
         "last_seen": (end if end is not None else 100.0) - 1,

@@ -32,6 +32,8 @@ def test_status_with_nothing_running(run_cli) -> None:
         "dsn": None,
         "master_pid": None,
         "mode": None,
+        "pool_mode": None,
+        "pooler_pid": None,
         "postgres_pid": None,
         "running": False,
         "url": None,

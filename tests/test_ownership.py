@@ -215,6 +215,7 @@ def test_owner_json_is_pid_and_cmdline_or_null() -> None:
         "cmdline": "gunicorn: worker [app]",
         "kind": "process",
         "detail": "",
+        "via": None,
     }
     assert Owner("remote", detail="elsewhere").to_json() is None
     assert Owner.from_record(owner.to_record()) == owner
@@ -230,6 +231,8 @@ def test_owner_json_is_pid_and_cmdline_or_null() -> None:
         ("beam.smp", "/app/bin/beam.smp -- -root /app -sname supavisor@pool1", "supavisor"),
         ("python", "python -m gunicorn app:app", None),
         ("less", "less /var/log/pgbouncer/pgbouncer.log", None),
+        ("python3", "python3 -m profiler lab up --via pgbouncer", None),
+        ("granian", "granian --interface asgi app:app --env DB_HOST=pgbouncer", None),
     ],
 )
 def test_poolers_are_recognised_by_name_or_command_line(

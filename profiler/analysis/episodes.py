@@ -36,6 +36,7 @@ What stacks can say about a held connection depends on the worker:
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -62,6 +63,8 @@ EPISODE_COLUMNS = (
     "xact_start",
     "owner_pid",
     "owner_cmdline",
+    "owner_via",
+    "owner_label",
     "start",
     "first_seen",
     "last_seen",
@@ -102,9 +105,12 @@ def held_episodes(
     on both sides).
 
     Columns: ``episode_id`` (0.., in order of ``start``); ``pid``,
-    ``backend_start``, ``xact_start`` (the key, server clock); ``owner_pid``
-    (``<NA>`` when no local process was found: kept, not dropped),
-    ``owner_cmdline``; ``start`` (``xact_start`` on our clock, via the row's
+    ``backend_start``, ``xact_start`` (the key, server clock); ``owner_pid``:
+    the worker (``<NA>`` when no local process was found, or when the owner is
+    not a worker: a pooler is never one; kept, not dropped), ``owner_cmdline``,
+    ``owner_via`` (the pooler the worker was found through, else None),
+    ``owner_label``: how a table names an owner that is not a worker
+    (``pgbouncer 1234 (pooler)``), else None; ``start`` (``xact_start`` on our clock, via the row's
     ``clock_offset``); ``first_seen``, ``last_seen`` (our ``taken_at``);
     ``end``: the first snapshot after ``last_seen``, the one where the
     transaction was gone (an upper bound: it ended between ``last_seen`` and
@@ -171,8 +177,10 @@ def held_episodes(
             "pid": pid[first],
             "backend_start": backend_start[first],
             "xact_start": xact[first],
-            "owner_pid": _nullable_ints(activity["owner_pid"].iloc[rows[last]]),
+            "owner_pid": _worker_series(activity, rows[last]),
             "owner_cmdline": _values(activity, "owner_cmdline", rows[last]),
+            "owner_via": _values(activity, "owner_via", rows[last]),
+            "owner_label": _labels(activity, rows[last]),
             "start": start,
             "first_seen": first_seen,
             "last_seen": last_seen,
@@ -529,7 +537,7 @@ def connections_held(
         return empty_held()
     snaps = _snapshot_times(activity, snapshots)
     taken = _floats(activity["taken_at"])[rows]
-    owner = activity["owner_pid"].to_numpy(dtype=np.int64, na_value=-1)[rows]
+    owner = _worker_pids(activity, rows)
     owners = np.unique(owner)
     at = np.minimum(np.searchsorted(snaps, taken), snaps.size - 1)
     flat = at * owners.size + np.searchsorted(owners, owner)
@@ -598,6 +606,8 @@ def empty_episodes() -> pd.DataFrame:
             "xact_start": pd.Series([], dtype="float64"),
             "owner_pid": pd.Series([], dtype="Int64"),
             "owner_cmdline": pd.Series([], dtype="object"),
+            "owner_via": pd.Series([], dtype="object"),
+            "owner_label": pd.Series([], dtype="object"),
             "start": pd.Series([], dtype="float64"),
             "first_seen": pd.Series([], dtype="float64"),
             "last_seen": pd.Series([], dtype="float64"),
@@ -709,6 +719,66 @@ def _codes(series: pd.Series[Any], rows: Any) -> tuple[npt.NDArray[np.int64], Se
         return codes, list(series.cat.categories)
     factorized, uniques = pd.factorize(series.iloc[rows])
     return factorized.astype(np.int64), list(uniques)
+
+
+# -- who is a worker ------------------------------------------------------------------------
+
+
+def _not_workers(activity: pd.DataFrame, rows: Any) -> npt.NDArray[np.bool_]:
+    """Rows whose owner has a pid but is not a worker (a pooler, by its kind).
+
+    Every rule reads owners through here, so a pooler's pid never becomes a
+    "worker" in a finding, a plot or a table. Tables without ``owner_kind``
+    (hand-made ones) count every owner as a worker, as before.
+    """
+    if "owner_kind" not in activity.columns:
+        return np.zeros(len(rows), dtype=bool)
+    kinds = activity["owner_kind"].iloc[rows]
+    mask: npt.NDArray[np.bool_] = (kinds.notna() & ~kinds.isin(["process"])).to_numpy(dtype=bool)
+    return mask
+
+
+def _worker_pids(activity: pd.DataFrame, rows: Any) -> npt.NDArray[np.int64]:
+    """``owner_pid`` at ``rows``, -1 where unknown or not a worker."""
+    owner: npt.NDArray[np.int64] = activity["owner_pid"].to_numpy(dtype=np.int64, na_value=-1)[rows]
+    return np.where(_not_workers(activity, rows), -1, owner)
+
+
+def _worker_series(activity: pd.DataFrame, rows: Any) -> pd.Series[Any]:
+    """``owner_pid`` at ``rows`` as nullable ints, ``<NA>`` where not a worker."""
+    series = _nullable_ints(activity["owner_pid"].iloc[rows])
+    series[_not_workers(activity, rows)] = None
+    return series
+
+
+def _labels(activity: pd.DataFrame, rows: Any) -> list[str | None]:
+    """``pgbouncer 1234 (pooler)`` for rows owned by a pooler, else None.
+
+    The pooler's name is its executable's (the owner's command line), so the
+    analysis needs nothing from the capture side to name it.
+    """
+    not_workers = _not_workers(activity, rows)
+    if not not_workers.any():
+        return [None] * len(rows)
+    kinds = _values(activity, "owner_kind", rows)
+    pids = activity["owner_pid"].iloc[rows].tolist()
+    cmdlines = _values(activity, "owner_cmdline", rows)
+    labels: list[str | None] = []
+    for i, other in enumerate(not_workers):
+        if not other:
+            labels.append(None)
+            continue
+        words = str(cmdlines[i] or "").split()
+        name = words[0].rsplit("/", 1)[-1] if words else str(kinds[i])
+        pid = pids[i]
+        labels.append(f"{name} {int(pid)} ({kinds[i]})" if not _missing(pid) else str(kinds[i]))
+    return labels
+
+
+def _missing(value: Any) -> bool:
+    import pandas as pd
+
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
 def _nullable_ints(series: pd.Series[Any]) -> pd.Series[Any]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from profiler.cli import console
-from profiler.cli.options import DSN_OPTION, JSON_OPTION, duration_option
+from profiler.cli.options import DSN_OPTION, JSON_OPTION, PGBOUNCER_OPTION, duration_option
 
 if TYPE_CHECKING:
     from profiler.analysis.activity import Limits
@@ -37,8 +37,19 @@ def _require_dsn(dsn: str | None) -> str:
     return resolved
 
 
+def _console(pgbouncer: str | None) -> str | None:
+    """The admin console's DSN from --pgbouncer or $PROFILER_PGBOUNCER: exit 2 if unparseable."""
+    from profiler.pg.pgbouncer import resolve
+
+    return resolve(pgbouncer)
+
+
 @app.command()
-def snapshot(dsn: str | None = DSN_OPTION, as_json: bool = JSON_OPTION) -> None:
+def snapshot(
+    dsn: str | None = DSN_OPTION,
+    pgbouncer: str | None = PGBOUNCER_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
     """One snapshot: backends per state, and who holds transactions open, oldest first.
 
     Example: profiler db snapshot --dsn postgresql://app@127.0.0.1/app --json | jq .summary
@@ -46,7 +57,8 @@ def snapshot(dsn: str | None = DSN_OPTION, as_json: bool = JSON_OPTION) -> None:
     from profiler.pg.sampler import ActivitySampler
     from profiler.report.activity import snapshot_json
 
-    with ActivitySampler(_require_dsn(dsn), warn=console.warn) as sampler:
+    console_dsn = _console(pgbouncer)
+    with ActivitySampler(_require_dsn(dsn), warn=console.warn, pgbouncer=console_dsn) as sampler:
         taken = sampler.snapshot()
     if as_json:
         console.print_json(snapshot_json(taken))
@@ -57,6 +69,7 @@ def snapshot(dsn: str | None = DSN_OPTION, as_json: bool = JSON_OPTION) -> None:
 @app.command()
 def check(
     dsn: str | None = DSN_OPTION,
+    pgbouncer: str | None = PGBOUNCER_OPTION,
     max_idle_in_tx_age: float | None = typer.Option(
         None,
         "--max-idle-in-tx-age",
@@ -85,7 +98,10 @@ def check(
     if max_idle_in_tx_age is None and max_idle_in_tx is None:
         max_idle_in_tx_age = 60.0
     limits = Limits(max_idle_in_tx_age=max_idle_in_tx_age, max_idle_in_tx=max_idle_in_tx)
-    with ActivitySampler(_require_dsn(dsn), interval=interval, warn=console.warn) as sampler:
+    console_dsn = _console(pgbouncer)
+    with ActivitySampler(
+        _require_dsn(dsn), interval=interval, warn=console.warn, pgbouncer=console_dsn
+    ) as sampler:
         if for_seconds:
             console.info(f"checking every {interval:g}s for {for_seconds:g}s")
             taken = [s for s in sampler.run(seconds=for_seconds) if isinstance(s, Snapshot)]
@@ -171,6 +187,7 @@ def _print_snapshot(taken: Snapshot) -> None:
 @app.command()
 def watch(
     dsn: str | None = DSN_OPTION,
+    pgbouncer: str | None = PGBOUNCER_OPTION,
     interval: float = INTERVAL_OPTION,
     duration: float | None = duration_option("Stop after this many seconds (default: Ctrl-C)."),
     output: Path | None = typer.Option(
@@ -199,6 +216,7 @@ def watch(
     from profiler.report.watch_view import WatchView
 
     resolved = _require_dsn(dsn)
+    console_dsn = _console(pgbouncer)
     stop = threading.Event()
     interrupted: list[str] = []
 
@@ -207,7 +225,7 @@ def watch(
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    sampler = ActivitySampler(resolved, interval=interval, warn=console.warn)
+    sampler = ActivitySampler(resolved, interval=interval, warn=console.warn, pgbouncer=console_dsn)
     view = WatchView(interval=interval)
     try:
         sampler.open()

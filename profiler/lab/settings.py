@@ -33,9 +33,13 @@ class GatewaySettings:
     pool_size: int = 5
     max_overflow: int = 10
     pool_timeout: float = 30.0
+    # Off behind PgBouncer in transaction pooling: a server-side prepared statement
+    # lives on one server connection, and the next transaction may get another.
+    prepared_statements: bool = True
 
     def to_env(self) -> dict[str, str]:
         return {
+            f"{_PREFIX}PREPARED_STATEMENTS": "1" if self.prepared_statements else "0",
             f"{_PREFIX}DSN": self.dsn,
             f"{_PREFIX}MODE": self.mode,
             f"{_PREFIX}DOWNSTREAM_URL": self.downstream_url,
@@ -57,6 +61,7 @@ class GatewaySettings:
             pool_size=int(env.get(f"{_PREFIX}POOL_SIZE", "5")),
             max_overflow=int(env.get(f"{_PREFIX}MAX_OVERFLOW", "10")),
             pool_timeout=float(env.get(f"{_PREFIX}POOL_TIMEOUT", "30")),
+            prepared_statements=env.get(f"{_PREFIX}PREPARED_STATEMENTS", "1") != "0",
         )
 
 

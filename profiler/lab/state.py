@@ -47,11 +47,14 @@ class LabState:
     downstream: OwnedProcess | None = None
     master: OwnedProcess | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    pooler: OwnedProcess | None = None  # PgBouncer between the gateway and PostgreSQL
+    pool_mode: str | None = None
 
     def processes(self) -> list[tuple[str, OwnedProcess]]:
         named = [
             ("gateway", self.master),
             ("downstream", self.downstream),
+            ("pgbouncer", self.pooler),
             ("postgres", self.postgres),
         ]
         return [(name, proc) for name, proc in named if proc is not None]
@@ -89,7 +92,7 @@ def load() -> LabState | None:
             f"lab state file {path} is unreadable: {exc}",
             hint=f"stop leftover processes by hand, then delete {path}",
         ) from None
-    for key in ("postgres", "downstream", "master"):
+    for key in ("postgres", "downstream", "master", "pooler"):
         if raw.get(key) is not None:
             raw[key] = OwnedProcess(**raw[key])
     try:

@@ -3,9 +3,11 @@
 JSON Lines (:mod:`profiler.jsonl`), one snapshot or gap per line, appended and
 flushed as it is taken, so a killed capture keeps every complete line. Rows
 are positional arrays under a column list given once in the header (half the
-bytes of objects), and an owner is written only the first time its backend
-appears. Analysis loads a recording once into records; the session format
-(issue 6) converts to columnar storage for hour-long captures.
+bytes of objects), and an owner is written the first time its backend
+appears and again only when it changes (behind PgBouncer in transaction
+pooling a backend serves another worker with each transaction). Analysis
+loads a recording once into records; the session format (issue 6) converts
+to columnar storage for hour-long captures.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class RecordingWriter:
     header: dict[str, Any]
     force: bool = False
     _file: JsonlWriter | None = field(default=None, init=False)
-    _owners_written: set[tuple[int, float | None]] = field(default_factory=set, init=False)
+    _owners_written: dict[tuple[int, float | None], Owner] = field(default_factory=dict, init=False)
     snapshots: int = field(default=0, init=False)
 
     def __enter__(self) -> RecordingWriter:
@@ -68,8 +70,8 @@ class RecordingWriter:
         for backend in item.backends:
             key = (backend.pid, backend.backend_start)
             owner = item.owners.get(backend.pid)
-            if key not in self._owners_written and owner is not None:
-                self._owners_written.add(key)
+            if owner is not None and self._owners_written.get(key) != owner:
+                self._owners_written[key] = owner
                 new_owners[str(backend.pid)] = owner.to_record()
         self._write(
             {

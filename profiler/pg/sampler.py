@@ -23,6 +23,7 @@ from profiler.errors import PostgresError, UsageError
 from profiler.model import ActivitySample, Gap, Snapshot
 from profiler.pg import queries
 from profiler.pg.connect import connect
+from profiler.pg.pgbouncer import PoolerLens
 from profiler.targets.ownership import OwnershipResolver
 
 MIN_INTERVAL = 0.1  # 10 Hz: 10x the best external samplers
@@ -46,7 +47,10 @@ class ActivitySampler:
         interval: float = 1.0,
         owners: bool = True,
         warn: Warn = _ignore,
+        pgbouncer: str | None = None,
     ) -> None:
+        """``pgbouncer``: the admin console's DSN (``--pgbouncer``), to see through
+        PgBouncer to the workers; without it one running on this host is found."""
         if not interval >= MIN_INTERVAL:
             raise UsageError(f"the interval must be at least {MIN_INTERVAL}s, not {interval}")
         self.dsn = dsn
@@ -55,6 +59,7 @@ class ActivitySampler:
         self._want_owners = owners
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._resolver: OwnershipResolver | None = None
+        self._lens = PoolerLens(dsn, pgbouncer, warn=warn) if owners else None
         self._server_version = 0
         self._role = ""
         self._warned_privilege = False
@@ -86,6 +91,8 @@ class ActivitySampler:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._lens is not None:
+            self._lens.close()
 
     def __enter__(self) -> ActivitySampler:
         self.open()
@@ -133,6 +140,8 @@ class ActivitySampler:
         owners = {}
         if self._resolver is not None:
             owners = self._resolver.resolve(backends)
+            if self._lens is not None:
+                owners = self._lens.apply(backends, owners)
         return Snapshot(
             taken_at=taken_at,
             server_version=self._server_version,

@@ -1002,7 +1002,12 @@ class _Page:
                 held += " (still open)"
             elif round(row["duration_max"], 1) > round(row["duration"], 1):
                 held += f" (at most {row['duration_max']:.1f} s)"  # gone by the next snapshot
-            who = f"worker {owner}" if owner is not None else "owner unknown"
+            label = row.get("owner_label")
+            via = row.get("owner_via")
+            if owner is not None:
+                who = f"worker {owner}" + ("" if _missing(via) or not via else f" via {via}")
+            else:
+                who = "owner unknown" if _missing(label) or not label else str(label)
             self.add(f"### {number}. Backend {int(row['pid'])} ({who}): held {held}", "")
             longest_idle = "-" if _missing(row["max_idle_age"]) else f"{row['max_idle_age']:.1f} s"
             application = row.get("application_name")

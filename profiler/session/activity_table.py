@@ -15,10 +15,13 @@ Columns (see ``docs/reference/session-format.md``):
   row (``xact_start``, ``state_change``, ...) to put it on our clock;
 * every :class:`~profiler.model.ActivitySample` field, server-clock floats,
   strings and integers as recorded, nulls as NaN / ``<NA>`` / NaN category;
-* ``owner_pid``, ``owner_kind``, ``owner_cmdline``: the
+* ``owner_pid``, ``owner_kind``, ``owner_cmdline``, ``owner_via``: the
   :class:`~profiler.targets.ownership.Owner` of the row's backend identity
-  ``(pid, backend_start)``, carried forward from the first snapshot that named
-  it (a recording writes an owner once per backend).
+  ``(pid, backend_start)``, carried forward from the snapshot that named it
+  (a recording writes an owner when a backend first appears, and again only
+  when it changes: behind PgBouncer in transaction pooling a backend serves
+  another worker with each transaction). ``owner_via`` names the pooler a
+  worker was found through (``pgbouncer``), else null.
 
 :func:`convert` writes the table as Parquet (zstd) at the end of a session,
 with the recording's header, gaps and every snapshot's time in the file's
@@ -49,7 +52,9 @@ if TYPE_CHECKING:
 JSONL_NAME = "activity.jsonl"
 PARQUET_NAME = "activity.parquet"
 TABLE_FORMAT = "profiler-activity-table"
-TABLE_VERSION = 1
+TABLE_VERSION = 2
+# Version 1 had no owner_via; it reads as version 2 with that column null.
+_READABLE_VERSIONS = (1, TABLE_VERSION)
 METADATA_KEY = b"profiler"
 HINT = "activity recordings come from `profiler session run` or `profiler db watch -o FILE`"
 CHUNK_ROWS = 1 << 17  # rows per Arrow batch / Parquet row group: bounded memory while streaming
@@ -62,7 +67,7 @@ STRING_COLUMNS = tuple(
     for name in ActivitySample._fields
     if name not in FLOAT_COLUMNS + INT_COLUMNS + BOOL_COLUMNS
 )
-OWNER_COLUMNS = ("owner_pid", "owner_kind", "owner_cmdline")
+OWNER_COLUMNS = ("owner_pid", "owner_kind", "owner_cmdline", "owner_via")
 COLUMNS: tuple[str, ...] = ("taken_at", "clock_offset", *ActivitySample._fields, *OWNER_COLUMNS)
 NOT_NULL_INTS = ("pid",)
 
@@ -80,23 +85,50 @@ class ActivityTable:
 
 @dataclass
 class _Owners:
-    """Owners by backend identity, numbered in the order first seen."""
+    """Owners by backend identity, numbered in the order named.
+
+    ``by_identity`` holds an identity's first owner; an identity named again
+    with another owner (seen through a pooler in transaction pooling) also has
+    every (snapshot number, owner number) in ``changes``, oldest first.
+    """
 
     by_identity: dict[tuple[int, float | None], int] = field(default_factory=dict)
+    changes: dict[tuple[int, float | None], list[tuple[int, int]]] = field(default_factory=dict)
     pids: list[int | None] = field(default_factory=list)
     kinds: list[str | None] = field(default_factory=list)
     cmdlines: list[str | None] = field(default_factory=list)
+    vias: list[str | None] = field(default_factory=list)
     named_at: list[int] = field(default_factory=list)  # the snapshot number that named it
+    _records: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, identity: tuple[int, float | None], record: dict[str, Any], at: int) -> None:
-        if identity in self.by_identity:
-            return  # the first snapshot that named it wins, as recording.read does
-        self.by_identity[identity] = len(self.pids)
+        first = self.by_identity.get(identity)
+        if first is not None:
+            versions = self.changes.get(identity)
+            latest = versions[-1][1] if versions else first
+            if self._records[latest] == record:
+                return
+            self.changes.setdefault(identity, [(self.named_at[first], first)]).append(
+                (at, len(self.pids))
+            )
+        else:
+            self.by_identity[identity] = len(self.pids)
         self.named_at.append(at)
+        self._records.append(record)
         pid = record.get("pid")
         self.pids.append(None if pid is None else int(pid))
         self.kinds.append(record.get("kind"))
         self.cmdlines.append(record.get("cmdline"))
+        self.vias.append(record.get("via") or None)
+
+    def latest(self, identity: tuple[int, float | None], snapshot: int, first: int) -> int:
+        """The owner number that applies to ``identity`` at snapshot number ``snapshot``."""
+        code = first
+        for named, number in self.changes.get(identity, ()):
+            if named > snapshot:
+                break
+            code = number
+        return code
 
 
 @dataclass
@@ -137,6 +169,7 @@ def schema() -> pa.Schema:
         pa.field("owner_pid", pa.int64()),
         pa.field("owner_kind", text),
         pa.field("owner_cmdline", text),
+        pa.field("owner_via", text),
     ]
     return pa.schema(fields)
 
@@ -201,6 +234,12 @@ def read_parquet(path: Path) -> ActivityTable:
         table = pq.read_table(path)
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read {path}: {exc}", hint="delete it to read the JSONL") from None
+    if meta.get("version") == 1 and "owner_via" not in table.column_names:
+        import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
+
+        table = table.append_column(
+            schema().field("owner_via"), pa.nulls(table.num_rows, schema().field("owner_via").type)
+        )
     if table.schema.remove_metadata() != schema():
         raise InputError(f"{path} does not have the activity table's columns", hint=HINT)
     columns = dict(zip(table.column_names, table.columns, strict=True))
@@ -456,9 +495,13 @@ def _batch(
     )
     lookup = owners.by_identity
     if lookup:
-        codes = np.asarray(
-            [lookup.get(key, -1) for key in zip(pids, starts, strict=True)], dtype=np.int64
-        )
+        keys = list(zip(pids, starts, strict=True))
+        codes = np.asarray([lookup.get(key, -1) for key in keys], dtype=np.int64)
+        if owners.changes:
+            changed = owners.changes
+            for i, key in enumerate(keys):
+                if key in changed:
+                    codes[i] = owners.latest(key, int(snapshot[i]), int(codes[i]))
     else:
         codes = np.full(len(rows), -1, dtype=np.int64)
     named_at = np.asarray([*owners.named_at, 0], dtype=np.int64)
@@ -472,6 +515,7 @@ def _batch(
             _take_int(owners.pids, safe, known),
             _take_text(owners.kinds, safe, known),
             _take_text(owners.cmdlines, safe, known),
+            _take_text(owners.vias, safe, known),
         ],
         schema=target,
     )
@@ -565,7 +609,7 @@ def _parquet_metadata(path: Path) -> dict[str, Any]:
         raise InputError(f"cannot read {path}: {exc}", hint="delete it to read the JSONL") from None
     if not isinstance(meta, dict) or meta.get("format") != TABLE_FORMAT:
         raise InputError(f"{path} is not a {TABLE_FORMAT} file", hint=HINT)
-    if meta.get("version") != TABLE_VERSION:
+    if meta.get("version") not in _READABLE_VERSIONS:
         raise InputError(
             f"{path} has format version {meta.get('version')}, expected {TABLE_VERSION}",
             hint="read it with the profiler version that wrote it",

@@ -77,9 +77,12 @@ class PgProbe(Probe):
         dsn: str,
         interval: float,
         warn: Callable[[str], None],
+        *,
+        pgbouncer: str | None = None,
     ) -> None:
         super().__init__(directory, stop)
         self.dsn = dsn
+        self.pgbouncer = pgbouncer  # the admin console's DSN: never written anywhere
         self.interval = interval
         self.warn = warn
         self.snapshots = 0
@@ -94,7 +97,9 @@ class PgProbe(Probe):
         from profiler.pg.recording import RecordingWriter
         from profiler.pg.sampler import ActivitySampler
 
-        sampler = ActivitySampler(self.dsn, interval=self.interval, warn=self.warn)
+        sampler = ActivitySampler(
+            self.dsn, interval=self.interval, warn=self.warn, pgbouncer=self.pgbouncer
+        )
         sampler.open()
         path = self.directory / "activity.jsonl"
         self.record.files.append(path.name)

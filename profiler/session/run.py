@@ -42,10 +42,11 @@ def build_probes(
     warn: Callable[[str], None],
     *,
     master_pid: int | None = None,
+    pgbouncer: str | None = None,
 ) -> list[Probe]:
     debugger_free = threading.Event()
     probes: list[Probe] = [
-        PgProbe(directory, stop, dsn, settings.pg_interval, warn),
+        PgProbe(directory, stop, dsn, settings.pg_interval, warn, pgbouncer=pgbouncer),
         StacksProbe(directory, stop, pids, settings.dump_interval),
         RssProbe(directory, stop, pids, settings.rss_interval),
         WorkersProbe(directory, stop, pids, master_pid),
@@ -81,6 +82,8 @@ def prepare_session(
     found: list[Worker],
     settings: SessionSettings,
     warn: Callable[[str], None],
+    *,
+    pgbouncer: str | None = None,
 ) -> PreparedSession:
     """The manifest and probes for the workers among ``found`` (masters are followed, not
     profiled: their new children are the replacements of workers that die)."""
@@ -109,7 +112,14 @@ def prepare_session(
     )
     stop = threading.Event()
     probes = build_probes(
-        directory, stop, dsn, pids, settings, warn, master_pid=master_of(found, pids)
+        directory,
+        stop,
+        dsn,
+        pids,
+        settings,
+        warn,
+        master_pid=master_of(found, pids),
+        pgbouncer=pgbouncer,
     )
     return PreparedSession(directory, manifest, probes, stop)
 

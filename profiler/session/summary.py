@@ -316,10 +316,14 @@ def held_connections(
     rows: list[dict[str, Any]] = []
     for record in ordered.to_dict("records"):
         owner = record["owner_pid"]
+        via = record.get("owner_via")
+        label = record.get("owner_label")
         rows.append(
             {
                 "backend_pid": int(record["pid"]),
                 "owner_pid": None if _missing(owner) else int(owner),
+                "via": None if _missing(via) or not via else str(via),
+                "owner_label": None if _missing(label) or not label else str(label),
                 "start_offset": round(float(record["start"]) - session_start, 3),
                 "duration": round(float(record["duration"]), 3),
                 "duration_max": round(float(record["duration_max"]), 3),

@@ -115,6 +115,11 @@ class Owner:
     ``pids`` lists every process holding the socket when it is shared (a fork
     after connect: gunicorn's ``--preload``); ``pid`` is then the worker, the
     one that is no other holder's parent.
+
+    ``via`` names the connection pooler the connection went through when the
+    process was found behind it (``pgbouncer``): a worker seen through a pooler,
+    never the pooler itself. A pooler's own owner (kind ``pooler``) carries its
+    name first in ``detail``, then what we know about the connection.
     """
 
     kind: OwnerKind
@@ -122,28 +127,43 @@ class Owner:
     cmdline: str | None = None
     detail: str = ""
     pids: tuple[int, ...] = ()
+    via: str = ""
 
     def to_json(self) -> dict[str, object] | None:
         """The ``owner`` object of our JSON output: ``{pid, cmdline}``, or null without a pid.
 
-        >>> Owner("process", 42, "gunicorn: worker [app]").to_json()
-        {'pid': 42, 'cmdline': 'gunicorn: worker [app]', 'kind': 'process', 'detail': ''}
+        >>> Owner("process", 42, "gunicorn: worker").to_json()
+        {'pid': 42, 'cmdline': 'gunicorn: worker', 'kind': 'process', 'detail': '', 'via': None}
+        >>> Owner("process", 42, "granian", via="pgbouncer").to_json()["via"]
+        'pgbouncer'
         >>> Owner("remote", detail="on another host").to_json() is None
         True
         """
         if self.pid is None:
             return None
-        return {"pid": self.pid, "cmdline": self.cmdline, "kind": self.kind, "detail": self.detail}
+        return {
+            "pid": self.pid,
+            "cmdline": self.cmdline,
+            "kind": self.kind,
+            "detail": self.detail,
+            "via": self.via or None,
+        }
 
     def to_record(self) -> dict[str, object]:
-        """Every field, JSON-safe, for files that must read back into an ``Owner``."""
-        return {
+        """Every field, JSON-safe, for files that must read back into an ``Owner``.
+
+        ``via`` only when set, so recordings without a pooler keep their bytes.
+        """
+        record: dict[str, object] = {
             "kind": self.kind,
             "pid": self.pid,
             "cmdline": self.cmdline,
             "detail": self.detail,
             "pids": list(self.pids),
         }
+        if self.via:
+            record["via"] = self.via
+        return record
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Owner:
@@ -151,6 +171,9 @@ class Owner:
 
         >>> owner = Owner("pooler", 7, "/usr/sbin/pgbouncer", "pgbouncer", (7,))
         >>> Owner.from_record(owner.to_record()) == owner
+        True
+        >>> behind = Owner("process", 42, "granian", pids=(42,), via="pgbouncer")
+        >>> Owner.from_record(behind.to_record()) == behind
         True
         """
         kind = record.get("kind")
@@ -161,6 +184,7 @@ class Owner:
             cmdline=record.get("cmdline"),
             detail=str(record.get("detail") or ""),
             pids=tuple(int(p) for p in record.get("pids") or ()),
+            via=str(record.get("via") or ""),
         )
 
     def describe(self) -> str:
@@ -170,14 +194,19 @@ class Owner:
         '42 python -m gunicorn app:app (+1 sharing)'
         >>> Owner("pooler", 7, "/usr/sbin/pgbouncer", "pgbouncer").describe()
         'pgbouncer 7 (pooler)'
+        >>> Owner("pooler", 7, "pgbouncer", "pgbouncer: pooled, no client now").describe()
+        'pgbouncer 7 (pooler)'
+        >>> Owner("process", 42, "granian", via="pgbouncer").describe()
+        '42 granian via pgbouncer'
         >>> Owner("unix-socket").describe()
         'unix socket'
         """
         if self.kind == "process":
             text = f"{self.pid} {_shorten(self.cmdline or '', _DESCRIBE_LIMIT)}".rstrip()
-            return text + (f" (+{len(self.pids) - 1} sharing)" if len(self.pids) > 1 else "")
+            text += f" (+{len(self.pids) - 1} sharing)" if len(self.pids) > 1 else ""
+            return text + (f" via {self.via}" if self.via else "")
         if self.kind == "pooler":
-            return f"{self.detail} {self.pid} (pooler)"
+            return pooler_label(self.detail, self.pid)
         return _KIND_LABELS[self.kind]
 
 
@@ -200,10 +229,29 @@ class ScanStats:
     fd_links_read: int
 
 
-def pooler_name(comm: str, cmdline: str) -> str | None:
-    """The connection pooler a process is, from its name or its command line.
+def pooler_label(detail: str, pid: int | None) -> str:
+    """How tables name a pooler: ``pgbouncer 1234 (pooler)``, never as a worker.
 
-    Whole words only, so a pooler's config file open in an editor is not a pooler.
+    ``detail`` is a pooler owner's detail, which starts with the pooler's name.
+
+    >>> pooler_label("pgbouncer: pooled, no client now", 7)
+    'pgbouncer 7 (pooler)'
+    >>> pooler_label("", None)
+    'pooler'
+    """
+    name = detail.split(":", 1)[0].strip() or "pooler"
+    if name == "pooler":
+        return name if pid is None else f"pooler {pid}"
+    return f"{name} (pooler)" if pid is None else f"{name} {pid} (pooler)"
+
+
+def pooler_name(comm: str, cmdline: str) -> str | None:
+    """The connection pooler a process is, from its executable's name.
+
+    The name (``comm``) or the first word of the command line, whole words
+    only: a pooler's config open in an editor, a worker whose DSN names a host
+    ``pgbouncer``, or ``profiler lab up --via pgbouncer`` are not poolers. An
+    Erlang VM (``beam.smp``) is named by its release (Supavisor), in its arguments.
 
     >>> pooler_name("pgbouncer", "/usr/sbin/pgbouncer /etc/pgbouncer/pgbouncer.ini")
     'pgbouncer'
@@ -215,8 +263,15 @@ def pooler_name(comm: str, cmdline: str) -> str | None:
     True
     >>> pooler_name("python3", "python3 -m gunicorn app:app") is None
     True
+    >>> pooler_name("python3", "python3 app.py --dsn postgresql://app@pgbouncer:6432/app") is None
+    True
     """
-    for text in (comm, cmdline):
+    words = cmdline.split(maxsplit=1)
+    first = words[0].rsplit("/", 1)[-1] if words else ""
+    texts = [comm, first]
+    if comm.startswith("beam") or first.startswith("beam"):
+        texts.append(cmdline)
+    for text in texts:
         match = _POOLER.search(text.lower())
         if match:
             return match.group(1)

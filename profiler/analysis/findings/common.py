@@ -94,6 +94,7 @@ def _latest(
 class _EpisodeRow:
     owner_pid: int | None
     owner_cmdline: str | None
+    owner_label: str | None  # the pooler's "pgbouncer 1234 (pooler)" when no worker is known
     query: str | None  # normalised last_query
     max_idle_age: float
     idle_seconds: float
@@ -116,6 +117,7 @@ def _idle_beyond(
 def _episode_rows(episodes: pd.DataFrame) -> list[_EpisodeRow]:
     owners = episodes["owner_pid"].to_numpy(dtype=np.float64, na_value=np.nan)
     cmdlines = _objects(episodes, "owner_cmdline")
+    labels = _objects(episodes, "owner_label")
     queries = _objects(episodes, "last_query")
     ages = _floats(episodes["max_idle_age"])
     idle = np.nan_to_num(_floats(episodes["idle_seconds"]))
@@ -124,6 +126,7 @@ def _episode_rows(episodes: pd.DataFrame) -> list[_EpisodeRow]:
         _EpisodeRow(
             owner_pid=None if math.isnan(owners[i]) else int(owners[i]),
             owner_cmdline=_text(cmdlines[i]),
+            owner_label=_text(labels[i]),
             query=normalise_query(_text(queries[i])),
             max_idle_age=float(ages[i]),
             idle_seconds=float(idle[i]),
@@ -239,6 +242,15 @@ def _bytes(value: float) -> str:
 
 def _plural(count: int, one: str, many: str) -> str:
     return f"{count} {one if count == 1 else many}"
+
+
+def _unknown_owner(rows: list[_EpisodeRow]) -> str:
+    """``owner unknown``, or ``worker unknown behind pgbouncer 1234 (pooler)``: the pooler
+    is named as what it is, never as a worker."""
+    labels = sorted({row.owner_label for row in rows if row.owner_pid is None and row.owner_label})
+    if not labels:
+        return "owner unknown"
+    return "worker unknown behind " + ", ".join(labels)
 
 
 def _workers(pids: list[int]) -> str:

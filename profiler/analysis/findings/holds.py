@@ -18,6 +18,7 @@ from profiler.analysis.findings.common import (
     _round,
     _seconds,
     _short_query,
+    _unknown_owner,
     _workers,
 )
 from profiler.analysis.findings.records import (
@@ -224,7 +225,9 @@ def idle_in_transaction(evidence: Evidence, thresholds: Thresholds) -> list[Find
     if known:
         title += f" on {_plural(len(by_owner), 'worker', 'workers')}"
     if unknown:
-        title += f", {unknown} with owner unknown" if known else ", owner unknown"
+        title += (
+            f", {unknown} with {_unknown_owner(rows)}" if known else f", {_unknown_owner(rows)}"
+        )
     if still_open:
         title += f"; {still_open} still open"
     critical = longest >= 10 * limit or count >= 10
@@ -282,7 +285,7 @@ def stuck_query(evidence: Evidence, thresholds: Thresholds) -> list[Finding]:
         if owners:
             title += f" ({_workers(owners)})"
         elif unknown:
-            title += " (owner unknown)"
+            title += f" ({_unknown_owner(group)})"
         found.append(
             _finding(
                 "stuck-query",

@@ -31,7 +31,12 @@ def create_db_engine(settings: GatewaySettings) -> Engine:
         max_overflow=settings.max_overflow,
         pool_timeout=settings.pool_timeout,
         pool_pre_ping=False,
-        connect_args={"application_name": APPLICATION_NAME},
+        connect_args={
+            "application_name": APPLICATION_NAME,
+            # psycopg prepares a statement run 5 times; None never does (PgBouncer
+            # transaction pooling moves a session across server connections).
+            **({} if settings.prepared_statements else {"prepare_threshold": None}),
+        },
     )
 
 
