@@ -34,6 +34,7 @@ def test_status_with_nothing_running(run_cli) -> None:
         "mode": None,
         "postgres_pid": None,
         "running": False,
+        "server": None,
         "url": None,
         "worker_pids": [],
     }

@@ -47,6 +47,10 @@ class LabState:
     downstream: OwnedProcess | None = None
     master: OwnedProcess | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    server: str = "gunicorn"  # what serves the gateway: gunicorn, granian or uvicorn
+    # The master's workers once it started them: stopped by PID even when the master is gone.
+    gateway_workers: list[OwnedProcess] = field(default_factory=list)
+    unix_socket: bool = False  # the gateway reaches PostgreSQL through its Unix socket
 
     def processes(self) -> list[tuple[str, OwnedProcess]]:
         named = [
@@ -92,6 +96,7 @@ def load() -> LabState | None:
     for key in ("postgres", "downstream", "master"):
         if raw.get(key) is not None:
             raw[key] = OwnedProcess(**raw[key])
+    raw["gateway_workers"] = [OwnedProcess(**w) for w in raw.get("gateway_workers") or []]
     try:
         return LabState(**raw)
     except TypeError as exc:
