@@ -172,10 +172,10 @@ def test_a_session_names_the_code_holding_connections_through_the_task_sampler(
     workers = worker_pids(master)
     out = tmp_path / "session"
     # GIVEN the held gateway under load (sessions held across the downstream call)
-    loader = threading.Thread(target=run_load, args=(lab.url,), kwargs={"users": 8, "seconds": 6})
+    loader = threading.Thread(target=run_load, args=(lab.url,), kwargs={"users": 8, "seconds": 8})
     loader.start()
     try:
-        # WHEN a 4 s session runs on the master
+        # WHEN a 6 s session runs on the master (the injection takes 1-3 s of it on a busy host)
         manifest = _json(
             run_cli,
             "session",
@@ -185,7 +185,7 @@ def test_a_session_names_the_code_holding_connections_through_the_task_sampler(
             "--dsn",
             postgres_dsn,
             "-d",
-            "4",
+            "6",
             "--no-mem",
             "-o",
             str(out),
