@@ -36,6 +36,7 @@ def test_status_with_nothing_running(run_cli) -> None:
         "pooler_pid": None,
         "postgres_pid": None,
         "running": False,
+        "server": None,
         "url": None,
         "worker_pids": [],
     }

@@ -617,6 +617,11 @@ def _channel_failure(pid: int, said: str) -> AttachError:
             f"PID {pid} cannot load memray's injector from our environment: {text}",
             hint="make our memray installation readable by the worker's user",
         )
+    from profiler.capture.gdb_health import HINT, broken_inferior_calls
+
+    broken = broken_inferior_calls()
+    if broken is not None:
+        return AttachError(f"injecting the task sampler into PID {pid} failed: {broken}", hint=HINT)
     return AttachError(
         f"injecting the task sampler into PID {pid} failed: {text}",
         hint="retry; `memray attach --verbose` shows the debugger's full output",

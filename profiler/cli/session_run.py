@@ -95,6 +95,12 @@ def _report(result: dict[str, Any], directory: Path, as_json: bool) -> None:
     for name, probe in result["probes"].items():
         if probe["status"] in ("failed", "partial"):
             console.warn(f"probe {name} {probe['status']}: {probe['error']}")
+        empty = probe.get("facts", {}).get("no_task_seen")
+        if empty:
+            console.warn(
+                f"probe {name}: no asyncio task seen in worker(s) {', '.join(map(str, empty))}: "
+                "no asyncio event loop there, or a loop whose tasks asyncio does not register"
+            )
     if as_json:
         console.print_json(result)
         return

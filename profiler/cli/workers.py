@@ -13,6 +13,7 @@ from profiler.cli.options import (
 )
 
 if TYPE_CHECKING:
+    from profiler.model import Worker
     from profiler.targets.discovery import TargetSpec
 
 CMDLINE_WIDTH = 60
@@ -61,7 +62,7 @@ def workers(
     table = Table(*HEADERS, box=None, pad_edge=False)
     now = time.time()
     listed = {w.pid for w in found}
-    for worker in found:
+    for worker in _tree_order(found):
         role = "└ worker" if worker.role == "worker" and worker.ppid in listed else worker.role
         table.add_row(
             str(worker.pid),
@@ -81,6 +82,19 @@ def workers(
     keep_words(table, "ns pid")
     table.columns[-1].overflow = "fold"
     console.out.print(table)
+
+
+def _tree_order(found: list[Worker]) -> list[Worker]:
+    """Each master followed by its own workers: PID order alone interleaves two servers
+    started together (a granian master's workers would sit under a uvicorn master)."""
+    listed = {w.pid for w in found}
+    ordered: list[Worker] = []
+    for worker in found:
+        if worker.ppid in listed:
+            continue  # printed under its parent
+        ordered.append(worker)
+        ordered.extend(w for w in found if w.ppid == worker.pid)
+    return ordered
 
 
 def _age(seconds: float) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import sys
 import tempfile
 import time
 import urllib.error
@@ -20,12 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import psutil
-
 from profiler.capture.processes import create_time, spawn_detached, stop_pid
 from profiler.errors import ProfilerError, UsageError
-from profiler.lab import downstream
+from profiler.lab import downstream, servers
 from profiler.lab import state as lab_state
+from profiler.lab.servers import Server
 from profiler.lab.settings import GatewaySettings, Mode
 from profiler.lab.state import LabState, OwnedProcess
 from profiler.pg import dsn as dsns
@@ -34,8 +32,6 @@ from profiler.pg.connect import connection
 
 HOST = "127.0.0.1"
 LAB_DATABASE = "lab"
-GATEWAY_APP = "profiler.lab.gateway.app:create_app()"
-WORKER_CLASS = "uvicorn_worker.UvicornWorker"
 
 
 class LabError(ProfilerError):
@@ -54,6 +50,8 @@ class LabOptions:
     dsn: str | None = None  # libpq form; None starts an embedded server
     via: str | None = None  # "pgbouncer": a real PgBouncer between gateway and PostgreSQL
     pool_mode: str = "session"  # with via: PgBouncer's pool_mode (session or transaction)
+    server: Server = "gunicorn"
+    unix_socket: bool = False  # the gateway connects through PostgreSQL's Unix socket
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +66,7 @@ class LabStatus:
     postgres_pid: int | None
     pooler_pid: int | None = None  # PgBouncer's, with lab up --via pgbouncer
     pool_mode: str | None = None
+    server: str | None = None
 
 
 Step = Callable[[str], None]
@@ -89,9 +88,15 @@ def up(options: LabOptions, *, step: Step = lambda _: None) -> LabState:
         pool_timeout=options.pool_timeout,
         downstream_latency=options.downstream_latency,
         log_dir=str(log_dir),
+        server=options.server,
+        unix_socket=options.unix_socket,
     )
     try:
         state, libpq_dsn = _start_postgres(state, options.dsn, step)
+        if options.unix_socket:
+            libpq_dsn = _through_socket(libpq_dsn, step)
+            state = replace(state, dsn=dsns.redact(libpq_dsn))
+            lab_state.save(state)
         step("seeding the lab schema")
         from profiler.lab.seed import create_and_seed  # SQLAlchemy: only `up` pays for it
 
@@ -122,7 +127,7 @@ def down(*, step: Step = lambda _: None) -> list[str]:
 def status() -> LabStatus:
     state = lab_state.load()
     if state is None:
-        return LabStatus(False, None, None, None, None, [], None, None)
+        return LabStatus(False, None, None, None, None, [], None, None, None)
 
     def pid(proc: OwnedProcess | None) -> int | None:
         return proc.pid if proc is not None and proc.running else None
@@ -139,14 +144,13 @@ def status() -> LabStatus:
         postgres_pid=pid(state.postgres),
         pooler_pid=pid(state.pooler),
         pool_mode=state.pool_mode,
+        server=state.server,
     )
 
 
 def worker_pids(master_pid: int) -> list[int]:
-    try:
-        return sorted(child.pid for child in psutil.Process(master_pid).children())
-    except psutil.NoSuchProcess:
-        return []
+    """The gateway master's workers (for every server, without multiprocessing's helpers)."""
+    return servers.worker_pids(master_pid)
 
 
 def _refuse_if_running() -> None:
@@ -164,7 +168,10 @@ def _refuse_if_running() -> None:
 
 
 def _require_free_port(port: int) -> None:
+    """Free as the gateway will see it: it binds with SO_REUSEADDR, as every server does, so
+    connections of a lab just stopped (TIME_WAIT for a minute) do not hold the port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError:
@@ -200,6 +207,14 @@ def _start_postgres(state: LabState, dsn: str | None, step: Step) -> tuple[LabSt
     return state, libpq_dsn
 
 
+def _through_socket(libpq_dsn: str, step: Step) -> str:
+    from profiler.pg.unix_socket import socket_dsn
+
+    through = socket_dsn(libpq_dsn)
+    step(f"the gateway connects through the Unix socket: {dsns.redact(through)}")
+    return through
+
+
 def _spawn(
     name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None
 ) -> OwnedProcess:
@@ -233,33 +248,12 @@ def _start_gateway(state: LabState, options: LabOptions, libpq_dsn: str, step: S
         prepared_statements=options.via is None,
     )
     step(
-        f"starting the gateway: {options.workers} workers, mode {options.mode}, "
+        f"starting the gateway: {options.server}, {options.workers} workers, mode {options.mode}, "
         f"pool {options.pool_size}+{options.max_overflow} per worker"
     )
     log_dir = Path(state.log_dir)
-    proc = _spawn(
-        "gateway",
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            GATEWAY_APP,
-            "--worker-class",
-            WORKER_CLASS,
-            "--workers",
-            str(options.workers),
-            "--bind",
-            f"{HOST}:{options.port}",
-            "--timeout",
-            "120",
-            "--graceful-timeout",
-            "5",
-            "--log-level",
-            "warning",
-        ],
-        log_dir,
-        env=settings.to_env(),
-    )
+    argv = servers.command(options.server, workers=options.workers, host=HOST, port=options.port)
+    proc = _spawn("gateway", argv, log_dir, env=settings.to_env())
     state = replace(state, master=proc)
     lab_state.save(state)
     _wait_healthy("gateway", state.url, proc, log_dir / "gateway.log")
@@ -271,6 +265,9 @@ def _start_gateway(state: LabState, options: LabOptions, libpq_dsn: str, step: S
                 hint=f"see {log_dir / 'gateway.log'}",
             )
         time.sleep(0.1)
+    workers = [OwnedProcess(pid, create_time(pid)) for pid in worker_pids(proc.pid)]
+    state = replace(state, gateway_workers=workers)
+    lab_state.save(state)
     return state
 
 
@@ -301,15 +298,28 @@ def _last_line(log: Path) -> str:
     return lines[-1].strip() if lines else "no output"
 
 
+def _recorded_workers(state: LabState) -> list[int]:
+    """The workers ``up`` recorded that still run (same PID and start time: not a reuse)."""
+    return [w.pid for w in state.gateway_workers if w.running]
+
+
 def _stop_everything(state: LabState, *, step: Step = lambda _: None) -> list[str]:
     stopped: list[str] = []
     if state.master is not None and state.master.running:
-        workers = worker_pids(state.master.pid)
-        step(f"stopping the gateway (master PID {state.master.pid}, workers {workers})")
+        workers = sorted({*worker_pids(state.master.pid), *_recorded_workers(state)})
+        step(
+            f"stopping the gateway ({state.server} master PID {state.master.pid}, "
+            f"workers {workers})"
+        )
         stop_pid(state.master.pid)
         for pid in workers:  # a worker orphaned by a killed master
             stop_pid(pid)
         stopped.append(f"gateway (PID {state.master.pid})")
+    else:
+        for pid in _recorded_workers(state):  # the master died; its workers may live on
+            step(f"stopping an orphaned gateway worker (PID {pid})")
+            stop_pid(pid)
+            stopped.append(f"gateway worker (PID {pid})")
     if state.downstream is not None and state.downstream.running:
         step(f"stopping the downstream service (PID {state.downstream.pid})")
         stop_pid(state.downstream.pid)

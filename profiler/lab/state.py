@@ -49,6 +49,10 @@ class LabState:
     extra: dict[str, str] = field(default_factory=dict)
     pooler: OwnedProcess | None = None  # PgBouncer between the gateway and PostgreSQL
     pool_mode: str | None = None
+    server: str = "gunicorn"  # what serves the gateway: gunicorn, granian or uvicorn
+    # The master's workers once it started them: stopped by PID even when the master is gone.
+    gateway_workers: list[OwnedProcess] = field(default_factory=list)
+    unix_socket: bool = False  # the gateway reaches PostgreSQL through its Unix socket
 
     def processes(self) -> list[tuple[str, OwnedProcess]]:
         named = [
@@ -95,6 +99,7 @@ def load() -> LabState | None:
     for key in ("postgres", "downstream", "master", "pooler"):
         if raw.get(key) is not None:
             raw[key] = OwnedProcess(**raw[key])
+    raw["gateway_workers"] = [OwnedProcess(**w) for w in raw.get("gateway_workers") or []]
     try:
         return LabState(**raw)
     except TypeError as exc:

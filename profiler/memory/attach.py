@@ -244,6 +244,11 @@ def _run(command: list[str], env: dict[str, str] | None) -> str | None:
 def _attach_failure(pid: int, said: str) -> str:
     if not is_running(pid):
         return f"worker {pid} exited before memray could attach"
+    from profiler.capture.gdb_health import HINT, broken_inferior_calls
+
+    broken = broken_inferior_calls()
+    if broken is not None:
+        return f"memray attach to PID {pid} failed: {broken}; {HINT}"
     return f"memray attach to PID {pid} failed: {_last_line(said)}"
 
 

@@ -338,6 +338,7 @@ class TasksProbe(WorkerSamplingProbe):
         from concurrent.futures import ThreadPoolExecutor
 
         from profiler.capture import tasks
+        from profiler.capture.task_visibility import blind_spot, saw_no_task
 
         out = self.directory / "tasks"
         out.mkdir(exist_ok=True)
@@ -346,6 +347,10 @@ class TasksProbe(WorkerSamplingProbe):
         errors: dict[int, str] = {}
 
         def inject(pid: int) -> None:
+            blind = blind_spot(pid)
+            if blind is not None:
+                errors[pid] = blind
+                return
             try:
                 tasks.inject(pid, paths[pid], interval=self.interval, duration=limit)
             except ProfilerError as exc:
@@ -369,6 +374,9 @@ class TasksProbe(WorkerSamplingProbe):
             if path.exists()
         ]
         self.record.facts["workers"] = {str(pid): errors.get(pid, "sampled") for pid in self.pids}
+        empty = [pid for pid in self.sampling if saw_no_task(paths[pid])]
+        if empty:  # said by `session run`: no asyncio loop there, or tasks asyncio never sees
+            self.record.facts["no_task_seen"] = empty
         if errors:
             self.record.error = "; ".join(f"worker {pid}: {why}" for pid, why in errors.items())
         if not self.sampling:

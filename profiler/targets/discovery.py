@@ -129,7 +129,7 @@ def _select_containers(spec: TargetSpec, warn: Warn) -> tuple[list[psutil.Proces
                 proc = psutil.Process(pid)
             except psutil.NoSuchProcess:
                 continue
-            if not _is_python(proc) or _is_helper(proc):
+            if not _is_python(proc) or is_helper(proc):
                 continue
             if pattern is not None and not pattern.search(_cmdline(proc)):
                 continue
@@ -169,7 +169,7 @@ def _select(spec: TargetSpec) -> list[psutil.Process]:
                     hint="pass the PID of a gateway master or worker (see: profiler workers)",
                 )
             chosen.append(proc)
-            chosen.extend(c for c in _children(proc) if _is_python(c) and not _is_helper(c))
+            chosen.extend(c for c in _children(proc) if _is_python(c) and not is_helper(c))
         return _unique(chosen)
     if spec.match is not None:
         pattern = _pattern(spec.match)
@@ -181,12 +181,12 @@ def _select(spec: TargetSpec) -> list[psutil.Process]:
     masters = [
         p
         for p in psutil.process_iter()
-        if p.pid not in mine and _server(p) is not None and not _server_parent(p)
+        if p.pid not in mine and _server(p) is not None and not _server_parent(p, mine)
     ]
     chosen = []
     for master in masters:
         chosen.append(master)
-        chosen.extend(c for c in _children(master) if _is_python(c) and not _is_helper(c))
+        chosen.extend(c for c in _children(master) if _is_python(c) and not is_helper(c))
     return _unique(chosen)
 
 
@@ -267,7 +267,8 @@ def _is_python(proc: psutil.Process) -> bool:
         return False
 
 
-def _is_helper(proc: psutil.Process) -> bool:
+def is_helper(proc: psutil.Process) -> bool:
+    """A process a server's master starts that serves nothing (multiprocessing's helpers)."""
     return bool(_HELPER.search(_cmdline(proc)))
 
 
@@ -276,13 +277,18 @@ def _server(proc: psutil.Process) -> str | None:
     return match.group(1) if match else None
 
 
-def _server_parent(proc: psutil.Process) -> bool:
-    """True for a server's worker: its parent runs the same kind of server."""
+def _server_parent(proc: psutil.Process, mine: set[int]) -> bool:
+    """True for a server's worker: its parent runs the same kind of server.
+
+    Never when the parent is this command or one of its ancestors: a shell or test
+    runner whose command line merely mentions a server does not make the servers it
+    started into workers.
+    """
     try:
         parent = proc.parent()
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return False
-    return parent is not None and _server(parent) is not None
+    return parent is not None and parent.pid not in mine and _server(parent) is not None
 
 
 def _server_of_parent(proc: psutil.Process) -> str | None:
