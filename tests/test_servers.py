@@ -103,9 +103,10 @@ def test_auto_detection_finds_the_server(run_cli, lab: LabState) -> None:
     assert all(roles[pid] == ("worker", lab.server) for pid in worker_pids(master))
     # AND the table puts each worker under its own master
     table = run_cli("workers").stdout.splitlines()
-    row = next(i for i, line in enumerate(table) if f"master ({lab.server})" in line)
+    row = next(i for i, line in enumerate(table) if line.split()[:1] == [str(master)])
+    assert f"master ({lab.server})" in table[row], table
     assert all("└ worker" in line for line in table[row + 1 : row + 3]), table
-    assert {int(line.split()[1]) for line in table[row + 1 : row + 3]} == set(worker_pids(master))
+    assert {int(line.split()[0]) for line in table[row + 1 : row + 3]} == set(worker_pids(master))
 
 
 def test_cpu_dump_and_record_cover_each_worker(run_cli, lab: LabState, tmp_path: Path) -> None:
