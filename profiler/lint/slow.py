@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from profiler.lint.calls import Callee, Callees
 from profiler.lint.model import DOWNSTREAM, KIND_ORDER, SLEEP, SLOW_CALL
 from profiler.lint.project import FunctionNode, Module, Project, dotted, terminal
 from profiler.lint.settings import Settings
@@ -31,6 +32,8 @@ THREAD_RUNNERS = frozenset(
 )
 ASYNC_CLIENT_TYPES = frozenset({"httpx.AsyncClient", "aiohttp.ClientSession"})
 SYNC_CLIENT_TYPES = frozenset({"httpx.Client", "requests.Session", "requests.sessions.Session"})
+_NOT_HTTP = re.compile(r"(?i)redis|cache|memcache")
+"""Receivers that are named like clients but are caches: fast, not the downstream call."""
 _CLIENT_NAME = re.compile(r"(?i)(^|_)(https?|client|downstream|upstream|httpx|aiohttp)($|_)")
 
 
@@ -64,6 +67,7 @@ class SlowWork:
     def __init__(self, project: Project, settings: Settings) -> None:
         self.project = project
         self.settings = settings
+        self.callees = Callees(project)
         self._effects: dict[int, list[Effect]] = {}
         self._busy_effects: set[int] = set()
 
@@ -81,16 +85,17 @@ class SlowWork:
             item: Hit | None = None
             if isinstance(node, ast.Await) and isinstance(node.value, ast.Call):
                 awaited.add(id(node.value))
-                item = self._awaited(module, node.value, clients, awaited)
+                item = self._awaited(module, function, node.value, clients, awaited)
             elif isinstance(node, ast.AsyncWith):
                 for with_item in node.items:
                     context = with_item.context_expr
                     if isinstance(context, ast.Call):
                         awaited.add(id(context))
-                        if self._is_http_call(module, context, clients):
-                            item = Hit(DOWNSTREAM, f"async with {short(context)}")
+                        client = self._http_client(module, function, context, clients)
+                        if client is not None:
+                            item = Hit(DOWNSTREAM, f"async with {short(context)}{client}")
             elif isinstance(node, ast.Call) and id(node) not in awaited:
-                item = self._called(module, node, sync_clients)
+                item = self._called(module, function, node, sync_clients)
             if item is not None:
                 found.append((getattr(node, "lineno", function.lineno), item, block or ""))
         return found
@@ -127,7 +132,12 @@ class SlowWork:
             stack.extend((child, inner) for child in reversed(list(ast.iter_child_nodes(node))))
 
     def _awaited(  # noqa: PLR0911 - one return per kind of awaited call, checked in order
-        self, module: Module, call: ast.Call, clients: set[str], awaited: set[int]
+        self,
+        module: Module,
+        function: FunctionNode,
+        call: ast.Call,
+        clients: set[str],
+        awaited: set[int],
     ) -> Hit | None:
         qualified = self.project.qualified_name(module, call.func)
         if qualified in SLEEPS:
@@ -136,7 +146,7 @@ class SlowWork:
             for argument in call.args:
                 if isinstance(argument, ast.Call):
                     awaited.add(id(argument))
-                    inner = self._awaited(module, argument, clients, awaited)
+                    inner = self._awaited(module, function, argument, clients, awaited)
                     if inner is not None:
                         detail = f"await {qualified}({inner.detail.removeprefix('await ')})"
                         return Hit(inner.kind, detail, inner.where, inner.hops)
@@ -148,36 +158,35 @@ class SlowWork:
                 if slow is not None:
                     return Hit(SLOW_CALL, f"await {qualified}({slow})")
             return None
-        if self._is_http_call(module, call, clients):
-            return Hit(DOWNSTREAM, f"await {short(call)}")
-        found = self.project.resolve_expr(module, call.func)
-        if found is not None and found.function is not None and found.module is not None:
-            effect = worst(self.function_effects(found.module, found.function))
+        client = self._http_client(module, function, call, clients)
+        if client is not None:
+            return Hit(DOWNSTREAM, f"await {short(call)}{client}")
+        callee = self.callees.resolve(module, function, call.func)
+        if callee is not None:
+            effect = worst(self.function_effects(callee.module, callee.function))
             if effect is not None:
-                detail = f"await {short(call)} -> {effect.detail}"
+                detail = f"await {short(call)}{_label(callee)} -> {effect.detail}"
                 return Hit(effect.kind, detail, effect.where, effect.hops + 1)
         return None
 
-    def _called(self, module: Module, call: ast.Call, sync_clients: set[str]) -> Hit | None:
+    def _called(
+        self, module: Module, function: FunctionNode, call: ast.Call, sync_clients: set[str]
+    ) -> Hit | None:
         slow = self._slow_callable(module, call.func)
         if slow is not None:
             return Hit(SLOW_CALL, f"{slow}(...)")
-        if (
-            isinstance(call.func, ast.Attribute)
-            and call.func.attr in HTTP_METHODS
-            and (dotted(call.func.value) or "") in sync_clients
-        ):
-            return Hit(SLOW_CALL, short(call))
-        found = self.project.resolve_expr(module, call.func)
-        if (
-            found is not None
-            and isinstance(found.function, ast.FunctionDef)
-            and found.module is not None
-        ):
-            effects = self.function_effects(found.module, found.function)
+        if isinstance(call.func, ast.Attribute) and call.func.attr in HTTP_METHODS:
+            if (dotted(call.func.value) or "") in sync_clients:
+                return Hit(SLOW_CALL, short(call))
+            typed = self.callees.type_of(module, function, call.func.value)
+            if isinstance(typed, str) and typed in SYNC_CLIENT_TYPES:
+                return Hit(SLOW_CALL, f"{short(call)} [{typed}.{call.func.attr}]")
+        callee = self.callees.resolve(module, function, call.func)
+        if callee is not None and isinstance(callee.function, ast.FunctionDef):
+            effects = self.function_effects(callee.module, callee.function)
             effect = worst([e for e in effects if e.kind == SLOW_CALL])
             if effect is not None:
-                detail = f"{short(call)} -> {effect.detail}"
+                detail = f"{short(call)}{_label(callee)} -> {effect.detail}"
                 return Hit(SLOW_CALL, detail, effect.where, effect.hops + 1)
         return None
 
@@ -194,21 +203,27 @@ class SlowWork:
                 return qualified
         return None
 
-    def _is_http_call(self, module: Module, call: ast.Call, clients: set[str]) -> bool:
-        """A method of an HTTP client: a name typed or built as one, or named like one."""
+    def _http_client(
+        self, module: Module, function: FunctionNode, call: ast.Call, clients: set[str]
+    ) -> str | None:
+        """A method of an HTTP client (a name typed or built as one, or named like one): the
+        client type as `` [httpx.AsyncClient.post]`` when known, else ``""``; None: not one."""
         if not (isinstance(call.func, ast.Attribute) and call.func.attr in HTTP_METHODS):
-            return False
+            return None
         receiver = call.func.value
+        typed = self.callees.type_of(module, function, receiver)
+        if isinstance(typed, str) and typed in ASYNC_CLIENT_TYPES | SYNC_CLIENT_TYPES:
+            return f" [{typed}.{call.func.attr}]"
+        if isinstance(typed, str) and typed.startswith(("sqlalchemy.", "fastapi.", "starlette.")):
+            return None  # a session's ``get``, a request's ``send``: not downstream calls
         name = dotted(receiver) or ""
-        if name in clients:
-            return True
-        if _CLIENT_NAME.search(terminal(receiver)):
-            return True
-        found = self.project.resolve_expr(module, receiver)
-        if found is not None and isinstance(found.value, ast.Call) and found.module is not None:
-            built = self.project.qualified_name(found.module, found.value.func)
-            return built in ASYNC_CLIENT_TYPES or built in SYNC_CLIENT_TYPES
-        return False
+        if _NOT_HTTP.search(terminal(receiver)) or (
+            isinstance(typed, str) and _NOT_HTTP.search(typed)
+        ):
+            return None
+        if name in clients or _CLIENT_NAME.search(terminal(receiver)):
+            return ""
+        return None
 
     def _clients(self, module: Module, function: FunctionNode) -> tuple[set[str], set[str]]:
         """Names typed or built as HTTP clients in a function: (all clients, blocking ones)."""
@@ -260,6 +275,11 @@ class SlowWork:
             self._busy_effects.discard(key)
         self._effects[key] = effects
         return effects
+
+
+def _label(callee: Callee) -> str:
+    """`` [ToolService.invoke_tool]`` when the callee was found through its receiver's type."""
+    return f" [{callee.label}]" if callee.via_type else ""
 
 
 def worst(effects: list[Effect]) -> Effect | None:
