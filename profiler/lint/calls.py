@@ -110,6 +110,17 @@ class Callees:
             self._nested_defs[key] = cached
         return cached
 
+    def origin(self, module: Module, function: FunctionNode, name: str) -> str:
+        """What a local name was bound from, as text with its callee's qualified name
+        (``await _redis() mcpgateway.plugins._redis.get_shared_redis_client``); '' if unbound."""
+        bound = self._bindings(module, function).get(name)
+        if bound is None:
+            return ""
+        where, expr, _ = bound
+        inner = expr.value if isinstance(expr, ast.Await) else expr
+        callee = inner.func if isinstance(inner, ast.Call) else inner
+        return f"{ast.unparse(expr)} {self.project.qualified_name(where, callee)}"
+
     def find_method(
         self, ref: ClassRef, name: str, depth: int = 0
     ) -> tuple[ClassRef, FunctionNode] | None:

@@ -161,13 +161,33 @@ class SlowWork:
         client = self._http_client(module, function, call, clients)
         if client is not None:
             return Hit(DOWNSTREAM, f"await {short(call)}{client}")
+        return self._followed(module, function, call)
+
+    def _followed(self, module: Module, function: FunctionNode, call: ast.Call) -> Hit | None:
+        """The slow work of the project function awaited, or of an async function passed to
+        it: the chain of fewest calls."""
+        found: list[tuple[Effect, str]] = []
         callee = self.callees.resolve(module, function, call.func)
         if callee is not None:
             effect = worst(self.function_effects(callee.module, callee.function))
             if effect is not None:
-                detail = f"await {short(call)}{_label(callee)} -> {effect.detail}"
-                return Hit(effect.kind, detail, effect.where, effect.hops + 1)
-        return None
+                found.append((effect, f"await {short(call)}{_label(callee)} -> "))
+        for argument in call.args:
+            # ``await retry(_send, ...)``: an async function handed over is awaited by the callee.
+            passed = (
+                self.callees.resolve(module, function, argument)
+                if isinstance(argument, ast.Name | ast.Attribute)
+                else None
+            )
+            if passed is not None and isinstance(passed.function, ast.AsyncFunctionDef):
+                effect = worst(self.function_effects(passed.module, passed.function))
+                if effect is not None:
+                    prefix = f"await {short(call)} -> {passed.label or passed.function.name} -> "
+                    found.append((effect, prefix))
+        if not found:
+            return None
+        effect, prefix = min(found, key=lambda pair: (KIND_ORDER.index(pair[0].kind), pair[0].hops))
+        return Hit(effect.kind, prefix + effect.detail, effect.where, effect.hops + 1)
 
     def _called(
         self, module: Module, function: FunctionNode, call: ast.Call, sync_clients: set[str]
@@ -217,7 +237,10 @@ class SlowWork:
         if isinstance(typed, str) and typed.startswith(("sqlalchemy.", "fastapi.", "starlette.")):
             return None  # a session's ``get``, a request's ``send``: not downstream calls
         name = dotted(receiver) or ""
-        if _NOT_HTTP.search(terminal(receiver)) or (
+        origin = ""
+        if isinstance(receiver, ast.Name):
+            origin = self.callees.origin(module, function, receiver.id)
+        if _NOT_HTTP.search(f"{terminal(receiver)} {origin}") or (
             isinstance(typed, str) and _NOT_HTTP.search(typed)
         ):
             return None
@@ -266,11 +289,13 @@ class SlowWork:
             return []
         self._busy_effects.add(key)
         try:
-            effects: list[Effect] = []
+            shortest: dict[str, Effect] = {}  # per kind, the chain of fewest calls
             for line, hit, _ in self.scan(module, function):
                 where = hit.where or f"{module.rel}:{line}"
-                if hit.hops < self.settings.max_depth and all(e.kind != hit.kind for e in effects):
-                    effects.append(Effect(hit.kind, hit.detail, where, hit.hops))
+                known = shortest.get(hit.kind)
+                if hit.hops < self.settings.max_depth and (known is None or hit.hops < known.hops):
+                    shortest[hit.kind] = Effect(hit.kind, hit.detail, where, hit.hops)
+            effects = list(shortest.values())
         finally:
             self._busy_effects.discard(key)
         self._effects[key] = effects
