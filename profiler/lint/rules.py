@@ -38,7 +38,7 @@ slow work; an await inside such a block is flagged, one after it is not.
 
 from __future__ import annotations
 
-from profiler.lint.model import KIND_ORDER, Endpoint, Finding, Reason
+from profiler.lint.model import KIND_ORDER, SESSIONS, Endpoint, Finding, Reason
 from profiler.lint.project import FunctionNode, Module, Project
 from profiler.lint.returns import Returns
 from profiler.lint.routes import Route, RouteTable
@@ -137,6 +137,7 @@ class Analyzer:
         session_vars = {c.param for c in chains if c.param and len(c.names) == 1}
         streaming_holds = any(c.scope != "function" for c in chains)
         reasons.extend(self.returns.reasons(route, session_vars, streaming=streaming_holds))
+        reasons.extend(_sessions_per_request(route, chains))
         return reasons
 
     def _block_reasons(
@@ -150,3 +151,30 @@ class Analyzer:
             if block not in blocks:
                 blocks.append(block)
         return reasons, blocks
+
+
+def _sessions_per_request(route: Route, chains: list[Chain]) -> list[Reason]:
+    """Two or more different session dependencies in one request's graph.
+
+    FastAPI runs a dependency once per request per *callable* (``use_cache``), so
+    ``get_db`` reached from the handler and from ``get_current_user`` is one session,
+    while ``get_db`` and ``get_auth_db`` (or two modules' ``get_db``) are two, each
+    holding its own connection once it has queried.
+    """
+    sources: dict[object, Chain] = {}
+    for chain in chains:
+        last = chain.functions[-1]
+        key: object = id(last[1]) if last is not None else chain.names[-1]
+        sources.setdefault(key, chain)
+    count = len(sources)
+    if count < 2:
+        return []
+    parts = ", ".join(" -> ".join(c.names) for c in sources.values())
+    return [
+        Reason(
+            SESSIONS,
+            route.function.lineno,
+            f"each request takes {count} sessions at once ({parts}): "
+            f"a pool of 10 serves at most {10 // count} such requests at once",
+        )
+    ]

@@ -173,11 +173,29 @@ class Sessions:
                         opened.add(item.optional_vars.id)
             elif isinstance(node, ast.Yield) and node.value is not None:
                 yields.append(node.value)
+        if self.yields_inside_session_block(function):
+            return True
         return any(
             (isinstance(v, ast.Name) and v.id in opened)
             or (isinstance(v, ast.Call) and opens_session(v))
             for v in yields
         )
+
+    @staticmethod
+    def yields_inside_session_block(function: FunctionNode) -> bool:
+        """``with SessionLocal() as db: ...; yield user``: the session stays open while the
+        request runs, even though the dependency gives the handler something else."""
+        for node in own_nodes(function.body):
+            if (
+                isinstance(node, ast.With | ast.AsyncWith)
+                and any(
+                    isinstance(item.context_expr, ast.Call) and opens_session(item.context_expr)
+                    for item in node.items
+                )
+                and any(isinstance(inner, ast.Yield) for inner in own_nodes(node.body))
+            ):
+                return True
+        return False
 
 
 def chain_entry(found: Resolved | None) -> ChainEntry:
