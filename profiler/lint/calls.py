@@ -73,6 +73,7 @@ class Callees:
         self._attributes: dict[tuple[int, str], Type | None] = {}
         self._busy: set[tuple[int, str]] = set()
         self._nested_defs: dict[int, dict[str, FunctionNode]] = {}
+        self._enclosing: dict[int, FunctionNode] = {}
 
     def owner(self, function: FunctionNode) -> ClassRef | None:
         """The class a function is a method of."""
@@ -107,6 +108,8 @@ class Callees:
                 for node in own_nodes(function.body)
                 if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
             }
+            for node in cached.values():
+                self._enclosing[id(node)] = function
             self._nested_defs[key] = cached
         return cached
 
@@ -278,6 +281,8 @@ class Callees:
         return None
 
     def _local(self, module: Module, function: FunctionNode, name: str, depth: int) -> Type | None:
+        if depth > MAX_TYPE_DEPTH:
+            return None
         if name in ("self", "cls"):
             owner = self.owner(function)
             positional = [*function.args.posonlyargs, *function.args.args]
@@ -288,7 +293,9 @@ class Callees:
                 return self.annotation_type(module, arg.annotation, depth + 1)
         bound = self._bindings(module, function).get(name)
         if bound is None:
-            return None
+            # A closure (``async def _send()`` inside a method) sees its enclosing names.
+            outer = self._enclosing.get(id(function))
+            return None if outer is None else self._local(module, outer, name, depth + 1)
         where, expr, is_annotation = bound
         if is_annotation:
             return self.annotation_type(where, expr, depth + 1)
