@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from profiler.lint.calls import Callee, Callees
 from profiler.lint.model import DOWNSTREAM, KIND_ORDER, SLEEP, SLOW_CALL
 from profiler.lint.project import FunctionNode, Module, Project, dotted, terminal
+from profiler.lint.release import releases
 from profiler.lint.settings import Settings
 from profiler.lint.syntax import opens_session, own_nodes, short
 
@@ -98,7 +99,10 @@ class SlowWork:
                 item = self._called(module, function, node, sync_clients)
             if item is not None:
                 found.append((getattr(node, "lineno", function.lineno), item, block or ""))
-        return found
+        if blocks_only or not found:
+            return found
+        given_back = releases(function)
+        return [hit for hit in found if given_back.holds_at(hit[0])]
 
     def _walk(
         self, module: Module, body: list[ast.stmt], blocks: bool
