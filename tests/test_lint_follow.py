@@ -485,3 +485,71 @@ def test_middleware_holding_a_session_across_call_next(tmp_path: Path) -> None:
     assert "await self.app(...)" in finding(result, "AsgiMiddleware.__call__").reasons[0].detail
     # AND a middleware is not an endpoint: the endpoint counts do not change
     assert result.counts()["endpoints"] == 0 and result.counts()["flagged"] == 4
+
+
+# -- a session given back before the slow call -------------------------------------------------
+
+
+def test_session_released_before_the_slow_call_is_not_held(tmp_path: Path) -> None:
+    # GIVEN services that give the request's session back (commit/close) before their HTTP
+    # call: at the top level, inside the branch that calls, on another branch only, and one
+    # that queries again after closing
+    released = """
+        import httpx
+        from sqlalchemy.orm import Session
+
+        client = httpx.AsyncClient()
+
+        class Released:
+            async def top(self, db: Session) -> None:
+                db.execute("select 1")
+                db.commit()
+                db.close()
+                await client.post("/x")
+
+            async def branch(self, db: Session, remote: bool) -> None:
+                db.execute("select 1")
+                if remote:
+                    db.close()
+                    await client.post("/x")
+
+            async def other_branch(self, db: Session, remote: bool) -> None:
+                db.execute("select 1")
+                if remote:
+                    db.close()
+                await client.post("/x")
+
+            async def touched_again(self, db: Session) -> None:
+                db.close()
+                db.execute("select 1")
+                await client.post("/x")
+
+        released = Released()
+    """
+    routes = """
+        from fastapi import APIRouter
+        from app.db import Db
+        from app.released import released
+
+        router = APIRouter()
+
+        @router.post("/top")
+        async def top(db: Db) -> None:
+            await released.top(db)
+
+        @router.post("/branch")
+        async def branch(db: Db) -> None:
+            await released.branch(db, True)
+
+        @router.post("/other")
+        async def other_branch(db: Db) -> None:
+            await released.other_branch(db, True)
+
+        @router.post("/again")
+        async def touched_again(db: Db) -> None:
+            await released.touched_again(db)
+    """
+    # WHEN linted
+    result = lint(tmp_path, {"released.py": released, "routes.py": routes})
+    # THEN only the awaits with the session still (or again) checked out are flagged
+    assert flagged(result) == {"other_branch", "touched_again"}

@@ -8,11 +8,11 @@ request's ``Depends(get_db)`` session still "open": the await holds no
 connection and must not be flagged.
 
 The check is deliberately narrow, so a release on one branch never hides a
-hold on another: only a ``commit``/``rollback``/``close`` statement at the top
-level of the function's body (or of a top-level ``try``) counts, on a name that
-is a session (a parameter annotated with a session type or named like one,
-``db``, ``session``, ...), and only for slow work after it on a later line with
-no mention of that name in between (a mention may query again).
+hold on another: a ``commit``/``rollback``/``close`` statement on a name that is
+a session (a parameter annotated with a session type or named like one, ``db``,
+``session``, ...) covers only the rest of the block it stands in (what runs
+after it, nested blocks included), and only slow work with no mention of that
+name between the release and it (a mention may query again).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ SESSION_NAMES = frozenset({"db", "session", "db_session", "sess", "database", "d
 class Releases:
     """The release lines per session name, and every line that mentions each name."""
 
-    released: dict[str, list[int]]
+    released: dict[str, list[tuple[int, int]]]
+    """Per session name: (release line, last line of the block it covers)."""
     mentioned: dict[str, list[int]]
 
     def holds_at(self, line: int) -> bool:
@@ -40,8 +41,8 @@ class Releases:
         touched again up to it."""
         if not self.released:
             return True
-        for name, releases in self.released.items():
-            before = [r for r in releases if r < line]
+        for name, spans in self.released.items():
+            before = [start for start, end in spans if start < line <= end]
             if not before:
                 return True
             last = max(before)
@@ -52,20 +53,22 @@ class Releases:
 
 def releases(function: FunctionNode) -> Releases:
     names = _session_names(function)
-    released: dict[str, list[int]] = {}
+    released: dict[str, list[tuple[int, int]]] = {}
     receivers: set[int] = set()
-    for statement in _top_level(function.body):
-        if (
-            isinstance(statement, ast.Expr)
-            and isinstance(statement.value, ast.Call)
-            and isinstance(statement.value.func, ast.Attribute)
-            and statement.value.func.attr in RELEASES
-            and isinstance(statement.value.func.value, ast.Name)
-            and statement.value.func.value.id in names
-        ):
-            receiver = statement.value.func.value
-            released.setdefault(receiver.id, []).append(statement.lineno)
-            receivers.add(id(receiver))
+    for block in _blocks(function):
+        end = block[-1].end_lineno or block[-1].lineno
+        for statement in block:
+            if (
+                isinstance(statement, ast.Expr)
+                and isinstance(statement.value, ast.Call)
+                and isinstance(statement.value.func, ast.Attribute)
+                and statement.value.func.attr in RELEASES
+                and isinstance(statement.value.func.value, ast.Name)
+                and statement.value.func.value.id in names
+            ):
+                receiver = statement.value.func.value
+                released.setdefault(receiver.id, []).append((statement.lineno, end))
+                receivers.add(id(receiver))
     mentioned: dict[str, list[int]] = {}
     if released:
         for node in own_nodes(function.body):
@@ -85,10 +88,20 @@ def _session_names(function: FunctionNode) -> set[str]:
     return names
 
 
-def _top_level(body: list[ast.stmt]) -> list[ast.stmt]:
-    statements: list[ast.stmt] = []
-    for statement in body:
-        statements.append(statement)
-        if isinstance(statement, ast.Try):
-            statements.extend(statement.body)
-    return statements
+def _blocks(function: FunctionNode) -> list[list[ast.stmt]]:
+    """Every statement list of the function (its body, branches, loop and try bodies),
+    not those of nested functions or classes."""
+    blocks: list[list[ast.stmt]] = [function.body]
+    for node in own_nodes(function.body):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda):
+            continue
+        for field in ("body", "orelse", "finalbody"):
+            value = getattr(node, field, None)
+            if isinstance(value, list) and value and isinstance(value[0], ast.stmt):
+                blocks.append(value)
+        for handler in getattr(node, "handlers", None) or []:  # try and try* (3.11)
+            if isinstance(handler, ast.ExceptHandler) and handler.body:
+                blocks.append(handler.body)
+        if isinstance(node, ast.Match):
+            blocks.extend(case.body for case in node.cases if case.body)
+    return blocks
