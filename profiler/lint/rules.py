@@ -19,7 +19,9 @@ other dependencies, on:
   ``with Session(engine) as s: yield s``).
 
 While it is held, the rules look for (in the handler and in the dependencies
-on the way to the session, following calls into the project's own functions):
+on the way to the session, following calls into the project's own functions and,
+through the receivers' types, into service methods in other modules: see
+:mod:`profiler.lint.calls`):
 
 * ``downstream-await``: ``await`` of an HTTP client method (``client.get``,
   ``http.post``, ``session.get`` on an ``aiohttp.ClientSession``) or of a
