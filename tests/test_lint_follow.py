@@ -553,3 +553,35 @@ def test_session_released_before_the_slow_call_is_not_held(tmp_path: Path) -> No
     result = lint(tmp_path, {"released.py": released, "routes.py": routes})
     # THEN only the awaits with the session still (or again) checked out are flagged
     assert flagged(result) == {"other_branch", "touched_again"}
+
+
+def test_cli_reports_middleware_and_two_sessions_as_lines_and_annotations(
+    tmp_path: Path, run_cli
+) -> None:
+    # GIVEN a package with a holding middleware and a handler taking two sessions
+    routes = """
+        from fastapi import APIRouter, Depends
+        from app.db import Db, get_auth_db
+
+        router = APIRouter()
+
+        def current_user(db=Depends(get_auth_db)) -> dict:
+            return {"id": 1}
+
+        @router.get("/me")
+        async def me(db: Db, user=Depends(current_user)) -> dict:
+            return user
+    """
+    package = write(tmp_path, {"middleware.py": MIDDLEWARE, "routes.py": routes})
+    # WHEN the CLI prints text, and GitHub annotations, failing on any finding
+    text = run_cli("lint", str(package), "--fail-on", "0")
+    github = run_cli("lint", str(package), "--format", "github")
+    # THEN each is one parseable line per finding with its rule, and the gate fails
+    assert text.exit_code == 1, text.output
+    codes = sorted(line.split(" ", 2)[1] for line in text.stdout.splitlines())
+    assert codes == ["PRL005"] + ["PRL006"] * 4
+    assert "1 endpoints in 5 files: 1 hold a DB session, 0 across awaits; 5 flagged" in (
+        text.stderr
+    )
+    levels = sorted(line.split(" ", 1)[0] for line in github.stdout.splitlines())
+    assert levels == ["::error"] * 4 + ["::warning"]
