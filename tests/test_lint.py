@@ -533,15 +533,17 @@ def test_cli_default_is_one_finding_a_line_an_editor_can_parse(run_cli) -> None:
     parsed = [(m.group(1), int(m.group(2)), int(m.group(3)), m.group(4)) for m in matches if m]
     for file, _, column, code in parsed:
         assert (ROOT / file).is_file(), file
-        assert column >= 1 and re.fullmatch(r"PRL00[1-4]", code)
+        assert column >= 1 and re.fullmatch(r"PRL00[1-6]", code)
     expected = {
         (f"{relative.as_posix()}/{f['file']}", f["line"], f["column"]) for f in document["findings"]
     }
     assert {(file, line, column) for file, line, column, _ in parsed} == expected
-    assert len(parsed) == 7  # 6 handlers flagged; invoke_tool breaks PRL001 and PRL004
+    # 6 handlers flagged, each PRL004 and PRL005 (two sessions); invoke_tool PRL001 too
+    assert len(parsed) == 13
     invoke = [line for line in lines if "invoke_tool" in line]
-    assert [line.split(" ", 2)[1] for line in invoke] == ["PRL001", "PRL004"]
+    assert [line.split(" ", 2)[1] for line in invoke] == ["PRL001", "PRL004", "PRL005"]
     assert "await call_tool(...) -> await http.post(...)" in invoke[0]
+    assert "each request takes 2 sessions at once" in invoke[2]
     # AND the line really points at the handler's def
     for file, line, column, _ in parsed:
         source = (ROOT / file).read_text().splitlines()[line - 1]
@@ -571,9 +573,9 @@ def test_cli_github_annotations(run_cli) -> None:
         r"^::(error|warning) file=([^,:]+),line=(\d+),col=(\d+),title=(PRL00\d)::(.+)$"
     )
     parsed = [command.match(line) for line in lines]
-    assert len(lines) == 7 and all(parsed), lines
+    assert len(lines) == 13 and all(parsed), lines
     levels = {m.group(5): m.group(1) for m in parsed if m}
-    assert levels == {"PRL001": "error", "PRL004": "warning"}
+    assert levels == {"PRL001": "error", "PRL004": "warning", "PRL005": "warning"}
     assert {m.group(2) for m in parsed if m} == {(LAB / "held.py").as_posix()}
 
 
@@ -640,7 +642,7 @@ def test_cli_sarif_structure(run_cli) -> None:
     driver = run["tool"]["driver"]
     assert driver["name"] and driver["informationUri"].startswith("https://")
     rule_ids = [rule["id"] for rule in driver["rules"]]
-    assert len(rule_ids) == len(set(rule_ids)) == 4
+    assert len(rule_ids) == len(set(rule_ids)) == 6
     assert run["results"]
     for item in run["results"]:
         assert item["ruleId"] in rule_ids

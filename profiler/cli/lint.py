@@ -71,8 +71,10 @@ def lint(
     Reads the source with ast (nothing is imported or run): routes on apps and
     APIRouters, their session dependencies (Depends(get_db), Annotated aliases,
     dependencies of dependencies, across modules) and what happens while the
-    session is open. Errors hold it across awaits or slow calls; warnings only
-    while streaming or serialising ORM objects.
+    session is open, following calls through service objects into other
+    modules. Errors hold it across awaits or slow calls, or in a middleware
+    across call_next; warnings only while streaming, serialising ORM objects
+    or taking two sessions per request.
 
     Example: profiler lint app/ --fail-on 0; in a GitHub workflow:
     profiler lint . --format github --fail-on 0

@@ -10,7 +10,10 @@ source alone: it parses with :mod:`ast` and never imports the code it reads.
 ['invoke_tool']
 
 :func:`lint_path` is the one entry point; :mod:`profiler.lint.rules` says what
-is detected and how, :mod:`profiler.lint.model` what comes out.
+is detected in a handler and how (with :mod:`~profiler.lint.sessions`,
+:mod:`~profiler.lint.slow`, :mod:`~profiler.lint.calls`, :mod:`~profiler.lint.returns`),
+:mod:`profiler.lint.middleware` what in a middleware, :mod:`profiler.lint.model` what
+comes out.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from profiler.errors import InputError
+from profiler.lint.middleware import middleware_findings
 from profiler.lint.model import Endpoint, Finding, LintResult, Reason, Skipped
 from profiler.lint.project import load, python_files
 from profiler.lint.routes import find_routes
@@ -91,6 +95,8 @@ def lint_path(
         endpoints[key] = _merge_endpoint(endpoints.get(key), endpoint)
         if finding is not None:
             findings[key] = _merge_finding(findings.get(key), finding)
+    for finding in middleware_findings(project, analyzer.sessions):
+        findings[(finding.file, finding.line, finding.handler)] = finding
     return LintResult(
         path=str(path),
         files=tuple(sorted(module.rel for module in project.modules)),

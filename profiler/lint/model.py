@@ -17,10 +17,12 @@ SLEEP = "sleep"
 SLOW_CALL = "slow-call"
 STREAMING = "streaming"
 SERIALISATION = "serialisation"
+SESSIONS = "sessions-per-request"
+CALL_NEXT = "call-next"
 
 AWAIT_KINDS = frozenset({DOWNSTREAM, SLEEP})
-ERROR_KINDS = frozenset({DOWNSTREAM, SLEEP, SLOW_CALL})
-KIND_ORDER = (DOWNSTREAM, SLEEP, SLOW_CALL, STREAMING, SERIALISATION)
+ERROR_KINDS = frozenset({DOWNSTREAM, SLEEP, SLOW_CALL, CALL_NEXT})
+KIND_ORDER = (CALL_NEXT, DOWNSTREAM, SLEEP, SLOW_CALL, SESSIONS, STREAMING, SERIALISATION)
 
 INFORMATION_URI = "https://github.com/profiler/profiler/blob/main/docs/reference/lint.md"
 
@@ -77,6 +79,29 @@ RULES = (
         "after the handler returns, with the session still open (and expired attributes "
         "reloaded on a connection checked out again). Build plain data inside a short "
         "session instead.",
+    ),
+    Rule(
+        "PRL005",
+        "sessions-per-request",
+        frozenset({SESSIONS}),
+        "warning",
+        "One request holds two or more DB sessions at once",
+        "The handler's dependencies lead to two or more different session dependencies "
+        "(FastAPI caches a dependency per request by callable, so two functions are two "
+        "sessions), e.g. an auth dependency on its own get_auth_db next to the handler's "
+        "get_db: each request can hold two connections, and a pool of 10 serves at most 5 "
+        "requests at once. Share one session dependency.",
+    ),
+    Rule(
+        "PRL006",
+        "middleware-session-across-call-next",
+        frozenset({CALL_NEXT}),
+        "error",
+        "Middleware holds a DB session across call_next",
+        "A middleware opens a database session and awaits the rest of the request "
+        "(call_next, or the wrapped ASGI app) while it is open: every request holds that "
+        "connection for its whole duration, besides the one its handler takes. Close the "
+        "session before calling the next layer.",
     ),
 )
 
