@@ -573,13 +573,13 @@ def _require_process(pid: int) -> None:
 def _send(pid: int, method: str, source: str) -> str:
     """Inject memray's channel into ``pid``, send ``source``; what the worker answered
     (empty when the code ran without raising)."""
-    from memray._errors import MemrayCommandError
-    from memray.commands.attach import AttachCommand, recvall
+    from memray.commands.attach import recvall
 
-    try:
-        client = AttachCommand().inject_control_channel(method, pid)
-    except MemrayCommandError as exc:
-        raise _channel_failure(pid, str(exc)) from None
+    from profiler.capture.channel import open_channel
+
+    if not psutil.pid_exists(pid):
+        raise _channel_failure(pid, "")
+    client, _route = open_channel(pid, method)
     with contextlib.closing(client):
         client.settimeout(CHANNEL_TIMEOUT_SECONDS)
         try:

@@ -84,9 +84,9 @@ def attach_command(
     """
     prefix, python = _runner(ready)
     pid = str(ready.ns_pid)
-    if ready.lent:
+    if ready.lent or not ready.isolated:
         argv = [*prefix, python, "-m", "profiler.memory.lend", "--pid", pid]
-        argv += ["--method", ready.debugger.name]
+        argv += ["--method", ready.debugger.name] + ([] if ready.lent else ["--no-lend"])
     else:
         argv = [*prefix, python, "-m", "memray", "attach", "--method", ready.debugger.name]
     argv += ["--output", str(inside_capture(ready, capture)), "--duration", str(safety_seconds)]
@@ -96,12 +96,15 @@ def attach_command(
         "--trace-python-allocators": options.trace_python_allocators,
     }
     argv += [flag for flag, wanted in flags.items() if wanted]
-    return argv if ready.lent else [*argv, pid]
+    return argv if ready.lent or not ready.isolated else [*argv, pid]
 
 
 def detach_command(ready: Ready) -> list[str]:
     """The exact ``memray detach`` for one worker (in its namespaces when they are not ours)."""
     prefix, python = _runner(ready)
+    if not ready.isolated:
+        return [python, "-m", "profiler.memory.lend", "--detach", "--pid", str(ready.pid),
+                "--method", ready.debugger.name]  # fmt: skip
     return [*prefix, python, "-m", "memray", "detach", "--method", ready.debugger.name,
             str(ready.ns_pid)]  # fmt: skip
 
@@ -217,8 +220,8 @@ def still_tracking(pid: int, debugger: str = "gdb", env: dict[str, str] | None =
     A true answer has a side effect: it detaches. Tests and the doctor use it
     to prove nothing was left behind.
     """
-    command = [sys.executable, "-m", "memray", "detach", "--method", debugger, str(pid)]
-    outcome = _run(command, env)
+    command = [sys.executable, "-m", "profiler.memory.lend", "--detach", "--pid", str(pid)]
+    outcome = _run([*command, "--method", debugger], env)
     return outcome is None
 
 

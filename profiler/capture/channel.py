@@ -1,0 +1,152 @@
+"""memray's control channel to a worker, opened through the fast injection path first.
+
+memray's protocol is unchanged: its ``_inject`` library connects back to a
+port we listen on and runs, with the GIL, the Python source we send (memray's
+own ``PAYLOAD`` for ``mem attach``, the task sampler's source for ``tasks``).
+Only *how* the library gets loaded differs: :mod:`profiler.capture.inject`
+makes one thread parked in a syscall load it at once (milliseconds, also in a
+wedged worker); memray's breakpoint route (``--method gdb``/``lldb``) is the
+fallback when no thread reaches a safe point within ``wait_safe`` seconds, and
+the route taken is returned so callers can say so.
+
+Steps are time-boxed, each with its own message: stop, thread choice and load
+in the child (:data:`profiler.capture.inject.STEP_SECONDS`), then the channel
+(the library's thread connecting back) here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from profiler.errors import AttachError
+
+CHANNEL_SECONDS = 5.0
+HELPER_SECONDS = 30.0  # the child's own steps end long before: this only catches a hang
+WAIT_SAFE_SECONDS = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How the library got in: ``fast`` (thread ``tid`` parked in ``syscall``) or
+    ``breakpoints`` (memray's debugger script; ``note`` says why)."""
+
+    route: str
+    tid: int | None = None
+    syscall: str | None = None
+    note: str | None = None
+
+
+def injector_library() -> Path:
+    """memray's ``_inject`` library, the one its own attach loads."""
+    import memray
+
+    return Path(memray._memray.__file__).parent / "_inject.abi3.so"
+
+
+def open_channel(
+    pid: int, method: str = "gdb", *, wait_safe: float = WAIT_SAFE_SECONDS
+) -> tuple[socket.socket, Route]:
+    """A connected socket to memray's client thread in ``pid``, and the route taken."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with contextlib.closing(server):
+        server.bind(("localhost", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        said = _run_helper(pid, port, wait_safe)
+        if "error" not in said:
+            route = Route("fast", int(said["tid"]), str(said["syscall"]))
+        elif said.get("step") == "thread":
+            route = Route("breakpoints", note=str(said["error"]))
+            _breakpoint_route(pid, port, method, str(said["error"]))
+        else:
+            raise AttachError(
+                f"injecting into PID {pid} failed at step {said.get('step')}: {said['error']}",
+                hint="the thread was restored and released; retry, or pass --method to compare",
+            )
+        server.settimeout(CHANNEL_SECONDS)
+        try:
+            client, _ = server.accept()
+        except TimeoutError:
+            raise AttachError(
+                f"PID {pid} loaded memray's library but its thread did not connect back "
+                f"within {CHANNEL_SECONDS:g}s (step channel)",
+                hint="the worker may be out of threads or memory; nothing keeps running there",
+            ) from None
+    return client, route
+
+
+def _run_helper(pid: int, port: int, wait_safe: float) -> dict[str, object]:
+    command = [sys.executable, "-m", "profiler.capture.inject", "--pid", str(pid)]
+    command += ["--library", str(injector_library()), "--port", str(port)]
+    command += ["--wait-safe", str(wait_safe)]
+    try:
+        result = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=HELPER_SECONDS + wait_safe,
+            check=False,
+            start_new_session=True,  # a Ctrl-C here must not cut it mid-call
+        )
+    except subprocess.TimeoutExpired:
+        return {"step": "stop", "error": f"the injector did not finish in {HELPER_SECONDS:g}s"}
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        said = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
+        return {"step": "stop", "error": f"the injector failed: {said}"}
+    parsed: dict[str, object] = json.loads(lines[-1])
+    return parsed
+
+
+def _breakpoint_route(pid: int, port: int, method: str, why: str) -> None:
+    """memray's own debugger script: waits for a thread to allocate (can take a timeout)."""
+    from memray.commands.attach import debugger_inject
+
+    unsafe = breakpoint_route_unsafe(method)
+    if unsafe:
+        raise AttachError(
+            f"no thread of PID {pid} was at a safe point ({why}), and the fallback "
+            f"is unsafe here: {unsafe}",
+            hint="retry when the worker is less busy; or upgrade gdb",
+        )
+    error = debugger_inject(method, pid, port, verbose=False)
+    if error:
+        raise AttachError(
+            f"memray's {method} route into PID {pid} failed: {' '.join(error.split())}",
+            hint="`memray attach --verbose` shows the debugger's output",
+        )
+
+
+@cache
+def breakpoint_route_unsafe(method: str) -> str | None:
+    """Why memray's debugger route would harm the worker here, or None.
+
+    gdb 13 writes a fixed-size extended register state: on a CPU with AMX the
+    kernel refuses it (``Couldn't write extended state status: Bad address``)
+    and the half-made call kills the worker (seen on gdb 13.1, Linux 6.18).
+    """
+    if method != "gdb" or shutil.which("gdb") is None:
+        return None
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+        version = subprocess.run(
+            ["gdb", "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.search(r"(\d+)\.\d+", version.splitlines()[0] if version else "")
+    if " amx_tile" in flags and found and int(found.group(1)) <= 13:
+        return (
+            f"gdb {found.group(0)} cannot restore registers on this AMX CPU "
+            "and its injected call would kill the worker"
+        )
+    return None
