@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import platform
 import re
 import shutil
 import socket
@@ -61,9 +62,12 @@ def open_channel(
         server.bind(("localhost", 0))
         server.listen(1)
         port = server.getsockname()[1]
-        said = _run_helper(pid, port, wait_safe)
+        if platform.machine() == "x86_64":
+            said = _run_helper(pid, port, wait_safe)
+        else:
+            said = {"step": "thread", "error": f"no fast path on {platform.machine()} yet"}
         if "error" not in said:
-            route = Route("fast", int(said["tid"]), str(said["syscall"]))
+            route = Route("fast", int(str(said["tid"])), str(said["syscall"]))
         elif said.get("step") == "thread":
             route = Route("breakpoints", note=str(said["error"]))
             _breakpoint_route(pid, port, method, str(said["error"]))

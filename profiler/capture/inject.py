@@ -96,14 +96,16 @@ class InjectFailure(Exception):
         self.step = step
 
 
+REGISTERS = (
+    "r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi orig_rax rip cs "
+    "eflags rsp ss fs_base gs_base ds es fs gs"
+)
+
+
 class Regs(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_ulonglong)
-        for name in (
-            "r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi orig_rax rip cs "
-            "eflags rsp ss fs_base gs_base ds es fs gs"
-        ).split()
-    ]
+    """``struct user_regs_struct`` of x86-64, as PTRACE_GETREGS fills it."""
+
+    _fields_ = [(name, ctypes.c_ulonglong) for name in REGISTERS.split(" ")]
 
 
 class IoVec(ctypes.Structure):
@@ -303,9 +305,7 @@ class Stopped:
                     raise InjectFailure(step, f"thread {self.tid} exited")
                 return status
             if time.monotonic() >= deadline:
-                raise InjectFailure(
-                    step, f"thread {self.tid} did not stop within {timeout:g}s"
-                )
+                raise InjectFailure(step, f"thread {self.tid} did not stop within {timeout:g}s")
             time.sleep(0.0005)
 
 
