@@ -71,6 +71,11 @@ def open_channel(
         elif said.get("step") == "thread":
             route = Route("breakpoints", note=str(said["error"]))
             _breakpoint_route(pid, port, method, str(said["error"]))
+        elif said.get("step") == "python":
+            raise AttachError(
+                f"PID {pid} is not a Python process memray's library can run in: {said['error']}",
+                hint="point at a Python gateway worker; `profiler workers` lists them",
+            )
         else:
             raise AttachError(
                 f"injecting into PID {pid} failed at step {said.get('step')}: {said['error']}",

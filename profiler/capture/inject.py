@@ -161,6 +161,18 @@ def candidates(pid: int) -> list[Candidate]:
     return sorted(found, key=lambda c: (c.main, rank.get(c.syscall, 2), c.tid))
 
 
+def is_python(pid: int) -> bool:
+    """``pid`` maps a libpython, or its executable defines the C API (a static python)."""
+    with open(f"/proc/{pid}/maps") as maps:
+        if any("/libpython3" in line for line in maps):
+            return True
+    try:
+        with open(f"/proc/{pid}/exe", "rb") as exe:
+            return b"PyGILState_Ensure" in exe.read()
+    except OSError:
+        return False
+
+
 def _libc_path_and_base(pid: int | str) -> tuple[str, int] | None:
     """The libc file mapped by ``pid`` and the address it is mapped at."""
     with open(f"/proc/{pid}/maps") as maps:
@@ -191,7 +203,7 @@ def remote_symbols(pid: int) -> dict[str, int]:
             "thread", f"PID {pid} does not map our libc ({mine and mine[0]}): another filesystem"
         )
     symbols = {}
-    for name in ("dlopen", "dlsym"):
+    for name in ("dlopen", "dlsym", "dlerror"):
         address = ctypes.cast(getattr(_libc, name), ctypes.c_void_p).value
         assert address is not None
         symbols[name] = address - mine[1] + theirs[1]
@@ -269,6 +281,19 @@ class Stopped:
         finally:
             os.close(fd)
 
+    def text(self, address: int, limit: int = 512) -> str:
+        """The NUL-terminated string at ``address`` in the worker ("" for NULL)."""
+        if address == 0:
+            return ""
+        fd = os.open(f"/proc/{self.pid}/task/{self.tid}/mem", os.O_RDONLY)
+        try:
+            data = os.pread(fd, limit, address)
+        except OSError:
+            return "(unreadable)"
+        finally:
+            os.close(fd)
+        return data.split(b"\0", 1)[0].decode("utf-8", "replace")
+
     def scratch(self, strings: list[bytes]) -> list[int]:
         """Write NUL-terminated ``strings`` below the thread's stack pointer (past the red
         zone, above where :meth:`call` puts its frame); their addresses."""
@@ -331,6 +356,9 @@ def inject(pid: int, library: Path, port: int, wait_safe: float) -> dict[str, ob
     ``wait_safe`` seconds for a thread to reach a safe point."""
     timings: dict[str, float] = {}
     started = time.monotonic()
+    if not is_python(pid):
+        exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+        raise InjectFailure("python", f"PID {pid} does not seem to be running Python ({exe})")
     symbols = remote_symbols(pid)
     deadline = started + wait_safe
     tried: list[str] = []
@@ -350,7 +378,10 @@ def inject(pid: int, library: Path, port: int, wait_safe: float) -> dict[str, ob
                     path, symbol = thread.scratch([os.fsencode(library), b"memray_spawn_client"])
                     handle = thread.call(symbols["dlopen"], [path, RTLD_NOW], STEP_SECONDS["load"])
                     if handle == 0:
-                        raise InjectFailure("load", f"dlopen({library}) failed in PID {pid}")
+                        said = thread.call(symbols["dlerror"], [], STEP_SECONDS["load"])
+                        raise InjectFailure(
+                            "load", f"dlopen({library}) failed in PID {pid}: {thread.text(said)}"
+                        )
                     spawn = thread.call(symbols["dlsym"], [handle, symbol], STEP_SECONDS["load"])
                     if spawn == 0:
                         raise InjectFailure("load", f"{library} has no memray_spawn_client")
