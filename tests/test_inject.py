@@ -174,3 +174,30 @@ def test_no_safe_thread_falls_back_and_says_so(python_process) -> None:
     client.close()
     assert route.route == "breakpoints"
     assert route.note is not None and "safe point" in route.note
+
+
+@pytest.mark.postgres
+def test_every_worker_of_the_wedged_lab_is_live_within_five_seconds(
+    postgres_dsn: str, tmp_path: Path
+) -> None:
+    from profiler.lab import wedged
+
+    # GIVEN the lab in held mode, overloaded until every thread of every worker sleeps
+    with wedged.lab(2, postgres_dsn) as (lab, pids), wedged.load(lab.url, 40, seconds=45):
+        retry(lambda: all(wedged.asleep(pid) for pid in pids), timeout=40, what="wedged")
+        for pid in pids:
+            # WHEN the task sampler and memray are injected
+            started = time.monotonic()
+            path = tmp_path / f"tasks-{pid}.jsonl"
+            tasks.inject(pid, path, interval=0.2, duration=10, lease_seconds=None)
+            command = [sys.executable, "-m", "profiler.memory.lend", "--pid", str(pid)]
+            command += ["--no-lend", "--output", str(tmp_path / f"memray-{pid}.bin")]
+            command += ["--duration", "30", "--method", "gdb"]
+            attached = subprocess.run(command, capture_output=True, text=True, check=False)
+            # THEN both are live within 5 s, through the fast path
+            assert attached.returncode == 0, attached.stderr
+            assert "breakpoint route" not in attached.stderr
+            assert time.monotonic() - started < 5
+            assert tasks.read_header(path)["pid"] == pid
+            assert still_tracking(pid)  # and detach cleanly
+            tasks.request_stop(path)

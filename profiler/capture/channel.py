@@ -20,10 +20,13 @@ import contextlib
 import json
 import platform
 import re
+import select
 import shutil
 import socket
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -94,26 +97,35 @@ def open_channel(
 
 
 def _run_helper(pid: int, port: int, wait_safe: float) -> dict[str, object]:
+    """The injector child's first JSON line: its result, or its failure (a late load is
+    reported while the child still waits for the call to return, then restores the thread
+    and exits by itself: it is reaped in the background)."""
     command = [sys.executable, "-m", "profiler.capture.inject", "--pid", str(pid)]
     command += ["--library", str(injector_library()), "--port", str(port)]
     command += ["--wait-safe", str(wait_safe)]
-    try:
-        result = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            timeout=HELPER_SECONDS + wait_safe,
-            check=False,
-            start_new_session=True,  # a Ctrl-C here must not cut it mid-call
-        )
-    except subprocess.TimeoutExpired:
-        return {"step": "stop", "error": f"the injector did not finish in {HELPER_SECONDS:g}s"}
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    if not lines:
-        said = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
-        return {"step": "stop", "error": f"the injector failed: {said}"}
-    parsed: dict[str, object] = json.loads(lines[-1])
-    return parsed
+    child = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a Ctrl-C here must not cut it mid-call
+    )
+    assert child.stdout is not None
+    deadline = time.monotonic() + HELPER_SECONDS + wait_safe
+    said: dict[str, object] | None = None
+    while said is None and time.monotonic() < deadline:
+        ready, _, _ = select.select([child.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        line = child.stdout.readline()
+        if not line:
+            break  # it exited without a word
+        if line.startswith("{"):
+            said = json.loads(line)
+    threading.Thread(target=child.communicate, name=f"reap-injector-{pid}", daemon=True).start()
+    if said is not None:
+        return said
+    return {"step": "stop", "error": f"the injector gave no answer within {HELPER_SECONDS:g}s"}
 
 
 def _breakpoint_route(pid: int, port: int, method: str, why: str) -> None:

@@ -85,6 +85,7 @@ WALL = 0x40000000
 RTLD_NOW = 2
 XSTATE_BUFFER = 1 << 16
 STEP_SECONDS = {"stop": 2.0, "thread": 3.0, "load": 5.0}
+LATE_LIMIT_SECONDS = 300.0
 PAUSE_ENV = "PROFILER_INJECT_PAUSE_AT"  # tests: sleep at a step boundary, to be killed there
 
 
@@ -229,6 +230,8 @@ class Stopped:
         self.seized = True
         _call(PTRACE_INTERRUPT, self.tid, 0, 0)
         status = self._wait(timeout, "stop")
+        assert status is not None
+        assert status is not None
         if os.WIFSTOPPED(status) and (status >> 16) != PTRACE_EVENT_STOP:
             # a signal was on its way to this thread: deliver it when we let go
             self.pending_signal = os.WSTOPSIG(status)
@@ -248,7 +251,14 @@ class Stopped:
 
     def call(self, function: int, args: list[int], timeout: float) -> int:
         """Run ``function(*args)`` on this thread; its return value. It returns to address 0:
-        the SIGSEGV there is how we know it finished (and is not delivered)."""
+        the SIGSEGV there is how we know it finished (and is not delivered).
+
+        Past ``timeout`` the step is reported late (one JSON line, so the caller can tell
+        the user at once) but the call is not abandoned: a thread pulled out of ``dlopen``
+        could keep the loader's lock forever, and one left to return later would return
+        to address 0 after we are gone. We wait for it (up to :data:`LATE_LIMIT_SECONDS`),
+        then restore the thread as usual.
+        """
         regs = Regs.from_buffer_copy(self.regs)
         top = (self.regs.rsp - 4096) & ~0xF
         self.write(top - 8, (0).to_bytes(8, "little"))
@@ -261,9 +271,21 @@ class Stopped:
         self.changed = True
         _call(PTRACE_SETREGS, self.tid, 0, ctypes.byref(regs))
         _call(PTRACE_CONT, self.tid, 0, 0)
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        late = False
         while True:
-            status = self._wait(max(0.0, deadline - time.monotonic()), "load")
+            status = self._wait(0.05, "load", quiet=True)
+            if status is None:
+                waited = time.monotonic() - started
+                if not late and waited > timeout:
+                    late = True
+                    _report({"step": "load", "late": True, "error": (
+                        f"thread {self.tid} of PID {self.pid} did not return from the load "
+                        f"within {timeout:g}s; waiting for it to return before restoring it"
+                    )})  # fmt: skip
+                if waited > LATE_LIMIT_SECONDS:
+                    raise InjectFailure("load", f"thread {self.tid} never returned")
+                continue
             signum = os.WSTOPSIG(status) if os.WIFSTOPPED(status) else 0
             _call(PTRACE_GETREGS, self.tid, 0, ctypes.byref(regs))
             if signum == signal.SIGSEGV and regs.rip == 0:
@@ -320,7 +342,9 @@ class Stopped:
                 _call(PTRACE_DETACH, self.tid, 0, self.pending_signal)
             self.seized = False
 
-    def _wait(self, timeout: float, step: str) -> int:
+    def _wait(self, timeout: float, step: str, *, quiet: bool = False) -> int | None:
+        """The thread's next stop status; None after ``timeout`` when ``quiet``, else a
+        failure of ``step``."""
         deadline = time.monotonic() + timeout
         while True:
             waited, status = os.waitpid(self.tid, os.WNOHANG | WALL)
@@ -330,13 +354,19 @@ class Stopped:
                     raise InjectFailure(step, f"thread {self.tid} exited")
                 return status
             if time.monotonic() >= deadline:
+                if quiet:
+                    return None
                 raise InjectFailure(step, f"thread {self.tid} did not stop within {timeout:g}s")
             time.sleep(0.0005)
 
 
+def _report(record: dict[str, object]) -> None:
+    print(json.dumps(record), flush=True)
+
+
 def _pause(step: str) -> None:
     if os.environ.get(PAUSE_ENV) == step:
-        print(json.dumps({"paused": step}), flush=True)
+        _report({"paused": step})
         time.sleep(3600)
 
 
@@ -416,12 +446,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         done = inject(args.pid, args.library, args.port, args.wait_safe)
     except InjectFailure as exc:
-        print(json.dumps({"step": exc.step, "error": str(exc)}), flush=True)
+        _report({"step": exc.step, "error": str(exc)})
         return 1
     except OSError as exc:
-        print(json.dumps({"step": "stop", "error": f"ptrace: {exc.strerror}"}), flush=True)
+        _report({"step": "stop", "error": f"ptrace: {exc.strerror}"})
         return 1
-    print(json.dumps(done), flush=True)
+    _report(done)
     return 0
 
 

@@ -46,22 +46,24 @@ def options(port: int, dsn: str, workers: int) -> LabOptions:
 
 
 @contextlib.contextmanager
-def lab(workers: int = 2) -> Iterator[tuple[LabState, list[int]]]:
-    """A held-mode lab on a throwaway PostgreSQL; its worker PIDs. Stopped by PID after."""
+def lab(workers: int = 2, dsn: str | None = None) -> Iterator[tuple[LabState, list[int]]]:
+    """A held-mode lab on ``dsn`` (None: a throwaway PostgreSQL); its worker PIDs.
+    Everything it started is stopped by PID after."""
     from profiler.pg import embedded
 
-    server = embedded.start()
+    server = embedded.start() if dsn is None else None
     previous = os.environ.get("PROFILER_STATE_DIR")
     os.environ["PROFILER_STATE_DIR"] = tempfile.mkdtemp(prefix="profiler-wedged-state-")
     try:
-        state = up(options(embedded.free_port(), server.dsn, workers))
+        state = up(options(embedded.free_port(), server.dsn if server else str(dsn), workers))
         try:
             assert state.master is not None
             yield state, worker_pids(state.master.pid)
         finally:
             down()
     finally:
-        embedded.stop(server.pgdata, pid=server.pid, remove=True)
+        if server is not None:
+            embedded.stop(server.pgdata, pid=server.pid, remove=True)
         if previous is None:
             os.environ.pop("PROFILER_STATE_DIR", None)
         else:
