@@ -2,8 +2,8 @@
 
 The lab in held mode (:mod:`profiler.lab.wedged`: default pool_timeout 30 s, 4
 connections per worker, 1 s downstream) on an embedded PostgreSQL, in three
-states: (a) healthy under light load, (b) wedged by overload (every thread of
-every worker asleep, checked before measuring), (c) idle. In each state,
+states, in this order: (c) idle, (a) healthy under light load, (b) wedged by
+overload (every thread of every worker asleep, checked before measuring). In each state,
 ``--attaches`` rounds; a round injects the task sampler into all workers at
 once (as ``session run`` does) and then attaches memray to all of them at
 once, timing each worker from the call to "live" (the sampler runs; memray
@@ -152,26 +152,18 @@ def main() -> None:
     with wedged.lab(args.workers) as (lab, pids):
         url = lab.url
         print(f"lab: held mode, {len(pids)} workers {pids}, pool_timeout 30 s", flush=True)
-        # one attach is enough to be wedged for the rest of the state's rounds: the load
-        # runs for the state's whole duration (it ends before the next state)
+        # idle first and wedged last: a wedged held-mode worker drains its queued requests
+        # one pool_timeout (30 s) at a time, minutes after the load stops
+        run_state("idle", pids, url, args.attaches, times, routes, old, lambda: True)
         budget = args.attaches * 4.0 + 20
         with wedged.load(url, wedged.HEALTHY_USERS, seconds=budget):
             run_state("healthy", pids, url, args.attaches, times, routes, old, lambda: True)
-        time.sleep(6)  # requests of the healthy load drain (their timeout is 5 s)
         with wedged.load(url, wedged.OVERLOAD_USERS, seconds=budget):
 
             def all_asleep() -> bool:
                 return all(wedged.asleep(pid) for pid in pids)
 
             run_state("wedged", pids, url, args.attaches, times, routes, old, all_asleep)
-        wait_idle = time.monotonic() + 60
-        while time.monotonic() < wait_idle:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(1)
-        run_state("idle", pids, url, args.attaches, times, routes, old, lambda: True)
     print(f"\n{'state':<8} {'probe':<20} {'worker':>7} {'n':>3} {'median s':>9} {'max s':>7}")
     for (state, probe, pid), values in sorted(times.items(), key=lambda i: i[0]):
         print(

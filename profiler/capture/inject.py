@@ -231,7 +231,6 @@ class Stopped:
         _call(PTRACE_INTERRUPT, self.tid, 0, 0)
         status = self._wait(timeout, "stop")
         assert status is not None
-        assert status is not None
         if os.WIFSTOPPED(status) and (status >> 16) != PTRACE_EVENT_STOP:
             # a signal was on its way to this thread: deliver it when we let go
             self.pending_signal = os.WSTOPSIG(status)
@@ -337,6 +336,10 @@ class Stopped:
                 _call(PTRACE_SETREGS, self.tid, 0, ctypes.byref(self.regs))
                 vec = IoVec(ctypes.cast(self.xstate, ctypes.c_void_p), self.xstate_len)
                 _call(PTRACE_SETREGSET, self.tid, NT_X86_XSTATE, ctypes.byref(vec))
+        except OSError as exc:  # never try another thread after this: say it, loudly
+            raise InjectFailure(
+                "load", f"could not restore thread {self.tid}'s registers: {exc.strerror}"
+            ) from None
         finally:
             with contextlib.suppress(OSError):
                 _call(PTRACE_DETACH, self.tid, 0, self.pending_signal)
