@@ -122,10 +122,25 @@ def _run_helper(pid: int, port: int, wait_safe: float) -> dict[str, object]:
             break  # it exited without a word
         if line.startswith("{"):
             said = json.loads(line)
-    threading.Thread(target=child.communicate, name=f"reap-injector-{pid}", daemon=True).start()
+    if said is not None and not said.get("late"):
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.communicate(timeout=HELPER_SECONDS)  # it exits once it has answered
+    if child.poll() is None:  # still restoring a late load: let it finish, reap it after
+        _LATE.append(child)
+        threading.Thread(target=_reap, args=(child,), name=f"injector-{pid}", daemon=True).start()
+    else:
+        child.communicate()
     if said is not None:
         return said
     return {"step": "stop", "error": f"the injector gave no answer within {HELPER_SECONDS:g}s"}
+
+
+_LATE: list[subprocess.Popen[str]] = []  # injectors finishing a late load, until reaped
+
+
+def _reap(child: subprocess.Popen[str]) -> None:
+    child.communicate()
+    _LATE.remove(child)
 
 
 def _breakpoint_route(pid: int, port: int, method: str, why: str) -> None:

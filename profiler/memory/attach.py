@@ -1,8 +1,12 @@
 """``memray attach`` on every ready worker at once, and ``memray detach`` on all at the end.
 
-memray injects through a debugger, ~1.5-2 s per worker here (memray #701
-reports ~10 s on big hosts), so workers are attached in parallel: the pool
-is tracking within one attach time, not N of them.
+A local worker is attached by :mod:`profiler.memory.lend` (``--no-lend``
+unless memray is lent), which opens memray's channel through
+:mod:`profiler.capture.channel`: memray's library is loaded in milliseconds by a
+thread parked in a syscall, also in a wedged worker, where memray's own
+breakpoint route waits for a thread to allocate (15-28 s on a real gateway).
+Workers are still attached in parallel (each attach is mostly memray's import
+and tracker start in the worker, ~1 s).
 
 Every attach carries memray's own ``--duration`` as a safety net, longer
 than the window we intend: the worker stops tracking by itself even if this
