@@ -29,7 +29,6 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -39,6 +38,7 @@ import psutil
 from profiler.capture import tasks
 from profiler.capture.channel import breakpoint_route_unsafe
 from profiler.lab import wedged
+from profiler.lab.state import LabState
 from profiler.memory.attach import still_tracking
 
 Times = dict[tuple[str, str, int], list[float]]
@@ -116,26 +116,51 @@ def one_round(
 
 def run_state(
     state: str,
-    pids: list[int],
-    url: str,
+    lab: LabState,
     rounds: int,
     times: Times,
     routes: dict[str, set[str]],
     old: bool,
-    ready: Callable[[], bool],
-) -> None:
-    deadline = time.monotonic() + 90
-    while not ready():
-        assert time.monotonic() < deadline, f"the lab did not reach the {state} state"
-        time.sleep(0.2)
-    rss_start = {pid: psutil.Process(pid).memory_info().rss for pid in pids}
+    wedge: bool = False,
+) -> int:
+    """``rounds`` rounds on the lab's current workers; how many workers gunicorn replaced.
+
+    A wedged worker whose loop misses gunicorn's heartbeat for ``--timeout`` (120 s
+    in the lab) is killed by the arbiter (``WORKER TIMEOUT``) and replaced, as on a
+    real gateway: a round that loses a worker that way is retried on the current
+    workers (the log line is the evidence); losing one otherwise is a failure.
+    """
+    assert lab.master is not None
+    log = Path(lab.log_dir) / "gateway.log"
+    replaced = 0
+    done = 0
     with tempfile.TemporaryDirectory() as out:
-        for _ in range(rounds):
-            one_round(state, pids, Path(out), times, routes, old)
-            check(pids, rss_start, url, serving=state != "wedged")
-    if state == "wedged":
+        while done < rounds:
+            pids = wedged.worker_pids(lab.master.pid)
+            deadline = time.monotonic() + 90
+            while wedge and not all(wedged.asleep(pid) for pid in pids):
+                assert time.monotonic() < deadline, "the lab did not wedge"
+                time.sleep(0.2)
+                pids = wedged.worker_pids(lab.master.pid)
+            rss_start = {pid: psutil.Process(pid).memory_info().rss for pid in pids}
+            try:
+                one_round(state, pids, Path(out), times, routes, old)
+                check(pids, rss_start, lab.url, serving=not wedge)
+            except (AssertionError, RuntimeError, psutil.NoSuchProcess):
+                text = log.read_text()
+                timed_out = [pid for pid in pids if f"WORKER TIMEOUT (pid:{pid})" in text]
+                if not timed_out:
+                    raise
+                replaced += len(timed_out)
+                continue
+            done += 1
+    if wedge:
+        pids = wedged.worker_pids(lab.master.pid)
         still = [pid for pid in pids if wedged.asleep(pid)]
         print(f"  wedged after the rounds: {len(still)}/{len(pids)} workers asleep", flush=True)
+    if replaced:
+        print(f"  {state}: {replaced} worker(s) replaced by gunicorn (WORKER TIMEOUT)", flush=True)
+    return replaced
 
 
 def main() -> None:
@@ -143,6 +168,7 @@ def main() -> None:
     parser.add_argument("--attaches", type=int, default=10, help="rounds per state")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--old", action="store_true", help="also time memray's own route")
+    parser.add_argument("--states", default="idle,healthy,wedged", help="which, in order")
     args = parser.parse_args()
     old = args.old and breakpoint_route_unsafe("gdb") is None
     if args.old and not old:
@@ -154,16 +180,15 @@ def main() -> None:
         print(f"lab: held mode, {len(pids)} workers {pids}, pool_timeout 30 s", flush=True)
         # idle first and wedged last: a wedged held-mode worker drains its queued requests
         # one pool_timeout (30 s) at a time, minutes after the load stops
-        run_state("idle", pids, url, args.attaches, times, routes, old, lambda: True)
         budget = args.attaches * 4.0 + 20
-        with wedged.load(url, wedged.HEALTHY_USERS, seconds=budget):
-            run_state("healthy", pids, url, args.attaches, times, routes, old, lambda: True)
-        with wedged.load(url, wedged.OVERLOAD_USERS, seconds=budget):
-
-            def all_asleep() -> bool:
-                return all(wedged.asleep(pid) for pid in pids)
-
-            run_state("wedged", pids, url, args.attaches, times, routes, old, all_asleep)
+        if "idle" in args.states:
+            run_state("idle", lab, args.attaches, times, routes, old)
+        if "healthy" in args.states:
+            with wedged.load(url, wedged.HEALTHY_USERS, seconds=budget):
+                run_state("healthy", lab, args.attaches, times, routes, old)
+        if "wedged" in args.states:
+            with wedged.load(url, wedged.OVERLOAD_USERS, seconds=budget * 2):
+                run_state("wedged", lab, args.attaches, times, routes, old, wedge=True)
     print(f"\n{'state':<8} {'probe':<20} {'worker':>7} {'n':>3} {'median s':>9} {'max s':>7}")
     for (state, probe, pid), values in sorted(times.items(), key=lambda i: i[0]):
         print(

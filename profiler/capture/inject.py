@@ -452,7 +452,9 @@ def main(argv: list[str] | None = None) -> int:
         _report({"step": exc.step, "error": str(exc)})
         return 1
     except OSError as exc:
-        _report({"step": "stop", "error": f"ptrace: {exc.strerror}"})
+        gone = "" if os.path.exists(f"/proc/{args.pid}") else f" (PID {args.pid} is gone)"
+        what = exc.filename or "ptrace"
+        _report({"step": "stop", "error": f"{what}: {exc.strerror}{gone}"})
         return 1
     _report(done)
     return 0

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from profiler.lab.lifecycle import LabOptions, down, up, worker_pids
+
+__all__ = ["asleep", "lab", "load", "options", "worker_pids"]
 from profiler.lab.load import run_load
 from profiler.lab.state import LabState
 
