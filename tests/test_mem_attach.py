@@ -288,13 +288,13 @@ def test_lend_memray_captures_a_worker_whose_environment_has_none(
 def test_a_worker_that_exits_mid_capture_keeps_its_capture_and_is_marked(
     run_cli, python_process, tmp_path: Path
 ) -> None:
-    # GIVEN two workers, one of which dies about 3 s after it starts (os._exit, as a
+    # GIVEN two workers, one of which dies about 6 s after it starts (os._exit, as a
     # recycled or killed worker does: memray's own timer thread would delay a normal exit)
     stays = python_process(ALLOCATOR).pid
     leaves = python_process(
-        "import os, threading\nthreading.Timer(3, os._exit, (0,)).start()\n" + ALLOCATOR
+        "import os, threading\nthreading.Timer(6, os._exit, (0,)).start()\n" + ALLOCATOR
     ).pid
-    # WHEN both are captured for 5 s
+    # WHEN both are captured for 9 s (attaching under load can take 4 s)
     result = run_cli(
         "mem",
         "attach",
@@ -303,7 +303,7 @@ def test_a_worker_that_exits_mid_capture_keeps_its_capture_and_is_marked(
         "--pid",
         str(leaves),
         "-d",
-        "5",
+        "9",
         "-o",
         str(tmp_path),
         "--json",
