@@ -139,7 +139,7 @@ def run_state(
             pids = wedged.worker_pids(lab.master.pid)
             deadline = time.monotonic() + 90
             while wedge and not all(wedged.asleep(pid) for pid in pids):
-                assert time.monotonic() < deadline, "the lab did not wedge"
+                assert time.monotonic() < deadline, f"the lab did not wedge after {done} rounds"
                 time.sleep(0.2)
                 pids = wedged.worker_pids(lab.master.pid)
             rss_start = {pid: psutil.Process(pid).memory_info().rss for pid in pids}
@@ -154,6 +154,8 @@ def run_state(
                 replaced += len(timed_out)
                 continue
             done += 1
+            if done % 10 == 0:
+                print(f"  {state}: {done} rounds", flush=True)
     if wedge:
         pids = wedged.worker_pids(lab.master.pid)
         still = [pid for pid in pids if wedged.asleep(pid)]
@@ -187,7 +189,7 @@ def main() -> None:
             with wedged.load(url, wedged.HEALTHY_USERS, seconds=budget):
                 run_state("healthy", lab, args.attaches, times, routes, old)
         if "wedged" in args.states:
-            with wedged.load(url, wedged.OVERLOAD_USERS, seconds=budget * 2):
+            with wedged.load(url, wedged.OVERLOAD_USERS, seconds=args.attaches * 10.0 + 60):
                 run_state("wedged", lab, args.attaches, times, routes, old, wedge=True)
     print(f"\n{'state':<8} {'probe':<20} {'worker':>7} {'n':>3} {'median s':>9} {'max s':>7}")
     for (state, probe, pid), values in sorted(times.items(), key=lambda i: i[0]):
