@@ -92,8 +92,9 @@ def test_a_wedged_worker_gets_the_task_sampler_within_a_second(python_process, t
     path = tmp_path / "tasks.jsonl"
     # WHEN the task sampler is injected
     started = time.time()
-    tasks.inject(pid, path, interval=0.2, duration=5, lease_seconds=None)
+    route = tasks.inject(pid, path, interval=0.2, duration=5, lease_seconds=None)
     # THEN it is sampling at once (memray's breakpoint route waits for the 30 s timeout)
+    assert route == "fast"
     header = retry(lambda: path.exists() and tasks.read_header(path), what="sampler header")
     assert header["started_at"] - started < 2.0
     tasks.request_stop(path)

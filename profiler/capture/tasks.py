@@ -144,8 +144,10 @@ def inject(
     method: str = "gdb",
     max_tasks: int = 500,
     lease_seconds: float | None = LEASE_SECONDS,
-) -> None:
-    """Start the task sampler in worker ``pid``, writing ``path``; returns once it runs.
+) -> str:
+    """Start the task sampler in worker ``pid``, writing ``path``; returns once it runs,
+    saying how memray's library got in (``fast``, ``breakpoints: why``, or ``memray``
+    for a worker in other namespaces, which keeps memray's route).
 
     Checked first, in the order a fix has to happen: the options, the output
     (absent, its folder writable by the worker's user), the process, the
@@ -170,7 +172,7 @@ def inject(
     space = namespaces_of(pid)
     if space.isolated:
         _inject_isolated(space, path, method, interval, duration, max_tasks, lease_seconds)
-        return
+        return "memray"
     check_writable(path.parent, [pid])
     if shutil.which(method) is None:
         raise ToolMissingError(
@@ -190,9 +192,10 @@ def inject(
         max_tasks=max_tasks,
         lease_seconds=lease_seconds,
     )
-    error = _send(pid, method, source)
+    error, route = _send(pid, method, source)
     if error:
         raise _payload_failure(pid, path, error)
+    return route
 
 
 def _inject_isolated(
@@ -571,22 +574,23 @@ def _require_process(pid: int) -> None:
         ) from None
 
 
-def _send(pid: int, method: str, source: str) -> str:
+def _send(pid: int, method: str, source: str) -> tuple[str, str]:
     """Inject memray's channel into ``pid``, send ``source``; what the worker answered
-    (empty when the code ran without raising)."""
+    (empty when the code ran without raising), and the route taken."""
     from memray.commands.attach import recvall
 
     from profiler.capture.channel import open_channel
 
     if not psutil.pid_exists(pid):
         raise _channel_failure(pid, "")
-    client, _route = open_channel(pid, method)
+    client, route = open_channel(pid, method)
+    taken = route.route if route.note is None else f"{route.route}: {route.note}"
     with contextlib.closing(client):
         client.settimeout(CHANNEL_TIMEOUT_SECONDS)
         try:
             client.sendall(source.encode("utf-8"))
             client.shutdown(socket.SHUT_WR)
-            return recvall(client)
+            return recvall(client), taken
         except OSError as exc:
             raise AttachError(
                 f"lost the channel to PID {pid} while starting the task sampler: {exc}",

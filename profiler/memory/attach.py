@@ -70,6 +70,7 @@ class WorkerCapture:
     attach_seconds: float | None = None  # how long memray attach took for this worker
     tracking_since: float | None = None  # wall clock (epoch seconds)
     detached_at: float | None = None
+    route: str | None = None  # set when memray's breakpoint route was taken: why
 
     @property
     def pid(self) -> int:
@@ -165,8 +166,11 @@ def attach_all(captures: Sequence[WorkerCapture]) -> None:
 
     def one(worker: WorkerCapture) -> None:
         started = time.monotonic()
-        outcome = _run(worker.command, worker.ready.memray_env())
+        outcome, said = _run(worker.command, worker.ready.memray_env())
         worker.attach_seconds = time.monotonic() - started
+        worker.route = next(
+            (line.strip() for line in said.splitlines() if "breakpoint route" in line), None
+        )
         if outcome is None:
             worker.status = "tracking"
             worker.tracking_since = time.time()
@@ -188,7 +192,7 @@ def detach_all(captures: Sequence[WorkerCapture]) -> None:
             worker.status = "exited"
             worker.error = "worker exited during the capture; its capture is kept"
             return
-        outcome = _run(detach_command(worker.ready), worker.ready.memray_env())
+        outcome, _ = _run(detach_command(worker.ready), worker.ready.memray_env())
         worker.detached_at = time.time()
         if outcome is None or "no previous `memray attach`" in outcome:
             worker.status = "done"  # detached now, or memray's own --duration already had
@@ -225,12 +229,12 @@ def still_tracking(pid: int, debugger: str = "gdb", env: dict[str, str] | None =
     to prove nothing was left behind.
     """
     command = [sys.executable, "-m", "profiler.memory.lend", "--detach", "--pid", str(pid)]
-    outcome = _run([*command, "--method", debugger], env)
+    outcome, _ = _run([*command, "--method", debugger], env)
     return outcome is None
 
 
-def _run(command: list[str], env: dict[str, str] | None) -> str | None:
-    """None on success, else what the command said (stderr, then stdout)."""
+def _run(command: list[str], env: dict[str, str] | None) -> tuple[str | None, str]:
+    """None on success, else what the command said (stderr, then stdout); and its stderr."""
     try:
         result = subprocess.run(
             command,
@@ -242,10 +246,11 @@ def _run(command: list[str], env: dict[str, str] | None) -> str | None:
         )
     except subprocess.TimeoutExpired:
         verb = next((w for w in command if w in ("attach", "detach")), command[0])
-        return f"{verb} did not finish within {ATTACH_TIMEOUT_SECONDS:g}s"
+        return f"{verb} did not finish within {ATTACH_TIMEOUT_SECONDS:g}s", ""
     if result.returncode == 0:
-        return None
-    return result.stderr.strip() or result.stdout.strip() or f"exit code {result.returncode}"
+        return None, result.stderr
+    said = result.stderr.strip() or result.stdout.strip() or f"exit code {result.returncode}"
+    return said, result.stderr
 
 
 def _attach_failure(pid: int, said: str) -> str:

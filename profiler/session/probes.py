@@ -358,10 +358,13 @@ class TasksProbe(WorkerSamplingProbe):
         paths = {pid: out.resolve() / f"tasks-{pid}.jsonl" for pid in self.pids}
         limit = (self.duration or tasks.UNBOUNDED_SECONDS) + tasks.STOP_SLACK_SECONDS
         errors: dict[int, str] = {}
+        routes: dict[str, str] = {}
 
         def inject(pid: int) -> None:
             try:
-                tasks.inject(pid, paths[pid], interval=self.interval, duration=limit)
+                routes[str(pid)] = tasks.inject(
+                    pid, paths[pid], interval=self.interval, duration=limit
+                )
             except ProfilerError as exc:
                 errors[pid] = exc.message
 
@@ -371,6 +374,7 @@ class TasksProbe(WorkerSamplingProbe):
         finally:
             self.debugger_free.set()
         self.sampling = [pid for pid in self.pids if pid not in errors]
+        self.record.facts["routes"] = routes  # fast, or why memray's breakpoint route
         self.mark_live()
         with tasks.Leases([paths[pid] for pid in self.sampling]) as leases:
             while not self.stop_event.wait(tasks.LEASE_RENEW_SECONDS):
