@@ -90,14 +90,16 @@ def load(url: str, users: int, seconds: float = LOAD_SECONDS) -> Iterator[None]:
 
 
 def asleep(pid: int) -> bool:
-    """Every thread of ``pid`` sleeps (state S), the main one in a futex: wedged."""
+    """Every thread of ``pid`` sleeps (state S), the main one in a futex (the loop blocked
+    in a checkout) or in epoll (the loop idle while every AnyIO thread waits for the
+    pool): under overload, that is wedged."""
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
         states = [_state(pid, int(tid)) for tid in tasks]
         main_syscall = Path(f"/proc/{pid}/task/{pid}/syscall").read_text().split()[0]
     except OSError:
         return False
-    return all(state == "S" for state in states) and main_syscall == "202"
+    return all(state == "S" for state in states) and main_syscall in ("202", "232", "281")
 
 
 def _state(pid: int, tid: int) -> str:
