@@ -3,8 +3,9 @@ what it writes.
 
 py-spy sees threads only: a request coroutine suspended at ``await`` while it
 holds a database connection is on no thread's stack. The sampler runs inside
-the worker instead. It is started through memray's attach channel (gdb loads
-memray's ``_inject`` library from *our* memray into the worker, which then
+the worker instead. It is started through memray's attach channel
+(:mod:`profiler.capture.channel` loads memray's ``_inject`` library from *our*
+memray into the worker, through a thread parked in a syscall, and that library
 runs the Python source we send, with the GIL held), so the worker needs
 neither a restart nor memray nor profiler installed: the payload is pure
 stdlib. The source sent is :mod:`profiler.capture.task_payload` itself plus
@@ -143,15 +144,17 @@ def inject(
     method: str = "gdb",
     max_tasks: int = 500,
     lease_seconds: float | None = LEASE_SECONDS,
-) -> None:
-    """Start the task sampler in worker ``pid``, writing ``path``; returns once it runs.
+) -> str:
+    """Start the task sampler in worker ``pid``, writing ``path``; returns once it runs,
+    saying how memray's library got in (``fast``, ``breakpoints: why``, or ``memray``
+    for a worker in other namespaces, which keeps memray's route).
 
     Checked first, in the order a fix has to happen: the options, the output
     (absent, its folder writable by the worker's user), the process, the
     debugger, ptrace. Every failure is an :class:`AttachError` (exit 3) with
     one line and a next step, or a :class:`ToolMissingError` (exit 5) when
     the debugger is missing; the payload's own error (it raised in the
-    worker) comes back as the message. Takes ~0.5-2 s (the debugger).
+    worker) comes back as the message. Takes ~0.1-0.3 s, also in a wedged worker.
     """
     if interval <= 0 or duration <= 0 or max_tasks <= 0:
         raise UsageError(
@@ -169,7 +172,7 @@ def inject(
     space = namespaces_of(pid)
     if space.isolated:
         _inject_isolated(space, path, method, interval, duration, max_tasks, lease_seconds)
-        return
+        return "memray"
     check_writable(path.parent, [pid])
     if debugger_first_on_path(method) is None:
         raise ToolMissingError(
@@ -189,9 +192,10 @@ def inject(
         max_tasks=max_tasks,
         lease_seconds=lease_seconds,
     )
-    error = _send(pid, method, source)
+    error, route = _send(pid, method, source)
     if error:
         raise _payload_failure(pid, path, error)
+    return route
 
 
 def _inject_isolated(
@@ -570,22 +574,23 @@ def _require_process(pid: int) -> None:
         ) from None
 
 
-def _send(pid: int, method: str, source: str) -> str:
+def _send(pid: int, method: str, source: str) -> tuple[str, str]:
     """Inject memray's channel into ``pid``, send ``source``; what the worker answered
-    (empty when the code ran without raising)."""
-    from memray._errors import MemrayCommandError
-    from memray.commands.attach import AttachCommand, recvall
+    (empty when the code ran without raising), and the route taken."""
+    from memray.commands.attach import recvall
 
-    try:
-        client = AttachCommand().inject_control_channel(method, pid)
-    except MemrayCommandError as exc:
-        raise _channel_failure(pid, str(exc)) from None
+    from profiler.capture.channel import open_channel
+
+    if not psutil.pid_exists(pid):
+        raise _channel_failure(pid, "")
+    client, route = open_channel(pid, method)
+    taken = route.route if route.note is None else f"{route.route}: {route.note}"
     with contextlib.closing(client):
         client.settimeout(CHANNEL_TIMEOUT_SECONDS)
         try:
             client.sendall(source.encode("utf-8"))
             client.shutdown(socket.SHUT_WR)
-            return recvall(client)
+            return recvall(client), taken
         except OSError as exc:
             raise AttachError(
                 f"lost the channel to PID {pid} while starting the task sampler: {exc}",

@@ -132,7 +132,9 @@ def _report_attach(captures: list[WorkerCapture], started: float) -> None:
     for capture in captures:
         if capture.status == "failed":
             console.warn(f"worker {capture.pid}: {capture.error}")
-        elif capture.tracking_since is not None:
+        elif capture.route is not None:
+            console.warn(f"worker {capture.pid}: {capture.route}")
+        if capture.status != "failed" and capture.tracking_since is not None:
             console.detail(
                 f"worker {capture.pid}: tracking {capture.tracking_since - started:.1f}s "
                 f"after the command started (attach took {capture.attach_seconds:.1f}s)"

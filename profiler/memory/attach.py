@@ -1,8 +1,12 @@
 """``memray attach`` on every ready worker at once, and ``memray detach`` on all at the end.
 
-memray injects through a debugger, ~1.5-2 s per worker here (memray #701
-reports ~10 s on big hosts), so workers are attached in parallel: the pool
-is tracking within one attach time, not N of them.
+A local worker is attached by :mod:`profiler.memory.lend` (``--no-lend``
+unless memray is lent), which opens memray's channel through
+:mod:`profiler.capture.channel`: memray's library is loaded in milliseconds by a
+thread parked in a syscall, also in a wedged worker, where memray's own
+breakpoint route waits for a thread to allocate (15-28 s on a real gateway).
+Workers are still attached in parallel (each attach is mostly memray's import
+and tracker start in the worker, ~1 s).
 
 Every attach carries memray's own ``--duration`` as a safety net, longer
 than the window we intend: the worker stops tracking by itself even if this
@@ -66,6 +70,7 @@ class WorkerCapture:
     attach_seconds: float | None = None  # how long memray attach took for this worker
     tracking_since: float | None = None  # wall clock (epoch seconds)
     detached_at: float | None = None
+    route: str | None = None  # set when memray's breakpoint route was taken: why
 
     @property
     def pid(self) -> int:
@@ -84,9 +89,9 @@ def attach_command(
     """
     prefix, python = _runner(ready)
     pid = str(ready.ns_pid)
-    if ready.lent:
+    if ready.lent or not ready.isolated:
         argv = [*prefix, python, "-m", "profiler.memory.lend", "--pid", pid]
-        argv += ["--method", ready.debugger.name]
+        argv += ["--method", ready.debugger.name] + ([] if ready.lent else ["--no-lend"])
     else:
         argv = [*prefix, python, "-m", "memray", "attach", "--method", ready.debugger.name]
     argv += ["--output", str(inside_capture(ready, capture)), "--duration", str(safety_seconds)]
@@ -96,12 +101,15 @@ def attach_command(
         "--trace-python-allocators": options.trace_python_allocators,
     }
     argv += [flag for flag, wanted in flags.items() if wanted]
-    return argv if ready.lent else [*argv, pid]
+    return argv if ready.lent or not ready.isolated else [*argv, pid]
 
 
 def detach_command(ready: Ready) -> list[str]:
     """The exact ``memray detach`` for one worker (in its namespaces when they are not ours)."""
     prefix, python = _runner(ready)
+    if not ready.isolated:
+        return [python, "-m", "profiler.memory.lend", "--detach", "--pid", str(ready.pid),
+                "--method", ready.debugger.name]  # fmt: skip
     return [*prefix, python, "-m", "memray", "detach", "--method", ready.debugger.name,
             str(ready.ns_pid)]  # fmt: skip
 
@@ -158,8 +166,11 @@ def attach_all(captures: Sequence[WorkerCapture]) -> None:
 
     def one(worker: WorkerCapture) -> None:
         started = time.monotonic()
-        outcome = _run(worker.command, worker.ready.memray_env())
+        outcome, said = _run(worker.command, worker.ready.memray_env())
         worker.attach_seconds = time.monotonic() - started
+        worker.route = next(
+            (line.strip() for line in said.splitlines() if "breakpoint route" in line), None
+        )
         if outcome is None:
             worker.status = "tracking"
             worker.tracking_since = time.time()
@@ -181,7 +192,7 @@ def detach_all(captures: Sequence[WorkerCapture]) -> None:
             worker.status = "exited"
             worker.error = "worker exited during the capture; its capture is kept"
             return
-        outcome = _run(detach_command(worker.ready), worker.ready.memray_env())
+        outcome, _ = _run(detach_command(worker.ready), worker.ready.memray_env())
         worker.detached_at = time.time()
         if outcome is None or "no previous `memray attach`" in outcome:
             worker.status = "done"  # detached now, or memray's own --duration already had
@@ -217,13 +228,13 @@ def still_tracking(pid: int, debugger: str = "gdb", env: dict[str, str] | None =
     A true answer has a side effect: it detaches. Tests and the doctor use it
     to prove nothing was left behind.
     """
-    command = [sys.executable, "-m", "memray", "detach", "--method", debugger, str(pid)]
-    outcome = _run(command, env)
+    command = [sys.executable, "-m", "profiler.memory.lend", "--detach", "--pid", str(pid)]
+    outcome, _ = _run([*command, "--method", debugger], env)
     return outcome is None
 
 
-def _run(command: list[str], env: dict[str, str] | None) -> str | None:
-    """None on success, else what the command said (stderr, then stdout)."""
+def _run(command: list[str], env: dict[str, str] | None) -> tuple[str | None, str]:
+    """None on success, else what the command said (stderr, then stdout); and its stderr."""
     try:
         result = subprocess.run(
             command,
@@ -235,10 +246,11 @@ def _run(command: list[str], env: dict[str, str] | None) -> str | None:
         )
     except subprocess.TimeoutExpired:
         verb = next((w for w in command if w in ("attach", "detach")), command[0])
-        return f"{verb} did not finish within {ATTACH_TIMEOUT_SECONDS:g}s"
+        return f"{verb} did not finish within {ATTACH_TIMEOUT_SECONDS:g}s", ""
     if result.returncode == 0:
-        return None
-    return result.stderr.strip() or result.stdout.strip() or f"exit code {result.returncode}"
+        return None, result.stderr
+    said = result.stderr.strip() or result.stdout.strip() or f"exit code {result.returncode}"
+    return said, result.stderr
 
 
 def _attach_failure(pid: int, said: str) -> str:

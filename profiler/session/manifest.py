@@ -34,6 +34,7 @@ class ProbeRecord:
     error: str | None = None
     files: list[str] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
+    live_at: str | None = None  # UTC ISO time it began capturing (after attaching), or None
 
 
 @dataclass(slots=True)
@@ -62,6 +63,7 @@ class Manifest:
     targets: list[dict[str, Any]]
     tools: dict[str, str | None]
     ended_at: datetime | None = None
+    window_started_at: datetime | None = None  # every probe live (or declared degraded)
     interrupted: bool | None = None
     probes: dict[str, ProbeRecord] = field(default_factory=dict)
 
@@ -72,6 +74,9 @@ class Manifest:
             "name": self.name,
             "started_at": self.started_at.isoformat(),
             "ended_at": None if self.ended_at is None else self.ended_at.isoformat(),
+            "window_started_at": (
+                None if self.window_started_at is None else self.window_started_at.isoformat()
+            ),
             "interrupted": self.interrupted,
             "host": host_facts(),
             "tools": self.tools,

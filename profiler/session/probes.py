@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from profiler.errors import ProfilerError
-from profiler.session.manifest import ProbeRecord, SessionSettings
+from profiler.session.manifest import ProbeRecord, SessionSettings, now
 
 DEBUGGER_WAIT_SECONDS = 60.0
 
@@ -30,17 +30,27 @@ class Probe(abc.ABC):
     """One kind of evidence. Subclasses implement :meth:`capture` (runs until ``stop``)."""
 
     name = "probe"
+    attaches = False  # True: live only once injected into the workers (it calls mark_live)
 
     def __init__(self, directory: Path, stop: threading.Event) -> None:
         self.directory = directory
         self.stop_event = stop
         self.record = ProbeRecord()
+        self.live = threading.Event()  # set when it captures, or has given up (degraded)
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         self.record.status = "running"
         self._thread = threading.Thread(target=self._guarded, name=f"probe-{self.name}")
         self._thread.start()
+        if not self.attaches:
+            self.mark_live()
+
+    def mark_live(self) -> None:
+        """The session's window may start as far as this probe is concerned."""
+        if not self.live.is_set():
+            self.record.live_at = now().isoformat()
+            self.live.set()
 
     def join(self, timeout: float | None = None) -> None:
         if self._thread is not None:
@@ -63,6 +73,8 @@ class Probe(abc.ABC):
         else:
             if self.record.status == "running":
                 self.record.status = "partial" if self.record.error else "ok"
+        finally:
+            self.live.set()  # a probe that failed before going live must not hold the window
 
 
 class PgProbe(Probe):
@@ -247,6 +259,7 @@ class MemProbe(Probe):
     """memray on every ready worker into ``mem/``, attached first, detached at the end."""
 
     name = "mem"
+    attaches = True
 
     def __init__(
         self,
@@ -292,6 +305,11 @@ class MemProbe(Probe):
         try:
             attach_all(captures)
             self.tracking = sum(c.status == "tracking" for c in captures)
+            self.record.facts["attach_seconds"] = {
+                str(c.pid): None if c.attach_seconds is None else round(c.attach_seconds, 3)
+                for c in captures
+            }
+            self.mark_live()
             self.stop_event.wait()
         finally:
             detach_all(captures)
@@ -319,6 +337,7 @@ class TasksProbe(WorkerSamplingProbe):
     """
 
     name = "tasks"
+    attaches = True
 
     def __init__(
         self,
@@ -345,6 +364,7 @@ class TasksProbe(WorkerSamplingProbe):
         paths = {pid: out.resolve() / f"tasks-{pid}.jsonl" for pid in self.pids}
         limit = (self.duration or tasks.UNBOUNDED_SECONDS) + tasks.STOP_SLACK_SECONDS
         errors: dict[int, str] = {}
+        routes: dict[str, str] = {}
 
         def inject(pid: int) -> None:
             blind = blind_spot(pid)
@@ -352,7 +372,9 @@ class TasksProbe(WorkerSamplingProbe):
                 errors[pid] = blind
                 return
             try:
-                tasks.inject(pid, paths[pid], interval=self.interval, duration=limit)
+                routes[str(pid)] = tasks.inject(
+                    pid, paths[pid], interval=self.interval, duration=limit
+                )
             except ProfilerError as exc:
                 errors[pid] = exc.message
 
@@ -362,6 +384,8 @@ class TasksProbe(WorkerSamplingProbe):
         finally:
             self.debugger_free.set()
         self.sampling = [pid for pid in self.pids if pid not in errors]
+        self.record.facts["routes"] = routes  # fast, or why memray's breakpoint route
+        self.mark_live()
         with tasks.Leases([paths[pid] for pid in self.sampling]) as leases:
             while not self.stop_event.wait(tasks.LEASE_RENEW_SECONDS):
                 leases.renew()

@@ -1,9 +1,13 @@
 """``session run``: every probe started together, stopped together, one folder.
 
-The window is the session's: probes start back to back (memray's attach
-takes a second or two, so its capture starts that much later, which its
-manifest entry records), run until the duration ends or the stop event is set
-(Ctrl-C, SIGTERM), and are then stopped together. The activity recording is
+The window is the session's: probes start together, and the duration counts
+from the moment every probe is live (the task sampler and memray once injected
+into every worker; a probe that failed or is not live after
+:data:`LIVE_WAIT_SECONDS` is declared degraded and the window starts without
+it), so ``-d 30`` is 30 s of task samples however long attaching took. Each
+probe's ``live_at`` and the manifest's ``window_started_at`` record it. They
+run until the duration ends or the stop event is set (Ctrl-C, SIGTERM), and
+are then stopped together. The activity recording is
 converted to a columnar file at the end so a long session loads in seconds.
 """
 
@@ -31,6 +35,7 @@ from profiler.session.probes import (
 )
 
 JOIN_SECONDS = 60.0
+LIVE_WAIT_SECONDS = 120.0
 
 
 def build_probes(
@@ -154,9 +159,12 @@ def run_session(
     """Run ``probes`` for ``manifest.settings.duration`` (None: until ``stop``); the manifest."""
     manifest.write(directory)
     duration = manifest.settings.duration
-    started = time.monotonic()
     for probe in probes:
         probe.start()
+    wait_live(probes, stop, tick)
+    manifest.window_started_at = now()
+    manifest.write(directory)
+    started = time.monotonic()
     cut_short = False
     while True:
         elapsed = time.monotonic() - started
@@ -176,6 +184,26 @@ def run_session(
     _columnar_activity(directory, manifest)
     manifest.write(directory)
     return manifest.to_json()
+
+
+def wait_live(
+    probes: list[Probe],
+    stop: threading.Event,
+    tick: Callable[[float, list[Probe]], None],
+    limit: float = LIVE_WAIT_SECONDS,
+) -> None:
+    """Until every probe is live, ``stop`` is set or ``limit`` passes; the ones still not
+    live then are marked degraded (their ``error`` says so) and the window starts anyway."""
+    deadline = time.monotonic() + limit
+    while not stop.is_set() and time.monotonic() < deadline:
+        if all(probe.live.is_set() for probe in probes):
+            return
+        tick(0.0, probes)
+        stop.wait(0.05)
+    for probe in probes:
+        if not probe.live.is_set():
+            late = f"not live after {limit:g}s: the window started without it"
+            probe.record.error = f"{probe.record.error}; {late}" if probe.record.error else late
 
 
 def _columnar_activity(directory: Path, manifest: Manifest) -> None:
