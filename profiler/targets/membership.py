@@ -118,6 +118,16 @@ class WorkerWatcher:
         with self._lock:
             return sorted(self._workers)
 
+    def add(self, pid: int) -> bool:
+        """Watch one more worker, found after the start (the flight recorder rediscovers
+        targets now and then); False when it is already gone."""
+        watched = _watch(pid)
+        if watched is None:
+            return False
+        with self._lock:
+            self._workers.setdefault(pid, watched)
+        return True
+
     def __enter__(self) -> WorkerWatcher:
         for pid in self.initial:
             watched = _watch(pid)
