@@ -54,12 +54,16 @@ def usage(root: Path) -> Usage:
 
 
 def room_for_one(root: Path, budget: int) -> str | None:
-    """Why no incident may start now, or None when one may (after :func:`enforce`)."""
+    """Why no incident may start now, or None when one may. Call it after :func:`enforce`:
+    what is left then are incidents still being written."""
     used = usage(root)
     sizes = [size for _, size in used.incidents]
     typical = max(MIN_INCIDENT_BYTES, sum(sizes) // len(sizes) if sizes else 0)
-    if used.total_bytes + typical > budget and not used.incidents:
-        return f"the --max-disk budget ({budget} bytes) has no room for an incident"
+    if used.total_bytes + typical > budget:
+        return (
+            f"the --max-disk budget ({budget} bytes) has no room for an incident "
+            f"({used.total_bytes} bytes used, {typical} bytes needed)"
+        )
     disk = shutil.disk_usage(root)
     if disk.free - typical < FREE_RESERVE_FRACTION * disk.total:
         return f"the file system of {root} is {disk.used / disk.total:.0%} full"
