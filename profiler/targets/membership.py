@@ -297,6 +297,18 @@ def _watch(pid: int) -> _Watched | None:
 
 
 def _children(proc: psutil.Process) -> list[int]:
+    """The master's children from ``/proc/PID/task/*/children`` (a few reads), else psutil's
+    scan of every process on the host (what a recorder checking each second cannot afford)."""
+    try:
+        return sorted(
+            {
+                int(pid)
+                for task in Path(f"/proc/{proc.pid}/task").iterdir()
+                for pid in (task / "children").read_text().split()
+            }
+        )
+    except (OSError, ValueError):
+        pass
     try:
         return [child.pid for child in proc.children()]
     except (psutil.NoSuchProcess, psutil.ZombieProcess):

@@ -4,10 +4,11 @@ Three sampling threads, each at its own low rate (``pg_stat_activity`` with
 ownership at 1 Hz, stack dumps at 0.2 Hz, RSS and membership at 1 Hz), feed
 one place (:meth:`Recorder._observe`): the ring buffer, the incidents being
 written (all but the slow stack dumps: after its trigger an incident's stacks
-are its burst's, from the owning workers only), the live rules and the metrics. A rule's trigger becomes an incident
-(:mod:`profiler.watch.incident`) unless its rule is cooling down, the
-maximum number of incidents was reached, or the disk budget has no room
-(:mod:`profiler.watch.retention`); each incident runs on its own thread.
+are its burst's, from the owning workers only), the live rules and the metrics.
+A rule's trigger becomes an incident (:mod:`profiler.watch.incident`) unless
+its rule is cooling down, the maximum number of incidents was reached, or the
+disk budget has no room (:mod:`profiler.watch.retention`); each incident runs
+on its own thread.
 
 Workers come and go: a :class:`~profiler.targets.membership.WorkerWatcher`
 follows the master's new children and records every exit (with OOM

@@ -59,7 +59,7 @@ class WatchSettings:
     max_disk_bytes: int = 1024 * MIB
     mem_on: frozenset[str] = frozenset()
     tasks: bool = True  # inject the asyncio task sampler into the burst's workers
-    rediscover_seconds: float = 30.0
+    rediscover_seconds: float = 300.0  # new servers; a master's new workers are seen at once
     rules: RuleSettings = field(default_factory=RuleSettings)
 
     def __post_init__(self) -> None:
