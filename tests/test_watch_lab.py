@@ -3,7 +3,8 @@ when overloaded, readable after SIGKILL, published, scraped by a real Prometheus
 
 The lab as in ``test_session_findings`` (2 workers, pool 6 + 0, ``pool_timeout``
 0.1 s, a 2 s downstream call, 24 users): ``fresh`` must give no incident in ~20 s
-of load (the issue's 60 s shortened for the suite); ``held`` overloads it. Two
+of load (the issue's 60 s shortened for the suite), then one ``worker-vanished``
+incident when a worker is killed; ``held`` overloads it. Two
 recorders watch the held lab: one runs to the end (its metrics scraped by
 Prometheus), the other (``--no-tasks``) is killed with SIGKILL during its
 first incident.
@@ -11,6 +12,9 @@ first incident.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +25,7 @@ from typing import Any
 import pytest
 
 from profiler.errors import ProfilerError
-from profiler.lab.lifecycle import LabOptions, down, up
+from profiler.lab.lifecycle import LabOptions, down, up, worker_pids
 from profiler.lab.load import run_load
 from profiler.pg.embedded import free_port
 from tests.conftest import CliResult
@@ -188,8 +192,6 @@ def test_held_overload_gives_one_incident_per_rule_in_time(
 def test_idle_incident_is_a_session_naming_the_held_code_path(
     held_run: HeldRun, run_cli: Callable[..., CliResult]
 ) -> None:
-    import json
-
     from profiler.session import reader
 
     (folder,) = [f for f in held_run.recorder.incidents() if f.name.endswith("idle-in-transaction")]
@@ -239,8 +241,6 @@ def test_incident_publishes(
 def test_kill_9_during_an_incident_leaves_it_readable(
     held_run: HeldRun, run_cli: Callable[..., CliResult]
 ) -> None:
-    import json
-
     from profiler.session import reader
 
     folder = held_run.killed_incident
@@ -271,7 +271,7 @@ def test_prometheus_scrapes_the_idle_age_of_the_held_workers(held_run: HeldRun) 
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_fresh_lab_under_load_gives_no_incident(
+def test_fresh_lab_under_load_gives_no_incident_and_follows_a_killed_worker(
     postgres_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PROFILER_STATE_DIR", str(tmp_path / "state"))
@@ -291,11 +291,25 @@ def test_fresh_lab_under_load_gives_no_incident(
         # WHEN the healthy lab serves 24 users
         result = run_load(state.url, users=USERS, seconds=FRESH_LOAD)
         assert result.errors == 0
-        code = recorder.terminate()
-        # THEN no rule fired, and SIGTERM ends the recorder with exit 0
-        assert code == 0, recorder.stderr()
+        # THEN no rule fired
         assert recorder.incidents() == [], recorder.stderr()
-        assert "0 incident(s)" in recorder.stderr()
+        # WHEN a worker is killed (gunicorn starts a replacement)
+        workers = worker_pids(state.master.pid)
+        os.kill(workers[0], signal.SIGKILL)
+        (vanished,) = retry(recorder.incidents, timeout=30, what="the worker-vanished incident")
+        retry(lambda: _all_complete(recorder), timeout=60, what="the incident complete")
+        code = recorder.terminate()
+        # THEN one incident says so, bursting on the survivors, and the replacement is followed
+        incident = manifest(vanished)["incident"]
+        assert incident["rule"] == "worker-vanished", incident
+        assert incident["evidence"]["worker_pid"] == workers[0]
+        assert workers[0] not in incident["burst_pids"] and incident["burst_pids"]
+        replacement = incident["evidence"]["replacement_pid"]
+        status = json.loads((tmp_path / "incidents" / "watch.json").read_text())
+        assert replacement in status["workers"] and workers[0] not in status["workers"], status
+        # AND SIGTERM ends the recorder with exit 0
+        assert code == 0, recorder.stderr()
+        assert len(recorder.incidents()) == 1, recorder.stderr()
     finally:
         if recorder is not None and recorder.process.poll() is None:
             recorder.kill()

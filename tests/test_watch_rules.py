@@ -204,3 +204,33 @@ def test_retention_deletes_the_oldest_first_and_never_a_kept_one(tmp_path: Path)
     deleted = retention.enforce(tmp_path, 1, keep={folders[-1]}, reserve=10)
     assert deleted == [folders[2]] and folders[-1].exists()
     assert retention.room_for_one(tmp_path, 1) is not None
+
+
+def test_metrics_by_worker_and_application_with_no_stale_series() -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.registry import CollectorRegistry
+
+    from profiler.watch.metrics import LiveState, RecorderCollector
+
+    state = LiveState(pool_capacity=6)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RecorderCollector(state))
+    # GIVEN worker 7 holding two idle transactions (oldest 4 s), worker 8 one active query
+    backends = {11: ("idle in transaction", T0 - 4), 12: ("idle in transaction", T0 - 1)}
+    state.on_snapshot(snapshot(T0, {**backends, 13: ("active", T0)}, {11: 7, 12: 7, 13: 8}))
+    state.on_rss({7: 100, 8: 200})
+    state.on_incident("idle-in-transaction")
+    text = generate_latest(registry).decode()
+    # THEN the families carry the worker and the application
+    labels = 'application_name="gateway",worker_pid="7"'
+    assert f"profiler_idle_in_transaction_connections{{{labels}}} 2.0" in text
+    assert f"profiler_idle_in_transaction_max_age_seconds{{{labels}}} 4.0" in text
+    assert 'profiler_connections_held{worker_pid="8"} 1.0' in text
+    assert 'profiler_worker_rss_bytes{worker_pid="8"} 200.0' in text
+    assert 'profiler_incidents_total{rule="idle-in-transaction"} 1.0' in text
+    assert "profiler_pool_capacity 6.0" in text
+    # AND a worker gone from the next snapshot leaves no series behind
+    state.on_snapshot(snapshot(T0 + 1, {13: ("active", T0)}, {13: 8}))
+    state.on_rss({8: 200})
+    text = generate_latest(registry).decode()
+    assert 'worker_pid="7"' not in text
