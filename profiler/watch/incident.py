@@ -36,7 +36,7 @@ from profiler.session.manifest import Manifest, ProbeRecord, SessionSettings
 from profiler.targets import membership
 from profiler.watch.burst import DebuggerLocks, StackBurst, TaskBurst
 from profiler.watch.rules import Trigger
-from profiler.watch.settings import MEMORY_RULES, WatchSettings
+from profiler.watch.settings import WatchSettings
 
 PREFIX = "incident-"
 RECORDING, COMPLETE = "recording", "complete"
@@ -245,7 +245,7 @@ class Incident:
             self.close()
 
     def _start_mem(self) -> None:
-        if self.trigger.rule not in self.settings.mem_on or self.trigger.rule not in MEMORY_RULES:
+        if self.trigger.rule not in self.settings.mem_on:
             return
         from profiler.session.probes import MemProbe
 

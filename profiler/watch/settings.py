@@ -63,10 +63,11 @@ class WatchSettings:
     rules: RuleSettings = field(default_factory=RuleSettings)
 
     def __post_init__(self) -> None:
-        unknown = sorted(self.mem_on - set(RULES))
+        unknown = sorted(self.mem_on - MEMORY_RULES)
         if unknown:
             raise UsageError(
-                f"unknown rule for --mem-on: {unknown[0]}", hint=f"use one of: {', '.join(RULES)}"
+                f"--mem-on takes a memory rule, not {unknown[0]}",
+                hint=f"use one of: {', '.join(r for r in RULES if r in MEMORY_RULES)}",
             )
         if self.burst_interval <= 0 or self.burst_seconds <= 0 or self.ring_seconds <= 0:
             raise UsageError("burst rate, burst duration and ring length must be positive")
