@@ -34,6 +34,7 @@ from tests.watch_lab import Prometheus, Recorder, manifest, prometheus_available
 
 WORKERS, POOL_SIZE, MAX_OVERFLOW, POOL_TIMEOUT, LATENCY, USERS = 2, 6, 0, 0.1, 2.0, 24
 IDLE_THRESHOLD, AT_CAP, BURST = 1.0, 3.0, 8.0  # 1 s: half the downstream call
+THRESHOLD_RULES = {"idle-in-transaction", "pool-saturation", "blocked-event-loop"}
 WARMUP = 8.0  # the recorder's buffer before the load starts: the pre-trigger evidence
 HELD_LOAD, FRESH_LOAD = 16.0, 20.0
 RULE_OPTIONS = (
@@ -175,8 +176,9 @@ def test_held_overload_gives_one_incident_per_rule_in_time(
     assert {"idle-in-transaction", "pool-saturation"} <= set(rules), recorder.stderr()
     for folder in folders:
         incident = manifest(folder)["incident"]
-        # AND each reacted within 2 s of its threshold being crossed
-        if incident["crossed_at"] is not None:
+        # AND each threshold rule reacted within 2 s of its threshold being crossed (a vanished
+        # worker is reported once its replacement is known: no threshold, its own delay)
+        if incident["rule"] in THRESHOLD_RULES:
             assert incident["fired_at"] - incident["crossed_at"] <= 2.0, incident
         # AND its first burst stack came within 1 s of the trigger
         if incident["burst_pids"]:

@@ -156,14 +156,16 @@ def test_rss_growth_and_memory_limit() -> None:
 
 def test_worker_vanished_bursts_on_the_survivors() -> None:
     event = {"event": "vanished", "pid": 7, "time": T0, "exit": "oom-killed"}
-    trigger = LiveRules.on_worker_event(event, [7, 8, 9])
+    trigger = LiveRules.on_worker_event(event, [7, 8, 9], T0 + 1.5)
     assert trigger is not None
     assert (trigger.rule, trigger.pids, trigger.evidence["exit"]) == (
         "worker-vanished",
         (8, 9),
         "oom-killed",
     )
-    assert LiveRules.on_worker_event({"event": "appeared", "pid": 9, "time": T0}, [8]) is None
+    assert (trigger.at, trigger.crossed_at) == (T0 + 1.5, T0)
+    appeared = {"event": "appeared", "pid": 9, "time": T0}
+    assert LiveRules.on_worker_event(appeared, [8], T0) is None
 
 
 def test_sizes_and_settings() -> None:

@@ -183,7 +183,7 @@ class Recorder:
                 self._observe(float(event["time"]), event=event)
                 if event.get("event") == "vanished":
                     self._forget(int(event["pid"]))
-                trigger = self.rules.on_worker_event(event, sorted(self.workers))
+                trigger = self.rules.on_worker_event(event, sorted(self.workers), time.time())
                 if trigger is not None:
                     self._fire(trigger)
             seen_events = len(events)

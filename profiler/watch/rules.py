@@ -202,21 +202,25 @@ class LiveRules:
     # -- membership -----------------------------------------------------------------------
 
     @staticmethod
-    def on_worker_event(event: Mapping[str, Any], survivors: Iterable[int]) -> Trigger | None:
+    def on_worker_event(
+        event: Mapping[str, Any], survivors: Iterable[int], at: float
+    ) -> Trigger | None:
         """A ``workers.jsonl`` record (:mod:`profiler.targets.membership`): a worker vanished.
 
         The vanished worker cannot be dumped: the burst looks at ``survivors``,
-        which carry the same load and often the same fate.
+        which carry the same load and often the same fate. The record comes once
+        its replacement is known, so it fires at ``at`` (when it was read), and
+        the exit itself is ``crossed_at``.
         """
         if event.get("event") not in ("vanished", "master-vanished"):
             return None
         pid, how = int(event["pid"]), str(event.get("exit") or "unknown")
         return Trigger(
             WORKER_VANISHED,
-            float(event["time"]),
+            at,
             tuple(sorted(p for p in survivors if p != pid)),
             f"worker {pid} vanished ({how})",
-            None,
+            float(event["time"]),
             {"worker_pid": pid, "exit": how, "replacement_pid": event.get("replacement_pid")},
         )
 
