@@ -228,7 +228,8 @@ class Incident:
                     self.settings.burst_seconds,
                     self.context.locks,
                 )
-                self._task_burst.start()
+                self._task_burst.start()  # before memray: one debugger at a time
+            if self.pids:
                 self._start_mem()
             while not self.recorder_stop.wait(0.5):
                 if time.monotonic() - started >= self.settings.burst_seconds:
