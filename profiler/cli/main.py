@@ -26,6 +26,7 @@ from profiler.cli import (
     publish,
     report,
     session,
+    watch,
     workers,
 )
 from profiler.errors import ExitCode, ProfilerError
@@ -46,6 +47,7 @@ app.command(name="publish")(publish.publish)
 app.command(name="report")(report.report)
 app.command(name="demo")(demo.demo)
 app.command(name="lint")(lint.lint)
+app.command(name="watch")(watch.watch)
 app.add_typer(cpu.app, name="cpu")
 app.add_typer(mem.app, name="mem")
 app.add_typer(db.app, name="db")

@@ -66,9 +66,13 @@ class Manifest:
     window_started_at: datetime | None = None  # every probe live (or declared degraded)
     interrupted: bool | None = None
     probes: dict[str, ProbeRecord] = field(default_factory=dict)
+    # Top-level keys a particular writer adds (a flight recorder's ``incident``); readers
+    # that do not know them ignore them.
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
+            **self.extra,
             "format": FORMAT,
             "version": VERSION,
             "name": self.name,

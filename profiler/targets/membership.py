@@ -118,6 +118,16 @@ class WorkerWatcher:
         with self._lock:
             return sorted(self._workers)
 
+    def add(self, pid: int) -> bool:
+        """Watch one more worker, found after the start (the flight recorder rediscovers
+        targets now and then); False when it is already gone."""
+        watched = _watch(pid)
+        if watched is None:
+            return False
+        with self._lock:
+            self._workers.setdefault(pid, watched)
+        return True
+
     def __enter__(self) -> WorkerWatcher:
         for pid in self.initial:
             watched = _watch(pid)
@@ -287,6 +297,18 @@ def _watch(pid: int) -> _Watched | None:
 
 
 def _children(proc: psutil.Process) -> list[int]:
+    """The master's children from ``/proc/PID/task/*/children`` (a few reads), else psutil's
+    scan of every process on the host (what a recorder checking each second cannot afford)."""
+    try:
+        return sorted(
+            {
+                int(pid)
+                for task in Path(f"/proc/{proc.pid}/task").iterdir()
+                for pid in (task / "children").read_text().split()
+            }
+        )
+    except (OSError, ValueError):
+        pass
     try:
         return [child.pid for child in proc.children()]
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
