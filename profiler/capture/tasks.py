@@ -45,7 +45,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -113,6 +113,8 @@ TASK_COLUMNS = (
     "backends",
     "awaiting",
     "endpoint",
+    "request",
+    "openers",
 )
 ROUND_COLUMNS = ("taken_at", "tasks", "skipped", "seconds", "cpu_seconds")
 
@@ -397,6 +399,24 @@ def endpoint_label(endpoint: Any) -> str | None:
     return f"{ENDPOINT_PREFIX}{route} ({name})" if route else f"{ENDPOINT_PREFIX}({name})"
 
 
+def _openers(
+    value: Any, short: Callable[[str], str | None]
+) -> tuple[tuple[int, str, str, int, str], ...]:
+    """A task line's ``openers`` (``[backend, function, filename, line, via]`` each, the
+    file as stack labels show it), or none (files written before the sampler recorded
+    them)."""
+    if not isinstance(value, list):
+        return ()
+    rows = []
+    for item in value:
+        if isinstance(item, list) and len(item) == 5:
+            backend, function, filename, line, via = item
+            name = str(filename)
+            shown = short(name) or os.path.basename(name)
+            rows.append((int(backend), str(function), shown, int(line), str(via)))
+    return tuple(rows)
+
+
 def empty() -> pd.DataFrame:
     """The task table with no rows, typed as :func:`read` types it."""
     return _Scan(Path(), {"pid": 0}).tasks()
@@ -415,6 +435,8 @@ class _Scan:
     backends: list[tuple[int, ...]] = field(default_factory=list)
     awaiting: list[str | None] = field(default_factory=list)
     endpoints: list[str | None] = field(default_factory=list)
+    requests: list[int] = field(default_factory=list)
+    openers: list[tuple[tuple[int, str, str, int, str], ...]] = field(default_factory=list)
     rounds: list[tuple[float, int, int, float, float]] = field(default_factory=list)
     end: dict[str, Any] | None = None
     shapes: dict[str, tuple[str, str, int]] = field(default_factory=dict)
@@ -455,7 +477,11 @@ class _Scan:
         self.backends.append(backends)
         awaiting = record.get("awaiting")
         self.awaiting.append(None if awaiting is None else str(awaiting))
-        self.endpoints.append(endpoint_label(record.get("endpoint")))
+        endpoint = record.get("endpoint")
+        self.endpoints.append(endpoint_label(endpoint))
+        request = endpoint.get("request") if isinstance(endpoint, dict) else None
+        self.requests.append(request if isinstance(request, int) else -1)
+        self.openers.append(_openers(record.get("openers"), self.short))
 
     def tasks(self) -> pd.DataFrame:
         import numpy as np
@@ -464,6 +490,8 @@ class _Scan:
         rows = len(self.taken)
         backends = np.empty(rows, dtype=object)
         backends[:] = self.backends
+        openers = np.empty(rows, dtype=object)
+        openers[:] = self.openers
         frame: pd.DataFrame = pd.DataFrame(
             {
                 "taken_at": _utc(self.taken),
@@ -476,6 +504,8 @@ class _Scan:
                 "backends": pd.Series(backends, dtype=object),
                 "awaiting": pd.Categorical(self.awaiting),
                 "endpoint": pd.Categorical(self.endpoints),
+                "request": np.asarray(self.requests, dtype=np.int64),
+                "openers": pd.Series(openers, dtype=object),
             }
         )
         return frame
