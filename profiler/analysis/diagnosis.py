@@ -27,10 +27,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from profiler.analysis.code_paths import CodePath, short_names
+from profiler.analysis.code_paths import CodePath, describe, short_names
 from profiler.analysis.collapsed import split_label
 from profiler.analysis.findings.common import _number, _percent, _plural, _seconds
 from profiler.analysis.hold_classes import ClassHold, held_by_class
+from profiler.analysis.loop_waits import loop_database_waits
 from profiler.analysis.requests import EndpointConnections, connections_per_request
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ MIN_HELD_SECONDS = 1.0  # a holding class below this many connection-seconds is 
 MIN_HELD_SHARE = 0.2  # ...nor below this share of the task-attributed held time
 MIN_MULTI_ROUNDS = 3  # request rounds seen holding two connections or more
 MIN_MULTI_SHARE = 0.1  # of the endpoint's request rounds that held any
+MIN_LOOP_DB_SHARE = 0.3  # of a worker's loop samples idle in a database call
+MIN_LOOP_DB_SAMPLES = 3
 FIX_LINK = "how-to/fix-with-short-sessions.md"
 
 
@@ -103,6 +106,7 @@ class DiagnosisInput:
     pools: list[PoolFigures] = field(default_factory=list)
     served_rps: float | None = None
     load_errors: int | None = None
+    wait_samples: pd.DataFrame | None = None  # py-spy thread samples
 
 
 HOLDING = {
@@ -182,12 +186,12 @@ def _holding(
     requests: list[EndpointConnections],
     given: DiagnosisInput,
 ) -> Cause:
-    path = hold.top()
-    assert path is not None  # a class with time has a stack
+    path = _application_path(hold)
     seconds = hold.millis / 1000
     endpoint = path.endpoint
-    handler = _frame_where(path.frames[0], "handler") if path.frames else None
-    slow = _slow_call(path)
+    mine = bool(path.frames) and _is_app_label(path.frames[0])
+    handler = _frame_where(path.frames[0], "handler") if mine else None
+    slow = _slow_call(path) if mine else None
     what = {
         "await": "sessions held across the downstream call",
         "serialisation": "sessions held while the response is serialised",
@@ -199,6 +203,8 @@ def _holding(
         title += f" `{_calls(path)}`"
     if handler is not None:
         title += f" in `{handler.function}` ({handler.file}:{handler.line})"
+    elif endpoint is not None:
+        title += f" in {endpoint}"
     first = f"{what} ({short_names(path)})"
     if attributed:
         first += (
@@ -221,6 +227,17 @@ def _holding(
     )
 
 
+def _application_path(hold: ClassHold) -> CodePath:
+    """The code path of the heaviest stack with an application frame (the code a reader
+    changes), else of the heaviest stack."""
+    ranked = sorted(hold.stacks.items(), key=lambda item: (-item[1], item[0]))
+    for stack, _ in ranked:
+        path = describe(stack)
+        if path.frames and _is_app_label(path.frames[0]):
+            return path
+    return describe(ranked[0][0])
+
+
 def _holders_where(
     requests: list[EndpointConnections], endpoint: str | None, where: list[Where], name: str
 ) -> list[Where]:
@@ -233,7 +250,7 @@ def _holders_where(
         return where
     holders = [
         Where(h.file, h.line, h.function, h.role)
-        for h in found.holders
+        for h in found.all_holders
         if h.role != "handler" and (name != "middleware" or h.role == "middleware")
     ]
     holders = [h for h in holders if h not in where]
@@ -354,50 +371,76 @@ def _capacity(pools: list[PoolFigures]) -> int | None:
 
 
 def _sync_db(rules: dict[str, Finding], given: DiagnosisInput) -> Cause | None:
+    """A sync session on the loop: the loop asleep in pool checkouts (the
+    ``blocked-event-loop`` finding, critical), or idle in database calls for
+    :data:`MIN_LOOP_DB_SHARE` of its samples."""
     loop = rules.get("blocked-event-loop")
-    if loop is None or loop.severity != "critical":
+    blocked = loop is not None and loop.severity == "critical"
+    waits = loop_database_waits(given.wait_samples)
+    worst = waits.worst
+    waiting = worst is not None and worst[1] >= MIN_LOOP_DB_SHARE
+    waiting = waiting and sum(waits.waiting.values()) >= MIN_LOOP_DB_SAMPLES
+    if not blocked and not waiting:
         return None
-    rows = loop.evidence.get("workers") or [loop.evidence]
-    share = max(float(r.get("blocked_share") or 0.0) for r in rows)
-    paths = loop.evidence.get("code_paths") or []
-    where: list[Where] = []
-    if paths:
-        first = str(paths[0]["path"]).split(" → ")
-        app = [label for label in first if _is_app_label(label)]
-        if app:
-            where.append(_frame_where(app[0], "handler"))
-        if first:
-            where.append(_frame_where(first[-1], "slow call"))
     mechanism = [
-        f"an `async def` handler uses a sync session: its queries and pool checkouts run on "
-        f"the event loop ({_plural(len(rows), 'worker', 'workers')})",
-        f"with the pool empty, the loop sleeps in the checkout up to {_percent(share)} of "
-        f"the time, and no request of that worker moves, not even those that would give a "
-        f"connection back",
+        "an `async def` handler uses a sync session: its queries and pool checkouts run on "
+        "the event loop, and while one waits no other request of the worker moves",
     ]
+    where: list[Where] = []
+    title = "sync database calls in `async def` handlers block the event loop"
+    evidence: list[str] = []
+    if waiting and worst is not None:
+        pid, share = worst
+        mechanism.append(
+            f"the event loop waited on the database in {waits.waiting[pid]} of "
+            f"{waits.loop_samples[pid]} loop samples of worker {pid} ({_percent(share)})"
+        )
+        title += f" ({_percent(share)} of loop samples waiting on a query)"
+        top = min(waits.stacks.items(), key=lambda item: (-item[1], item[0]))[0]
+        where = _path_where(describe(top))
+    if blocked and loop is not None:
+        rows = loop.evidence.get("workers") or [loop.evidence]
+        share = max(float(r.get("blocked_share") or 0.0) for r in rows)
+        mechanism.append(
+            f"with the pool empty, the loop sleeps in the checkout up to {_percent(share)} of "
+            "the time, and no request of that worker moves, not even those that would give a "
+            "connection back"
+        )
+        if not waiting:
+            title += f" ({_percent(share)} of loop samples waiting in a pool checkout)"
+        paths = loop.evidence.get("code_paths") or []
+        if paths and not where:
+            first = str(paths[0]["path"]).split(" → ")
+            app = [label for label in first if _is_app_label(label)]
+            where = [_frame_where(app[0], "handler")] if app else []
+            where.append(_frame_where(first[-1], "slow call"))
+        evidence.append("blocked-event-loop")
     throughput = _throughput(given)
     if throughput:
         mechanism.append(throughput)
+    if "pool-saturation" in rules:
+        evidence.append("pool-saturation")
     return Cause(
         cause="sync-db-in-async",
-        title=(
-            f"sync database calls in `async def` handlers block the event loop "
-            f"({_percent(share)} of loop samples waiting in a pool checkout)"
-        ),
+        title=title,
         mechanism=mechanism,
-        where=[w for w in where if w is not None],
+        where=where,
         fix=(
             "Declare handlers that use a sync Session with `def` (FastAPI runs them in its "
             "thread pool), or use an async engine and `AsyncSession` with `await` on every "
             "query."
         ),
         fix_link=FIX_LINK,
-        evidence=[
-            "blocked-event-loop",
-            *(["pool-saturation"] if "pool-saturation" in rules else []),
-        ],
+        evidence=evidence,
         severity="critical",
     )
+
+
+def _path_where(path: CodePath) -> list[Where]:
+    """The handler (the path's outermost application frame) and its slow call."""
+    found = [_frame_where(path.frames[0], "handler")] if path.frames else []
+    slow = _slow_call(path)
+    return [*found, slow] if slow is not None else found
 
 
 def _frame_where(label: str, role: str) -> Where:

@@ -83,6 +83,7 @@ class EndpointConnections:
     typical: int
     holders: list[Holder] = field(default_factory=list)
     workers: list[int] = field(default_factory=list)
+    all_holders: list[Holder] = field(default_factory=list)  # of every round that held
 
     @property
     def handler(self) -> str | None:
@@ -210,19 +211,25 @@ def _endpoint(endpoint: str, rounds: list[_Round]) -> EndpointConnections:
     multi = [r for r in rounds if len(r.backends) >= 2]
     counts = Counter(len(r.backends) for r in multi)
     typical = max(counts.items(), key=lambda item: (item[1], item[0]))[0] if counts else 1
-    seen: Counter[Holder] = Counter()
-    for round_ in multi:
-        seen.update(set(round_.holders.values()))
-    holders = [h for h, _ in sorted(seen.items(), key=lambda i: (-i[1], _order(i[0])))]
     return EndpointConnections(
         endpoint=endpoint.removeprefix(ENDPOINT_PREFIX),
         rounds=len(rounds),
         multi_rounds=len(multi),
         max_connections=max(len(r.backends) for r in rounds),
         typical=typical,
-        holders=holders,
+        holders=_ranked(multi),
         workers=sorted({r.worker for r in multi}),
+        all_holders=_ranked(rounds),
     )
+
+
+def _ranked(rounds: list[_Round]) -> list[Holder]:
+    """The holders seen in ``rounds``, most often first (then middleware, dependency,
+    handler)."""
+    seen: Counter[Holder] = Counter()
+    for round_ in rounds:
+        seen.update(set(round_.holders.values()))
+    return [h for h, _ in sorted(seen.items(), key=lambda i: (-i[1], _order(i[0])))]
 
 
 def _order(holder: Holder) -> tuple[int, str]:

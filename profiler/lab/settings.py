@@ -33,9 +33,11 @@ class GatewaySettings:
     pool_size: int = 5
     max_overflow: int = 10
     pool_timeout: float = 30.0
+    scenario: str = ""  # a name of profiler.lab.scenarios.SCENARIOS, or none
 
     def to_env(self) -> dict[str, str]:
         return {
+            f"{_PREFIX}SCENARIO": self.scenario,
             f"{_PREFIX}DSN": self.dsn,
             f"{_PREFIX}MODE": self.mode,
             f"{_PREFIX}DOWNSTREAM_URL": self.downstream_url,
@@ -57,6 +59,7 @@ class GatewaySettings:
             pool_size=int(env.get(f"{_PREFIX}POOL_SIZE", "5")),
             max_overflow=int(env.get(f"{_PREFIX}MAX_OVERFLOW", "10")),
             pool_timeout=float(env.get(f"{_PREFIX}POOL_TIMEOUT", "30")),
+            scenario=env.get(f"{_PREFIX}SCENARIO", ""),
         )
 
 

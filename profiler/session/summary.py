@@ -188,6 +188,7 @@ def summarize(session: Session, thresholds: Thresholds | None = None) -> Summary
             pools=pools,
             served_rps=evidence.served_rps,
             load_errors=None if session.load is None else session.load.errors,
+            wait_samples=session.stack_samples,
         )
     )
     return Summary(
