@@ -328,3 +328,19 @@ def test_a_cause_is_json_in_the_documented_shape() -> None:
     )
     assert sorted(shape["where"][0]) == ["file", "function", "line", "role"]
     assert isinstance(found[0], Cause)
+
+
+def test_with_the_source_a_cause_quotes_what_lint_flags_in_its_handler() -> None:
+    from pathlib import Path
+
+    from profiler.analysis.diagnosis_source import join_lint
+    from profiler.lint import lint_path
+
+    held = AWAITING.replace("app/handlers.py:113", "profiler/lab/gateway/held.py:113")
+    found = diagnose(given(findings=[HELD, IDLE, POOL], per_episode=per_episode((held, 5.0))))
+    gateway = Path(__file__).resolve().parents[1] / "profiler" / "lab" / "gateway"
+    (joined, *_) = join_lint(found, lint_path(gateway))
+    quoted = [step for step in joined.mechanism if step.startswith("`profiler lint`")]
+    assert quoted and "held.py:" in quoted[0] and "invoke_tool" in quoted[0], joined.mechanism
+    # AND a cause about code lint does not flag is left as it was
+    assert join_lint(found, lint_path(gateway / "fresh.py")) == found

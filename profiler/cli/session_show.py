@@ -18,10 +18,18 @@ if TYPE_CHECKING:
 
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
 HELD_ROWS = 10
+LINT_STEP = "`profiler lint`"  # a mechanism step joined from lint (session show --source)
 
 
-def show_command(directory: Path, thresholds: Thresholds, *, as_json: bool) -> None:
+def show_command(
+    directory: Path, thresholds: Thresholds, *, as_json: bool, source: Path | None = None
+) -> None:
     summary = _summarize(directory, thresholds)
+    if source is not None:
+        from profiler.analysis.diagnosis_source import join_lint
+        from profiler.lint import lint_path
+
+        summary.diagnosis = join_lint(summary.diagnosis, lint_path(source))
     if as_json:
         console.print_json(summary.to_json())
         return
@@ -93,7 +101,11 @@ def diagnosis_lines(summary: Summary) -> list[str]:
         lines.append(
             f"{number}. [{style}]{cause.severity}[/] {escape(cause.title)} ({cause.cause})"
         )
-        lines.append("   what:  " + escape(" → ".join(cause.mechanism)))
+        chain = [step for step in cause.mechanism if not step.startswith(LINT_STEP)]
+        lines.append("   what:  " + escape(" → ".join(chain)))
+        for step in cause.mechanism:
+            if step.startswith(LINT_STEP):
+                lines.append("   lint:  " + escape(step.split(": ", 1)[1]))
         for where in cause.where:
             place = f"{escape(where.file)}:{where.line}"
             lines.append(f"   where: {place} {escape(where.function)} ({where.role})")
