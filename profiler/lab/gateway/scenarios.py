@@ -4,7 +4,7 @@ Each scenario overrides some endpoints of the ``fresh`` router (the fix) with
 the one pattern it reproduces, so that whatever the Diagnosis names is that
 pattern's doing:
 
-* ``held-serialise``: list endpoints on ``Depends(get_db)`` return many ORM rows;
+* ``held-serialise``: list endpoints on ``Depends(get_db)`` return 10000 ORM rows each;
   FastAPI serialises them while the dependency's session is still open;
 * ``middleware``: a ``BaseHTTPMiddleware`` opens a session, queries, and holds
   it across ``await call_next(request)``;
@@ -36,11 +36,19 @@ from starlette.middleware.base import BaseHTTPMiddleware
 
 from profiler.lab.gateway import fresh, held, queries
 from profiler.lab.gateway.auth import bearer_token, unauthorized
+from profiler.lab.gateway.queries import Listed
 from profiler.lab.gateway.runtime import RuntimeDep
-from profiler.lab.gateway.schemas import InvokeRequest, PageQuery, ToolRead
+from profiler.lab.gateway.schemas import (
+    InvokeRequest,
+    PageQuery,
+    PromptRead,
+    ResourceRead,
+    ServerRead,
+    ToolRead,
+)
 from profiler.lab.schema import Prompt, Resource, Server, Tool
 
-SERIALISED_COPIES = 60  # a page of 50 rows, 60 times: 3000 ORM rows to validate and encode
+SERIALISED_ROWS = 10000  # ORM rows per list response to validate and encode (a page, repeated)
 STREAM_CHUNK_SECONDS = 0.03  # per row streamed: 50 rows, 1.5 s per response
 SLOW_QUERY = text("SELECT pg_sleep(0.2)")  # the sync-db scenario's query, on the loop
 WORK_QUERY = text("SELECT pg_sleep(0.2)")  # the auth-second-session invocation's work
@@ -64,11 +72,30 @@ def install(app: FastAPI, scenario: str) -> None:
 serialise = APIRouter()
 
 
+def _many(rows: Sequence[Listed]) -> list[Listed]:
+    """The page repeated up to :data:`SERIALISED_ROWS` rows: a large response, one query."""
+    return list(rows) * max(1, SERIALISED_ROWS // max(len(rows), 1))
+
+
 @serialise.get("/tools", response_model=list[ToolRead])
-def list_tools_serialised(user: fresh.CurrentUser, db: Db, page: Page) -> Sequence[Tool]:
+def list_tools_serialised(user: fresh.CurrentUser, db: Db, page: Page) -> list[Tool]:
     """ORM rows out of a session FastAPI closes only after serialising them."""
-    rows = queries.page(db, Tool, limit=page.limit, offset=page.offset)
-    return list(rows) * SERIALISED_COPIES
+    return _many(queries.page(db, Tool, limit=page.limit, offset=page.offset))
+
+
+@serialise.get("/servers", response_model=list[ServerRead])
+def list_servers_serialised(user: fresh.CurrentUser, db: Db, page: Page) -> list[Server]:
+    return _many(queries.page(db, Server, limit=page.limit, offset=page.offset))
+
+
+@serialise.get("/resources", response_model=list[ResourceRead])
+def list_resources_serialised(user: fresh.CurrentUser, db: Db, page: Page) -> list[Resource]:
+    return _many(queries.page(db, Resource, limit=page.limit, offset=page.offset))
+
+
+@serialise.get("/prompts", response_model=list[PromptRead])
+def list_prompts_serialised(user: fresh.CurrentUser, db: Db, page: Page) -> list[Prompt]:
+    return _many(queries.page(db, Prompt, limit=page.limit, offset=page.offset))
 
 
 # -- middleware ------------------------------------------------------------------------------
