@@ -17,7 +17,10 @@ samples every ``interval`` seconds. One round:
 * walks each task's suspended coroutine chain (``cr_await`` /
   ``gi_yieldfrom`` / ``ag_await``) and records its frames, innermost first;
 * looks for open PostgreSQL connections among the locals of those frames
-  with a bounded breadth-first walk, and records their backend PIDs;
+  with a bounded breadth-first walk, and records their backend PIDs; and who
+  holds each (``openers``): a frame whose own locals hold a session, or a
+  generator entered on an exit stack of the chain (FastAPI's yield
+  dependencies), read without a walk;
 * reads the worker's SQLAlchemy connection pools (found with one pass over
   :func:`gc.get_objects`, then held by weak reference): class, size, max
   overflow, timeout, connections checked out and threads or tasks waiting for

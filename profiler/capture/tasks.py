@@ -21,7 +21,8 @@ File format (JSON lines, ``profiler-task-samples`` version 1): a header
 (``kind: header``, ``pid``, ``interval``, ``python``, ``started_at``, ...), then
 per round one ``task`` line per live task (``taken_at``, ``task_id``, ``task``,
 ``frames`` innermost first as ``[name, filename, line]``, ``awaiting``,
-``running``, ``backends``) and one ``round`` line (``taken_at``, ``tasks``,
+``running``, ``backends``, ``endpoint`` with its ``request``, ``openers``) and one
+``round`` line (``taken_at``, ``tasks``,
 ``skipped``, ``seconds`` and ``cpu_seconds``: the round's wall and CPU time), and
 last an ``end`` line
 (``reason``: ``duration``, ``stopped``, ``shutdown``, ``lease expired`` or
