@@ -125,7 +125,11 @@ def connections_per_request(tasks: pd.DataFrame) -> list[EndpointConnections]:
     ``request`` and ``openers`` columns when the sampler recorded them."""
     if tasks.empty or "endpoint" not in tasks.columns:
         return []
-    rows = tasks[tasks["endpoint"].notna().to_numpy(dtype=bool)]
+    # Only rows that held something make a request round (the reader puts what the
+    # openers hold into ``backends`` too): an hour of samples is mostly tasks holding none.
+    holding = tasks["backends"].map(len).to_numpy(dtype=bool) if "backends" in tasks else None
+    known = tasks["endpoint"].notna().to_numpy(dtype=bool)
+    rows = tasks[known & holding] if holding is not None else tasks[known]
     if rows.empty:
         return []
     groups: dict[tuple[int, float, int], _Round] = {}
