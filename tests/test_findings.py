@@ -573,6 +573,13 @@ def test_pool_saturation_with_a_told_cap_and_threads_waiting_is_critical() -> No
         " 2 stack samples waiting for a connection"
     )
     pool = finding.evidence.pop("pool")
+    # AND one worker's finding, folded: its row is the per-worker table's only one
+    (row,) = finding.evidence.pop("workers")
+    assert (row["worker_pid"], row["severity"], row["title"]) == (
+        2001,
+        "critical",
+        finding.title,
+    )
     assert finding.evidence == {
         "worker_pid": 2001,
         "cap": 5,
@@ -771,6 +778,7 @@ def test_an_event_loop_asleep_in_a_checkout_is_critical() -> None:
     )
     # THEN one finding, for 2001: 3 of its 10 loop samples (30 %, so about 3 of 10 s)
     finding = the(found, "blocked-event-loop")
+    assert [row["worker_pid"] for row in finding.evidence.pop("workers")] == [2001]
     assert finding.severity == "critical"
     assert finding.title == (
         "worker 2001's event loop waited for a pool connection in 3 of 10 loop samples"
@@ -1070,3 +1078,28 @@ def test_a_path_from_thread_dumps_says_it_is_the_workers_threads_meanwhile() -> 
         "; from py-spy thread dumps (no task sampler): the worker's threads meanwhile"
     )
     assert {p["attribution"] for p in finding.evidence["paths"]} == {"threads"}
+
+
+def test_per_worker_findings_fold_into_one_with_a_row_per_worker() -> None:
+    # GIVEN two workers at their told cap of 5: 2001 with threads waiting, 2002 without
+    counts = held({2001: [5, 5, 5, 5, 5], 2002: [1, 5, 5, 1, 1]})
+    waits = stack_samples((2.5, 2001, POOL_WAIT), (3.5, 2001, POOL_WAIT))
+    found = fi.evaluate(
+        dataclasses.replace(
+            evidence(held=counts, wait_samples=waits, pool_capacity=5), session_end=5.0
+        )
+    )
+    # THEN one pool-saturation finding, critical (the worst worker), naming both workers
+    finding = the(found, "pool-saturation")
+    assert finding.severity == "critical"
+    assert finding.title.startswith(
+        "workers 2001, 2002 (100%, 40% of the time at the pool's cap); the worst: worker 2001"
+    ), finding.title
+    # AND a row per worker, the worst first, each with its own severity and numbers
+    rows = finding.evidence["workers"]
+    assert [(r["worker_pid"], r["severity"], r["share_at_cap"]) for r in rows] == [
+        (2001, "critical", 1.0),
+        (2002, "warning", 0.4),
+    ]
+    assert finding.evidence["worker_pid"] == 2001
+    serialisable(found)

@@ -144,3 +144,48 @@ def test_show_prints_findings_and_the_held_table(
     assert shown.exit_code == 0, shown.output
     assert "held-code-path" in shown.stdout
     assert "longest transactions" in shown.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_held_diagnosis_names_the_hold_across_the_call_and_the_two_connections(
+    lab_sessions: dict[str, Path], run_cli: Callable[..., CliResult]
+) -> None:
+    # WHEN the held session is shown
+    shown = run_cli("session", "show", str(lab_sessions["held"]), "--json")
+    assert shown.exit_code == 0, shown.output
+    diagnosis = json.loads(shown.stdout)["diagnosis"]
+    # THEN the first cause is the sessions held across the downstream call in invoke_tool,
+    # with the handler's file:line
+    first = diagnosis[0]
+    assert first["cause"] == "session-held-across-await", diagnosis
+    assert "invoke_tool" in first["title"] and "held.py:" in first["title"], first["title"]
+    handler = next(w for w in first["where"] if w["role"] == "handler")
+    assert (handler["function"], handler["file"]) == ("invoke_tool", "profiler/lab/gateway/held.py")
+    assert handler["line"] > 0
+    assert any(
+        w["role"] == "slow call" and "AsyncClient.post" in w["function"] for w in first["where"]
+    )
+    # AND a cause names the two connections per request, one from the auth dependency
+    two = next(c for c in diagnosis if c["cause"] == "two-connections-per-request")
+    assert "takes 2 connections" in two["title"], two["title"]
+    assert "get_auth_db" in two["title"], two["title"]
+    assert {w["function"] for w in two["where"]} >= {"get_auth_db", "get_db"}, two["where"]
+    # AND the text prints the Diagnosis before the findings
+    text = run_cli("session", "show", str(lab_sessions["held"])).stdout
+    assert text.index("Diagnosis") < text.index("held-code-path")
+    assert "session-held-across-await" in text.split("\n1. ", 1)[1].splitlines()[0]
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_fresh_diagnosis_finds_no_cause_and_no_critical_finding(
+    lab_sessions: dict[str, Path], run_cli: Callable[..., CliResult]
+) -> None:
+    shown = run_cli("session", "show", str(lab_sessions["fresh"]), "--json")
+    assert shown.exit_code == 0, shown.output
+    report = json.loads(shown.stdout)
+    assert report["diagnosis"] == []
+    assert [f for f in report["findings"] if f["severity"] == "critical"] == []
+    text = run_cli("session", "show", str(lab_sessions["fresh"])).stdout
+    assert "Diagnosis: no cause found" in text.splitlines()[1], text

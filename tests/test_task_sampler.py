@@ -388,6 +388,53 @@ def test_a_session_in_a_suspended_task_names_its_backend_and_only_while_it_holds
         engine.dispose()
 
 
+@pytest.mark.postgres
+def test_openers_name_the_yield_dependency_and_the_frame_that_hold_a_session(
+    loop: asyncio.AbstractEventLoop, postgres_dsn: str
+) -> None:
+    from contextlib import AsyncExitStack, contextmanager
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    engine = create_engine(to_sqlalchemy(postgres_dsn))
+    release: asyncio.Future[None] = loop.create_future()
+    pids: dict[str, int] = {}
+
+    def get_db() -> Iterator[Session]:  # a yield dependency, entered on the exit stack
+        db = Session(engine)
+        try:
+            yield db
+        finally:
+            db.close()
+
+    def pid_of(db: Session) -> int:
+        return int(db.connection().connection.dbapi_connection.info.backend_pid)
+
+    async def request_marker() -> None:
+        async with AsyncExitStack() as stack:
+            pids["get_db"] = pid_of(stack.enter_context(contextmanager(get_db)()))
+            own = Session(engine)  # the handler's own session: a frame local
+            pids["own"] = pid_of(own)
+            await release
+            own.close()
+
+    # GIVEN a request task suspended holding both
+    task = _suspend(loop, request_marker(), "request")
+    try:
+        # WHEN its openers are read
+        record = task_payload.describe_task(task)
+        found = {(row[0], row[1].rsplit(".", 1)[-1], row[4]) for row in record["openers"]}
+        # THEN the dependency's session is named by the dependency, the other by the frame
+        assert (pids["get_db"], "get_db", "dependency") in found, record["openers"]
+        assert (pids["own"], "request_marker", "frame") in found, record["openers"]
+        assert all(row[2] == __file__ and row[3] > 0 for row in record["openers"])
+    finally:
+        release.set_result(None)
+        loop.run_until_complete(task)
+        engine.dispose()
+
+
 class _Steps:
     """The hand-offs between a test and the holder task it drives, on the test's loop."""
 

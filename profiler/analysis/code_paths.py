@@ -225,6 +225,16 @@ def describe(stack: str, *, max_frames: int = 4, libraries: Collection[str] = ()
     return CodePath(kept, downstream, _display(endpoint, shown, fallback), endpoint, fallback)
 
 
+def is_application_file(file: str, libraries: Collection[str] = ()) -> bool:
+    """Whether ``file`` (a stack label's file) is the application's, by the heuristic of
+    the module docstring.
+
+    >>> is_application_file("profiler/lab/gateway/held.py"), is_application_file("fastapi/x.py")
+    (True, False)
+    """
+    return _is_application(file, frozenset(libraries))
+
+
 def _display(endpoint: str | None, labels: list[str], fallback: bool = False) -> str:
     """``POST /tools/{tool_id}/invoke (invoke_tool): a → b``; without an endpoint, ``a → b``;
     a stack with no frame (a task sampled between two steps) says so rather than print an

@@ -61,6 +61,30 @@ def is_blocked_on_pool(stack: str) -> bool:
     return innermost_pool >= 0 and any(_is_sleep(label) for label in labels[innermost_pool + 1 :])
 
 
+DATABASE_FILES = ("sqlalchemy/", "psycopg/", "psycopg2/", "psycopg_pool/", "asyncpg/")
+
+
+def is_database_call(stack: str) -> bool:
+    """Whether the thread is inside a database driver or SQLAlchemy call other than a pool
+    checkout (those are :func:`is_pool_wait`): a query, a commit, a connect.
+
+    >>> is_database_call("h (app.py:3);Session.execute (sqlalchemy/orm/session.py:2300)")
+    True
+    >>> is_database_call("h (app.py:3);QueuePool._do_get (sqlalchemy/pool/impl.py:155)")
+    False
+    """
+    labels = stack_frames(stack)
+    if any(_is_pool_frame(label) for label in labels):
+        return False
+    return any(_is_database_frame(label) for label in labels)
+
+
+@lru_cache(maxsize=4096)
+def _is_database_frame(label: str) -> bool:
+    path = split_label(label).file.replace("\\", "/")
+    return any(part in path or path.startswith(part) for part in DATABASE_FILES)
+
+
 def is_event_loop(stack: str) -> bool:
     """Whether the stack is an asyncio (or uvloop) event loop's thread.
 

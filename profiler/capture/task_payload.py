@@ -17,7 +17,10 @@ samples every ``interval`` seconds. One round:
 * walks each task's suspended coroutine chain (``cr_await`` /
   ``gi_yieldfrom`` / ``ag_await``) and records its frames, innermost first;
 * looks for open PostgreSQL connections among the locals of those frames
-  with a bounded breadth-first walk, and records their backend PIDs;
+  with a bounded breadth-first walk, and records their backend PIDs; and who
+  holds each (``openers``): a frame whose own locals hold a session, or a
+  generator entered on an exit stack of the chain (FastAPI's yield
+  dependencies), read without a walk;
 * reads the worker's SQLAlchemy connection pools (found with one pass over
   :func:`gc.get_objects`, then held by weak reference): class, size, max
   overflow, timeout, connections checked out and threads or tasks waiting for
@@ -292,6 +295,7 @@ def describe_task(task: Any, cache: dict[Any, Any] | None = None) -> dict[str, A
         "running": running,
         "backends": find_backends(roots, cache) if roots else [],
         "endpoint": find_endpoint(roots),
+        "openers": [] if running else find_openers(holders, cache),
     }
 
 
@@ -314,6 +318,7 @@ def find_endpoint(roots: list[Any]) -> dict[str, Any] | None:
         route = root.get("route")
         path = route.__dict__.get("path") if hasattr(route, "__dict__") else None
         return {
+            "request": id(root),  # the tasks of one request (a middleware's call_next) share it
             "name": getattr(code, "co_qualname", code.co_name),
             "filename": code.co_filename,
             "line": code.co_firstlineno,
@@ -391,6 +396,102 @@ def find_backends(roots: list[Any], cache: dict[Any, Any] | None = None) -> list
                     deeper.extend(_children(obj, tp, cache))
         level = deeper
     return sorted(set(found))
+
+
+# -- who opened each connection ------------------------------------------------------------
+
+MAX_OPENERS = 16  # opener records per task
+_EXIT_STACKS = ("AsyncExitStack", "ExitStack", "_BaseExitStack")
+_GENERATOR_CMS = ("_GeneratorContextManager", "_AsyncGeneratorContextManager")
+_METHOD_SELF = types.MethodType.__dict__["__self__"]
+_CODE_OF = {
+    types.GeneratorType: types.GeneratorType.__dict__["gi_code"],
+    types.AsyncGeneratorType: types.AsyncGeneratorType.__dict__["ag_code"],
+    types.CoroutineType: types.CoroutineType.__dict__["cr_code"],
+}
+
+
+def find_openers(holders: list[Any], cache: dict[Any, Any] | None = None) -> list[list[Any]]:
+    """Who holds each connection of a task: ``[backend, function, filename, line, via]``.
+
+    ``via`` is ``frame`` for a session among a suspended frame's own locals (the
+    frame's function: a handler, a middleware's ``dispatch``), ``dependency`` for one
+    among the locals of a generator entered on an exit stack that such a frame holds
+    (FastAPI's yield dependencies: ``get_db``, and the dependency that asked for it),
+    in the order they were entered. Only the frames' own locals and exit stacks are
+    looked at, so this costs a few objects per frame, not a walk.
+    """
+    cache = {} if cache is None else cache
+    found: list[list[Any]] = []
+    stacks: set[int] = set()  # an exit stack is a local of several frames: read it once
+    for holder in holders:  # outermost first: a request's exit stacks before its handler
+        code = _CODE_OF.get(type(holder))
+        if code is None:
+            continue
+        where = code.__get__(holder, type(holder))
+        for local in locals_of([holder]):
+            if len(found) >= MAX_OPENERS:
+                return found
+            name = _TYPE_QUALNAME.__get__(type(local), type)
+            if name in _EXIT_STACKS and _TYPE_MODULE.__get__(type(local), type) == "contextlib":
+                if id(local) in stacks:
+                    continue
+                stacks.add(id(local))
+                with contextlib.suppress(Exception):
+                    _exit_stack_openers(local, found, cache)
+                continue
+            for pid in _connections_of(local, cache):
+                found.append(
+                    [pid, _code_name(where), where.co_filename, where.co_firstlineno, "frame"]
+                )
+    return found[:MAX_OPENERS]
+
+
+def _exit_stack_openers(stack: Any, found: list[list[Any]], cache: dict[Any, Any]) -> None:
+    callbacks = _plain(stack, "_exit_callbacks")
+    if type(callbacks) is not deque:
+        return
+    for entry in list(callbacks)[:MAX_CONTAINER]:
+        if type(entry) is not tuple or len(entry) != 2:
+            continue
+        callback = entry[1]
+        if type(callback) is not types.MethodType:
+            continue
+        _generator_openers(_METHOD_SELF.__get__(callback), found, cache, 3)
+
+
+def _generator_openers(cm: Any, found: list[list[Any]], cache: dict[Any, Any], hops: int) -> None:
+    """A ``@contextmanager`` object's generator: the sessions among its locals, and (for
+    a wrapper such as FastAPI's ``contextmanager_in_threadpool``) the generator it wraps."""
+    if hops <= 0 or _TYPE_QUALNAME.__get__(type(cm), type) not in _GENERATOR_CMS:
+        return
+    generator = _plain(cm, "gen")
+    code = _CODE_OF.get(type(generator))
+    if code is None:
+        return
+    where = code.__get__(generator, type(generator))
+    for local in locals_of([generator]):
+        if _TYPE_QUALNAME.__get__(type(local), type) in _GENERATOR_CMS:
+            _generator_openers(local, found, cache, hops - 1)
+            continue
+        for pid in _connections_of(local, cache):
+            found.append(
+                [pid, _code_name(where), where.co_filename, where.co_firstlineno, "dependency"]
+            )
+
+
+def _connections_of(obj: Any, cache: dict[Any, Any]) -> list[int]:
+    kind = _kind(type(obj), cache)
+    if kind in (None, "skip"):
+        return []
+    pids: list[int] = []
+    with contextlib.suppress(Exception):
+        _resolve(obj, kind, pids, cache, MAX_HOPS)
+    return sorted(set(pids))
+
+
+def _code_name(code: types.CodeType) -> str:
+    return str(getattr(code, "co_qualname", code.co_name))
 
 
 # -- pools -------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ File format (JSON lines, ``profiler-task-samples`` version 1): a header
 (``kind: header``, ``pid``, ``interval``, ``python``, ``started_at``, ...), then
 per round one ``task`` line per live task (``taken_at``, ``task_id``, ``task``,
 ``frames`` innermost first as ``[name, filename, line]``, ``awaiting``,
-``running``, ``backends``) and one ``round`` line (``taken_at``, ``tasks``,
+``running``, ``backends``, ``endpoint`` with its ``request``, ``openers``) and one
+``round`` line (``taken_at``, ``tasks``,
 ``skipped``, ``seconds`` and ``cpu_seconds``: the round's wall and CPU time), and
 last an ``end`` line
 (``reason``: ``duration``, ``stopped``, ``shutdown``, ``lease expired`` or
@@ -46,7 +47,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -114,6 +115,8 @@ TASK_COLUMNS = (
     "backends",
     "awaiting",
     "endpoint",
+    "request",
+    "openers",
 )
 ROUND_COLUMNS = ("taken_at", "tasks", "skipped", "seconds", "cpu_seconds")
 
@@ -401,6 +404,24 @@ def endpoint_label(endpoint: Any) -> str | None:
     return f"{ENDPOINT_PREFIX}{route} ({name})" if route else f"{ENDPOINT_PREFIX}({name})"
 
 
+def _openers(
+    value: Any, short: Callable[[str], str | None]
+) -> tuple[tuple[int, str, str, int, str], ...]:
+    """A task line's ``openers`` (``[backend, function, filename, line, via]`` each, the
+    file as stack labels show it), or none (files written before the sampler recorded
+    them)."""
+    if not isinstance(value, list):
+        return ()
+    rows = []
+    for item in value:
+        if isinstance(item, list) and len(item) == 5:
+            backend, function, filename, line, via = item
+            name = str(filename)
+            shown = short(name) or os.path.basename(name)
+            rows.append((int(backend), str(function), shown, int(line), str(via)))
+    return tuple(rows)
+
+
 def empty() -> pd.DataFrame:
     """The task table with no rows, typed as :func:`read` types it."""
     return _Scan(Path(), {"pid": 0}).tasks()
@@ -419,6 +440,8 @@ class _Scan:
     backends: list[tuple[int, ...]] = field(default_factory=list)
     awaiting: list[str | None] = field(default_factory=list)
     endpoints: list[str | None] = field(default_factory=list)
+    requests: list[int] = field(default_factory=list)
+    openers: list[tuple[tuple[int, str, str, int, str], ...]] = field(default_factory=list)
     rounds: list[tuple[float, int, int, float, float]] = field(default_factory=list)
     end: dict[str, Any] | None = None
     shapes: dict[str, tuple[str, str, int]] = field(default_factory=dict)
@@ -449,7 +472,10 @@ class _Scan:
             stack = ";".join(frame.label for frame in reversed(frames))
             shape = (stack, frames[0].name if frames else "", len(frames))
             self.shapes[frames_key] = shape
-        backends = tuple(int(pid) for pid in record["backends"])
+        openers = _openers(record.get("openers"), self.short)
+        # What an opener holds is held by the task, also where the bounded walk missed it
+        # (a yield dependency's session on the request's exit stack).
+        backends = tuple(sorted({int(pid) for pid in record["backends"]} | {o[0] for o in openers}))
         self.taken.append(float(record["taken_at"]))
         self.task_ids.append(int(record["task_id"]))
         self.names.append(str(record["task"]))
@@ -459,7 +485,11 @@ class _Scan:
         self.backends.append(backends)
         awaiting = record.get("awaiting")
         self.awaiting.append(None if awaiting is None else str(awaiting))
-        self.endpoints.append(endpoint_label(record.get("endpoint")))
+        endpoint = record.get("endpoint")
+        self.endpoints.append(endpoint_label(endpoint))
+        request = endpoint.get("request") if isinstance(endpoint, dict) else None
+        self.requests.append(request if isinstance(request, int) else -1)
+        self.openers.append(openers)
 
     def tasks(self) -> pd.DataFrame:
         import numpy as np
@@ -468,6 +498,8 @@ class _Scan:
         rows = len(self.taken)
         backends = np.empty(rows, dtype=object)
         backends[:] = self.backends
+        openers = np.empty(rows, dtype=object)
+        openers[:] = self.openers
         frame: pd.DataFrame = pd.DataFrame(
             {
                 "taken_at": _utc(self.taken),
@@ -480,6 +512,8 @@ class _Scan:
                 "backends": pd.Series(backends, dtype=object),
                 "awaiting": pd.Categorical(self.awaiting),
                 "endpoint": pd.Categorical(self.endpoints),
+                "request": np.asarray(self.requests, dtype=np.int64),
+                "openers": pd.Series(openers, dtype=object),
             }
         )
         return frame

@@ -102,6 +102,9 @@ def _print(result: DemoResult) -> None:
         change = changes[name]
         table.add_row(label, _cell(change.before, fmt), _cell(change.after, fmt), change.verdict)
     console.out.print(table)
+    for name, summary in (("held", result.comparison.before), ("fresh", result.comparison.after)):
+        cause = summary.diagnosis[0].title if summary.diagnosis else "no cause found"
+        console.out.print(f"{name}, diagnosis: {cause}")
     top = result.comparison.before.findings
     if top:
         console.out.print(f"held, top finding: {top[0].title}")

@@ -55,6 +55,12 @@ def up(
         "--unix-socket",
         help="The gateway connects to PostgreSQL through its Unix socket (a local server).",
     ),
+    scenario: str | None = typer.Option(
+        None,
+        "--scenario",
+        help="One known cause switched on (sets the mode): held-await, held-serialise, "
+        "middleware, auth-second-session, sync-db, streaming, fresh, fresh-overload.",
+    ),
 ) -> None:
     """Start the lab gateway (gunicorn, granian or uvicorn workers), its downstream and PostgreSQL.
 
@@ -63,6 +69,8 @@ def up(
     incident's topology); `lab status --json` shows its pooler_pid.
 
     Example: profiler lab up --server granian --mode held --workers 2 --pool-size 4 --max-overflow 0
+
+    Example: profiler lab up --scenario middleware --pool-size 6 --max-overflow 0
     """
     from profiler.errors import UsageError
     from profiler.lab.lifecycle import LabOptions
@@ -92,6 +100,12 @@ def up(
         from profiler.pg.unix_socket import require_local
 
         require_local(to_libpq(dsn))  # another host: exit 2 before anything starts
+    if scenario is not None:
+        from profiler.lab.scenarios import SCENARIOS
+
+        if scenario not in SCENARIOS:
+            raise UsageError(f"--scenario must be one of {', '.join(SCENARIOS)}, not {scenario!r}")
+        mode = SCENARIOS[scenario].mode
     options = LabOptions(
         mode=mode,  # checked against MODES above
         workers=workers,
@@ -105,6 +119,7 @@ def up(
         pool_mode=pool_mode,
         server=server,  # checked against SERVERS above
         unix_socket=unix_socket,
+        scenario=scenario or "",
     )
     state = lab_up(options, step=console.info)
     console.info(

@@ -107,16 +107,26 @@ def _idle_threshold() -> Any:
 def show(
     directory: Path = typer.Argument(..., help="A session folder (from session run -o DIR)."),
     idle_threshold: float = _idle_threshold(),
+    source: Path | None = typer.Option(
+        None,
+        "--source",
+        help="The gateway's source folder: join the Diagnosis to `profiler lint` on it.",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Findings, measures and the code paths that held connections, for one session.
+    """The Diagnosis, findings, measures and the code paths that held connections.
 
-    Example: profiler session show sessions/before
+    Example: profiler session show sessions/before --source src/gateway
     """
     from profiler.analysis.findings import Thresholds
     from profiler.cli.session_show import show_command
 
-    show_command(directory, Thresholds(idle_in_transaction_seconds=idle_threshold), as_json=as_json)
+    show_command(
+        directory,
+        Thresholds(idle_in_transaction_seconds=idle_threshold),
+        as_json=as_json,
+        source=source,
+    )
 
 
 @app.command()

@@ -18,10 +18,18 @@ if TYPE_CHECKING:
 
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
 HELD_ROWS = 10
+LINT_STEP = "`profiler lint`"  # a mechanism step joined from lint (session show --source)
 
 
-def show_command(directory: Path, thresholds: Thresholds, *, as_json: bool) -> None:
+def show_command(
+    directory: Path, thresholds: Thresholds, *, as_json: bool, source: Path | None = None
+) -> None:
     summary = _summarize(directory, thresholds)
+    if source is not None:
+        from profiler.analysis.diagnosis_source import join_lint
+        from profiler.lint import lint_path
+
+        summary.diagnosis = join_lint(summary.diagnosis, lint_path(source))
     if as_json:
         console.print_json(summary.to_json())
         return
@@ -30,6 +38,8 @@ def show_command(directory: Path, thresholds: Thresholds, *, as_json: bool) -> N
     for name, probe in summary.to_json()["probes"].items():
         if probe["status"] in ("failed", "partial"):
             console.warn(f"probe {name} {probe['status']}: {probe['error']}")
+    for line in diagnosis_lines(summary):
+        out.print(line)
     if not summary.findings:
         out.print("no findings: nothing crossed a threshold")
     for finding in summary.findings:
@@ -76,6 +86,33 @@ def _heading(summary: Summary) -> str:
         f"{metrics.duration_seconds:.0f} s, {metrics.workers} worker(s), "
         f"{metrics.transactions} transactions seen, stacks from {summary.attribution}"
     )
+
+
+def diagnosis_lines(summary: Summary) -> list[str]:
+    """The Diagnosis, first: one line when no cause was found, else per cause its title,
+    mechanism chain, where, fix and evidence."""
+    from rich.markup import escape
+
+    if not summary.diagnosis:
+        return ["Diagnosis: no cause found"]
+    lines = [f"[bold]Diagnosis[/]: {len(summary.diagnosis)} cause(s), most important first"]
+    for number, cause in enumerate(summary.diagnosis, 1):
+        style = SEVERITY_STYLE.get(cause.severity, "")
+        lines.append(
+            f"{number}. [{style}]{cause.severity}[/] {escape(cause.title)} ({cause.cause})"
+        )
+        chain = [step for step in cause.mechanism if not step.startswith(LINT_STEP)]
+        lines.append("   what:  " + escape(" → ".join(chain)))
+        for step in cause.mechanism:
+            if step.startswith(LINT_STEP):
+                lines.append("   lint:  " + escape(step.split(": ", 1)[1]))
+        for where in cause.where:
+            place = f"{escape(where.file)}:{where.line}"
+            lines.append(f"   where: {place} {escape(where.function)} ({where.role})")
+        lines.append(f"   fix:   {escape(cause.fix)} (docs: {cause.fix_link})")
+        if cause.evidence:
+            lines.append(f"   evidence: {', '.join(cause.evidence)}")
+    return lines
 
 
 def _finding_line(finding: Finding) -> str:

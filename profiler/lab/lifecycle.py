@@ -52,6 +52,7 @@ class LabOptions:
     pool_mode: str = "session"  # with via: PgBouncer's pool_mode (session or transaction)
     server: Server = "gunicorn"
     unix_socket: bool = False  # the gateway connects through PostgreSQL's Unix socket
+    scenario: str = ""  # profiler.lab.scenarios: one cause switched on (mode from it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +247,7 @@ def _start_gateway(state: LabState, options: LabOptions, libpq_dsn: str, step: S
         max_overflow=options.max_overflow,
         pool_timeout=options.pool_timeout,
         prepared_statements=options.via is None,
+        scenario=options.scenario,
     )
     step(
         f"starting the gateway: {options.server}, {options.workers} workers, mode {options.mode}, "

@@ -36,10 +36,12 @@ class GatewaySettings:
     # Off behind PgBouncer in transaction pooling: a server-side prepared statement
     # lives on one server connection, and the next transaction may get another.
     prepared_statements: bool = True
+    scenario: str = ""  # a name of profiler.lab.scenarios.SCENARIOS, or none
 
     def to_env(self) -> dict[str, str]:
         return {
             f"{_PREFIX}PREPARED_STATEMENTS": "1" if self.prepared_statements else "0",
+            f"{_PREFIX}SCENARIO": self.scenario,
             f"{_PREFIX}DSN": self.dsn,
             f"{_PREFIX}MODE": self.mode,
             f"{_PREFIX}DOWNSTREAM_URL": self.downstream_url,
@@ -62,6 +64,7 @@ class GatewaySettings:
             max_overflow=int(env.get(f"{_PREFIX}MAX_OVERFLOW", "10")),
             pool_timeout=float(env.get(f"{_PREFIX}POOL_TIMEOUT", "30")),
             prepared_statements=env.get(f"{_PREFIX}PREPARED_STATEMENTS", "1") != "0",
+            scenario=env.get(f"{_PREFIX}SCENARIO", ""),
         )
 
 

@@ -358,9 +358,11 @@ def write_report(
     summary = summarize(session, thresholds)
     linted = None
     if source is not None:
+        from profiler.analysis.diagnosis_source import join_lint
         from profiler.lint import lint_path
 
         linted = lint_path(source)
+        summary.diagnosis = join_lint(summary.diagnosis, linted)
     _prepare(out, force=force)
     assets_dir = out / ASSETS
     assets_dir.mkdir(parents=True, exist_ok=True)

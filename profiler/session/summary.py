@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from profiler.analysis import episodes as ep
 from profiler.analysis.code_paths import describe, group_by_path
+from profiler.analysis.diagnosis import Cause, DiagnosisInput, diagnose
 from profiler.analysis.findings import Evidence, Finding, Thresholds, evaluate
 from profiler.analysis.findings.pool import PoolFigures, pool_figures
 from profiler.analysis.stats import percentile
@@ -106,6 +107,7 @@ class Summary:
     metrics: Metrics
     pools: list[PoolFigures] = field(default_factory=list)
     attributed: HoldAttribution | None = None
+    diagnosis: list[Cause] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The ``session show --json`` shape (CLI.md): findings, held connections, metrics."""
@@ -126,6 +128,7 @@ class Summary:
                 name: getattr(self.thresholds, name)
                 for name in self.thresholds.__dataclass_fields__
             },
+            "diagnosis": [cause.to_json() for cause in self.diagnosis],
             "findings": [finding.to_json() for finding in self.findings],
             "held_connections": held_connections(
                 self.episodes,
@@ -176,6 +179,18 @@ def summarize(session: Session, thresholds: Thresholds | None = None) -> Summary
     )
     findings = evaluate(evidence, thresholds)
     metrics = _metrics(session, thresholds, episodes, held, profile, owners)
+    pools = pool_figures(evidence)
+    causes = diagnose(
+        DiagnosisInput(
+            findings=findings,
+            per_episode=attributed.per_episode,
+            tasks=with_endpoints_only(session.task_samples),
+            pools=pools,
+            served_rps=evidence.served_rps,
+            load_errors=None if session.load is None else session.load.errors,
+            wait_samples=session.stack_samples,
+        )
+    )
     return Summary(
         session,
         thresholds,
@@ -186,9 +201,18 @@ def summarize(session: Session, thresholds: Thresholds | None = None) -> Summary
         attribution,
         findings,
         metrics,
-        pool_figures(evidence),
+        pools,
         attributed,
+        causes,
     )
+
+
+def with_endpoints_only(tasks: pd.DataFrame) -> pd.DataFrame:
+    """The task samples of requests (an endpoint known): what requests held."""
+    if tasks.empty or "endpoint" not in tasks.columns:
+        return tasks
+    known: pd.DataFrame = tasks[tasks["endpoint"].notna().to_numpy(dtype=bool)]
+    return known
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,11 @@ the order ties within a severity are broken (:data:`RULES`):
 * ``rss-growth``: a worker's RSS growing steadily; warning, critical near
   its memory limit.
 
+``pool-saturation`` and ``blocked-event-loop`` are judged per worker and then
+folded (:func:`~profiler.analysis.findings.fold.fold_workers`): one finding per
+rule, the worst worker's at the top, every worker's row in
+``evidence["workers"]``.
+
 Evidence dicts hold plain Python values only (no numpy scalars, ``None``
 rather than NaN), so ``json.dumps(finding.to_json(), allow_nan=False)`` works.
 """
@@ -29,6 +34,7 @@ rather than NaN), so ``json.dumps(finding.to_json(), allow_nan=False)`` works.
 from __future__ import annotations
 
 from profiler.analysis.findings.common import normalise_query
+from profiler.analysis.findings.fold import fold_workers
 from profiler.analysis.findings.holds import held_code_path, idle_in_transaction, stuck_query
 from profiler.analysis.findings.loop import blocked_event_loop
 from profiler.analysis.findings.memory import memory_limit, rss_growth
@@ -63,6 +69,7 @@ __all__ = [
     "Thresholds",
     "blocked_event_loop",
     "evaluate",
+    "fold_workers",
     "held_code_path",
     "idle_in_transaction",
     "is_blocked_on_pool",
@@ -90,7 +97,7 @@ def evaluate(evidence: Evidence, thresholds: Thresholds = DEFAULT_THRESHOLDS) ->
         *stuck_query(evidence, thresholds),
         *rss_growth(evidence, thresholds),
     ]
-    return sorted(found, key=_rank)
+    return sorted(fold_workers(found), key=_rank)
 
 
 def _rank(finding: Finding) -> tuple[int, int, float, str]:

@@ -33,6 +33,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
     )
+    if settings.scenario:
+        from profiler.lab.gateway.scenarios import install
+
+        install(app, settings.scenario)  # its routes first: they win over the base router's
     app.include_router(held.router if settings.mode == "held" else fresh.router)
     app.add_exception_handler(PoolTimeoutError, _pool_exhausted)
 

@@ -1,0 +1,86 @@
+"""The lab's scenarios: one switch per known cause, and two healthy ones.
+
+``profiler lab up --scenario NAME`` serves the same endpoints as the two modes
+(the load generator needs no change), written so that one cause, and only
+that one, makes the requests hold connections. ``benchmarks/diagnosis.py``
+runs each under load and checks that the Diagnosis names ``expected`` first,
+and that the healthy ones get no critical finding. No FastAPI here: the
+command line and the benchmark read this catalogue without the gateway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from profiler.lab.settings import Mode
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """``mode``: the base router (``held`` or ``fresh``); ``expected``: the cause the
+    Diagnosis should name first (None: a healthy gateway); ``users``: the load the
+    benchmark drives; ``what``: one line for ``--help`` and the docs."""
+
+    name: str
+    mode: Mode
+    expected: str | None
+    users: int
+    what: str
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            "held-await",
+            "held",
+            "session-held-across-await",
+            24,
+            "the incident: Depends(get_db) sessions held across the 2 s downstream call",
+        ),
+        Scenario(
+            "held-serialise",
+            "fresh",
+            "held-across-serialisation",
+            24,
+            "a yield-dependency session held while a large list of ORM rows is serialised",
+        ),
+        Scenario(
+            "middleware",
+            "fresh",
+            "middleware-session-across-call-next",
+            24,
+            "a BaseHTTPMiddleware opens a session and holds it across call_next",
+        ),
+        Scenario(
+            "auth-second-session",
+            "fresh",
+            "two-connections-per-request",
+            24,
+            "sync handlers on Depends(get_db) plus an auth dependency with its own session",
+        ),
+        Scenario(
+            "sync-db",
+            "fresh",
+            "sync-db-in-async",
+            24,
+            "short sessions, but slow sync queries inside async def handlers block the loop",
+        ),
+        Scenario(
+            "streaming",
+            "fresh",
+            "streaming-holds-session",
+            24,
+            "list endpoints stream their rows from a session held for the whole response",
+        ),
+        Scenario("fresh", "fresh", None, 24, "the fix: short sessions, nothing held"),
+        Scenario(
+            "fresh-overload",
+            "fresh",
+            None,
+            96,
+            "the fix under four times the users: slow, but nothing held",
+        ),
+    )
+}
+"""Every scenario by name, the causes first, then the healthy ones."""
