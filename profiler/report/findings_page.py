@@ -3,31 +3,26 @@
 from __future__ import annotations
 
 import re
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from profiler.analysis.text import offset
 from profiler.report import markdown as md
-from profiler.report.episode_stacks import attributed_stacks, stacks_during
 from profiler.report.fold import FOLDED_LABEL
+from profiler.report.held_section import held_section
+from profiler.report.lead_section import LEAD_PLOTS, lead, load_sentence, merge, severity_counts
 from profiler.report.lint_join import lint_seen_holding
 from profiler.report.page_text import (
     ATTRIBUTION,
     ATTRIBUTION_KINDS,
     CMDLINE_CHARS,
-    QUERY_CHARS,
     RULE_HEADINGS,
-    SEVERITY_ORDER,
     SKIPPED_EVIDENCE,
     cut,
     duration,
-    fenced,
     header,
     held_seconds,
     is_rows,
     measure_text,
-    missing,
     number_for,
     percent_text,
     plural,
@@ -44,16 +39,22 @@ if TYPE_CHECKING:
     from profiler.report.plots import Plot
     from profiler.session.summary import Summary
 
-EPISODES_SHOWN = 20
-PATHS_SHOWN = 20
+PATHS_SHOWN = 5
+HOLD_HEIGHT = 420  # px: the embedded flamegraph scrolls inside this
 
 
 class Page:
     """The Markdown, section by section. Every text from the session goes through ``scrub``."""
 
     def __init__(
-        self, summary: Summary, scrub: Scrub, state: State, linted: LintResult | None = None
+        self,
+        summary: Summary,
+        scrub: Scrub,
+        state: State,
+        linted: LintResult | None = None,
+        docs_prefix: str | None = None,
     ) -> None:
+        self.docs_prefix = docs_prefix
         self.linted = linted
         self.summary = summary
         self.session = summary.session
@@ -69,16 +70,16 @@ class Page:
         mem: list[Link],
     ) -> str:
         self._title()
+        self.add(*lead(self.summary, plot_list, self.scrub, ASSETS, self.docs_prefix))
         self._findings()
         if self.linted is not None:
             self._lint(self.linted)
         self._measures()
-        self._plots(plot_list)
+        self._plots([p for p in plot_list if p.name not in LEAD_PLOTS])
         self._paths()
         self._flamegraphs(hold, cpu, mem)
-        self._episodes()
-        self._notes()
-        self._files()
+        self.add(*held_section(self.summary, self.scrub))
+        self._details()
         text = "\n".join(self.lines).rstrip("\n") + "\n"
         return re.sub(r"\n{3,}", "\n\n", text)
 
@@ -89,28 +90,41 @@ class Page:
 
     def _title(self) -> None:
         session, metrics = self.session, self.summary.metrics
-        manifest = session.manifest
         name = self.scrub.text(session.name)
         self.add(f"# Session report: {md.escape(name.strip())}", "")
-        targets = [t for t in manifest.get("targets", []) if isinstance(t, dict)]
+        targets = [t for t in session.manifest.get("targets", []) if isinstance(t, dict)]
+        stopped = " It was stopped early." if session.interrupted else ""
+        self.add(
+            f"{plural(len(targets), 'worker', 'workers')} profiled from {utc(session.started_at)} "
+            f"for {duration(metrics.duration_seconds)}; "
+            f"{plural(metrics.transactions, 'transaction', 'transactions')} seen in "
+            f"`pg_stat_activity`.{stopped} {self.scrub.text(load_sentence(session.load))}",
+            "",
+        )
+
+    def _details(self) -> None:
+        """What a reader needs only to reproduce or audit: targets, probes, attribution, files."""
+        session = self.session
+        manifest = session.manifest
+        self.add(
+            '<details markdown="1">',
+            "<summary>Session details: workers, probes, "
+            "attribution, what was folded, files</summary>",
+            "",
+        )
         host = (manifest.get("host") or {}).get("hostname")
         dsn = manifest.get("dsn")
         where = f" on host {md.code(self.scrub.text(str(host)))}" if host else ""
         against = f" against {md.code(self.scrub.text(str(dsn)))}" if dsn else ""
-        stopped = (
-            " It was stopped early: the data ends where it stopped." if session.interrupted else ""
-        )
-        transactions = plural(metrics.transactions, "transaction", "transactions")
         source = ATTRIBUTION.get(self.summary.attribution, self.summary.attribution)
         self.add(
-            f"This session profiled {plural(len(targets), 'worker', 'workers')}{where}{against}, "
-            f"from {utc(session.started_at)} for {duration(metrics.duration_seconds)}.{stopped} "
-            f"{transactions} were seen in `pg_stat_activity`; the code holding connections is "
-            f"attributed from {source}.{self._attribution_split()} "
-            f"A transaction counts as held too long when idle in transaction over "
+            f"Recorded{where}{against}. The code holding connections is attributed from "
+            f"{source}.{self._attribution_split()} A transaction counts as held too long when "
+            f"idle in transaction over "
             f"{duration(self.summary.thresholds.idle_in_transaction_seconds)}.",
             "",
         )
+        targets = [t for t in manifest.get("targets", []) if isinstance(t, dict)]
         if targets:
             self.add("| worker | role | command line |", "|---:|---|---|")
             for target in targets:
@@ -130,6 +144,9 @@ class Page:
             self.add(f"- Probe `{name}` {probe['status']}: {md.escape(error.strip())}")
         if troubles:
             self.add("")
+        self._notes()
+        self._files()
+        self.add("</details>", "")
 
     def _attribution_split(self) -> str:
         """How much of the held time each way of attributing it gave: the task that held the
@@ -148,27 +165,33 @@ class Page:
 
     def _findings(self) -> None:
         findings = self.summary.findings
-        self.add("## Findings", "")
         if not findings:
-            self.add("No findings: nothing crossed a threshold.", "")
             return
-        counts = Counter(finding.severity for finding in findings)
-        parts = [f"{counts[s]} {s}" for s in SEVERITY_ORDER if counts[s]]
+        merged = merge(findings)
         self.add(
-            f"{plural(len(findings), 'finding', 'findings')}, most important first: "
-            f"{', '.join(parts)}.",
+            "## Findings",
+            "",
+            f"{plural(len(findings), 'finding', 'findings')} ({severity_counts(findings)}) "
+            f"as {plural(len(merged), 'rule', 'rules')}: open one for its evidence.",
             "",
         )
-        for number, finding in enumerate(findings, 1):
-            self._finding(number, finding)
+        for number, item in enumerate(merged, 1):
+            label = RULE_HEADINGS.get(item.rule, item.rule)
+            workers = f", {len(item.findings)} workers" if len(item.findings) > 1 else ""
+            self.add(
+                '<details markdown="1">',
+                f"<summary>{number}. {label} ({item.severity}{workers}): rule "
+                f"<code>{item.rule}</code></summary>",
+                "",
+            )
+            for finding in item.findings:
+                self.add(f"- {md.with_code_spans(self.scrub.title(finding.title))}")
+            self.add("")
+            for finding in item.findings:
+                self._finding(finding)
+            self.add("</details>", "")
 
-    def _finding(self, number: int, finding: Finding) -> None:
-        # A short heading (the table of contents stays readable), the full title under it.
-        label = RULE_HEADINGS.get(finding.rule, finding.rule)
-        title = md.with_code_spans(self.scrub.title(finding.title))
-        self.add(f"### {number}. {label} ({finding.severity})", "")
-        self.add(f"**{title}**", "")
-        self.add(f"rule `{finding.rule}`", "")
+    def _finding(self, finding: Finding) -> None:
         evidence = {k: v for k, v in finding.evidence.items() if k not in SKIPPED_EVIDENCE}
         flat = [(k, v) for k, v in evidence.items() if not is_rows(v)]
         if flat:
@@ -325,139 +348,57 @@ class Page:
     def _flamegraphs(self, hold: Link | None, cpu: list[Link], mem: list[Link]) -> None:
         self.add("## Flamegraphs", "")
         self.add(
-            "Interactive SVG files: open one on its own to zoom (click) and search; "
-            "the x axis is not time, a code path is one tower.",
+            "The x axis is not time: a code path is one tower, its width its weight. "
+            "Click a frame to zoom, Ctrl-F (or the *Search* button) to find a function.",
             "",
         )
         if hold is not None:
             self.add(
-                f"- [Connection-hold flamegraph]({hold.asset.path}): the stacks of workers "
-                f"while they held a connection, weighted by milliseconds held.",
+                f"**Where connections were held** (milliseconds held, all workers; "
+                f"[open on its own]({hold.asset.path})):",
                 "",
-                f"![Connection-hold flamegraph]({hold.asset.path})",
+                f'<object data="{hold.asset.path}" type="image/svg+xml" class="flamegraph" '
+                f'width="100%" height="{HOLD_HEIGHT}">'
+                f'<a href="{hold.asset.path}">Connection-hold flamegraph</a></object>',
                 "",
             )
         else:
-            self.add("- No connection-hold flamegraph: nothing was attributed.", "")
+            self.add("No connection-hold flamegraph: nothing was attributed.", "")
         if cpu:
             self.add(
-                "- CPU (py-spy, wall clock, idle included): "
+                "**CPU** (py-spy, wall clock, idle included; samples per stack): "
                 + ", ".join(f"[{link.label}]({link.asset.path})" for link in cpu)
+                + ". Most of their width is threads waiting: AnyIO worker threads idle in "
+                "`wait`, the event loop in `select`. The work is in the thin towers beside them"
+                + self._blocked_tower()
+                + ".",
+                "",
             )
         else:
-            self.add("- No CPU flamegraph: py-spy did not run in this session (`--cpu`).")
+            self.add("No CPU flamegraph: py-spy did not run in this session (`--cpu`).", "")
         if mem:
             self.add(
-                "- Memory live at the peak (memray; frames under "
+                "**Memory** live at the peak (memray; frames under "
                 f"{percent_text(MEMORY_FOLD_SHARE)} of the peak folded into their parents): "
-                + ", ".join(f"[{link.label}]({link.asset.path}) ({link.detail})" for link in mem)
+                + ", ".join(f"[{link.label}]({link.asset.path}) ({link.detail})" for link in mem),
+                "",
             )
         else:
-            self.add("- No memory flamegraph: memray did not capture this session (`--mem`).")
-        self.add("")
+            self.add("No memory flamegraph: memray did not capture this session (`--mem`).", "")
 
-    def _episodes(self) -> None:
-        episodes = self.summary.episodes
-        self.add("## Held connections", "")
-        if episodes.empty:
-            self.add("No transaction was seen in `pg_stat_activity`.", "")
-            return
-        longest = episodes.sort_values(
-            ["duration", "episode_id"], ascending=[False, True], kind="stable"
-        ).head(EPISODES_SHOWN)
-        self.add(
-            f"The {len(longest)} longest of {plural(len(episodes), 'transaction', 'transactions')}"
-            f" seen, each held as long as it was seen open (in a snapshot, or by the task "
-            f"holding it), with where it was held: the task that held it where the task "
-            f"sampler named its backend; else, marked as the worker fallback, the worker's "
-            f"requests meanwhile; in a worker without the task sampler, its thread dumps "
-            f"(from {ATTRIBUTION.get(self.summary.attribution, self.summary.attribution)}).",
-            "",
-        )
-        stacks = stacks_during(self.session, longest)
-        attributed = self.summary.attributed
-        from_tasks = attributed_stacks(attributed, longest) if attributed is not None else {}
-        start = self.session.start
-        for number, row in enumerate(longest.to_dict("records"), 1):
-            owner = None if missing(row["owner_pid"]) else int(row["owner_pid"])
-            held = f"{row['duration']:.1f} s"
-            if row["open"]:
-                held += " (still open)"
-            elif round(row["duration_max"], 1) > round(row["duration"], 1):
-                held += f" (at most {row['duration_max']:.1f} s)"  # gone by the next snapshot
-            who = f"worker {owner}" if owner is not None else "owner unknown"
-            self.add(f"### {number}. Backend {int(row['pid'])} ({who}): held {held}", "")
-            longest_idle = "-" if missing(row["max_idle_age"]) else f"{row['max_idle_age']:.1f} s"
-            application = row.get("application_name")
-            app = (
-                "-"
-                if missing(application) or not application
-                else md.code(self.scrub.text(str(application)))
-            )
-            self.add(
-                "| started | held | idle in transaction | longest idle | snapshots | application |",
-                "|---:|---:|---:|---:|---:|---|",
-                f"| {offset(row['start'] - start, unit=' s')} | {held} "
-                f"| {row['idle_seconds']:.1f} s "
-                f"| {longest_idle} | {int(row['samples'])} | {app} |",
-                "",
-            )
-            cmdline = row.get("owner_cmdline")
-            if owner is not None and not missing(cmdline) and cmdline:
-                text = cut(self.scrub.text(str(cmdline)), CMDLINE_CHARS)
-                self.add(f"Owner: worker {owner}, {md.code(text)}", "")
-            query = row.get("last_query")
-            if missing(query) or not query:
-                self.add("Last query: not seen.", "")
-            else:
-                self.add(
-                    "Last query:",
-                    "",
-                    *fenced(cut(self.scrub.query(str(query)), QUERY_CHARS), "sql"),
-                    "",
+    def _blocked_tower(self) -> str:
+        """The tower the blocked-event-loop finding names: where the loop slept in a checkout."""
+        for finding in self.summary.findings:
+            if finding.rule != "blocked-event-loop":
+                continue
+            paths = finding.evidence.get("code_paths") or []
+            if paths and isinstance(paths[0], dict) and paths[0].get("path"):
+                path = self.scrub.text(str(paths[0]["path"]))
+                return (
+                    f"; search for the blocked loop's tower, {md.code(path)}: the event loop "
+                    "asleep waiting for a pool connection"
                 )
-            self._episode_stacks(int(row["episode_id"]), owner, stacks, from_tasks)
-
-    def _episode_stacks(
-        self,
-        episode_id: int,
-        owner: int | None,
-        threads: dict[int, list[tuple[str, int, float]]],
-        from_tasks: dict[int, list[tuple[str, float, float]]],
-    ) -> None:
-        """Where one transaction was held: its holder task's stacks, the worker fallback's
-        (labelled), or, in a worker without the task sampler, its thread dumps."""
-        attributed = self.summary.attributed
-        kind = attributed.kinds.get(episode_id) if attributed is not None else None
-        who = f"worker {owner}" if owner is not None else "owner unknown"
-        if episode_id in from_tasks:
-            heading = (
-                "Stacks of the task that held it (the task ↔ backend join):"
-                if kind == "task"
-                else "No task was seen holding it; the worker's requests meanwhile "
-                "(worker fallback, not the holder):"
-            )
-            self.add(heading, "", "| share | held | code path |", "|---:|---:|---|")
-            for path, millis, share in from_tasks[episode_id]:
-                self.add(
-                    f"| {percent_text(share)} | {held_seconds(millis / 1000)} "
-                    f"| {md.code(self.scrub.text(path))} |"
-                )
-            self.add("")
-        elif threads.get(episode_id):
-            self.add(
-                f"Top stacks of {who} meanwhile:",
-                "",
-                "| share | samples | code path |",
-                "|---:|---:|---|",
-            )
-            for stack, samples, share in threads[episode_id]:
-                self.add(
-                    f"| {percent_text(share)} | {samples} | {md.code(self.scrub.text(stack))} |"
-                )
-            self.add("")
-        elif owner is not None:
-            self.add(f"No stack sample of {who} fell in what was seen of it.", "")
+        return ""
 
     def _notes(self) -> None:
         state = self.state

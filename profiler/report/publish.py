@@ -186,7 +186,9 @@ def publish_session(
     summary = summarize(session, thresholds)
 
     def write(staged: Path) -> None:
-        write_report(session_dir, staged, thresholds=thresholds, redaction=policy)
+        write_report(
+            session_dir, staged, thresholds=thresholds, redaction=policy, docs_prefix="../../"
+        )
 
     scrubbed, files, replaced = _stage(write, slug, target, facts, policy)
     entry = Entry(slug, title, _session_detail(summary, policy))

@@ -93,6 +93,7 @@ def write_report(
     size_cap: int = SIZE_CAP,
     max_points: int | None = None,
     source: Path | None = None,
+    docs_prefix: str | None = None,
 ) -> ReportManifest:
     """Write ``out/index.md`` and ``out/assets/`` for the session in ``session_dir``.
 
@@ -110,6 +111,10 @@ def write_report(
     tells a reader which flagged handlers matter now and which only wait for
     traffic. Linted before anything is written, so a bad ``source`` (exit 7)
     leaves ``out`` untouched.
+
+    ``docs_prefix`` (the way from the page up to the site's docs folder, ``../../`` for a
+    published page) adds links to the fix how-to and the rule reference; a page read on
+    its own has none, as they would lead nowhere.
     """
     from profiler.report import plots
     from profiler.session import open as open_session
@@ -134,7 +139,7 @@ def write_report(
     cpu = cpu_flamegraphs(session, assets_dir, scrub, state)
     mem = memory_flamegraphs(memory, assets_dir, state)
 
-    page = Page(summary, scrub, state, linted)
+    page = Page(summary, scrub, state, linted, docs_prefix)
     text = page.render(plot_list, hold, cpu, mem)
     path = out / PAGE
     path.write_text(text, encoding="utf-8")

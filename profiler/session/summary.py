@@ -25,6 +25,7 @@ from profiler.analysis.stats import percentile
 if TYPE_CHECKING:
     import pandas as pd
 
+    from profiler.analysis.diagnosis import Cause
     from profiler.session.reader import Session
 
 TOP_PATHS = 5
@@ -106,6 +107,7 @@ class Summary:
     metrics: Metrics
     pools: list[PoolFigures] = field(default_factory=list)
     attributed: HoldAttribution | None = None
+    diagnosis: list[Cause] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The ``session show --json`` shape (CLI.md): findings, held connections, metrics."""
