@@ -457,7 +457,14 @@ def test_publish_compare_writes_a_comparison_page(site: Path, session: Path, fix
     assert result.page == page
     text = page.read_text()
     assert text.startswith("# Checkout: before and after\n")
-    assert "| idle-in-tx age max | 5.50 s | 0.50 s | **better** |" in text
+    assert "| idle-in-tx age max | 5.50 s | 0.50 s | -91% | **better** |" in text
+    # the verdict leads, the plots overlay both sessions and are files beside the page
+    assert text.split("\n")[2].startswith("> **Verdict: better.** longest idle in transaction")
+    assert "5.50 s → 0.50 s" in text.split("\n")[2]
+    for name in ("compare-connections-held.svg", "compare-idle-in-transaction-age.svg"):
+        assert f'<img src="{name}"' in text
+        svg = (page.parent / name).read_text()
+        assert ">before</text>" in svg and ">after</text>" in svg  # both on one axes
     assert "## Connection-seconds held by code path" in text
     assert "### Resolved" in text
     index = (site / "docs" / "findings" / "index.md").read_text()

@@ -221,8 +221,16 @@ def publish_comparison(
     comparison = compare(summarize(before, thresholds), summarize(after, thresholds))
 
     def write(staged: Path) -> None:
+        from profiler.report.compare_plots import write_compare_plots
+
         staged.mkdir()
-        text = render(comparison, title=title, redaction=policy)
+        figures = write_compare_plots(comparison, staged)
+        links = {
+            side: f"../{slugify(session.name)}/"
+            for side, session in (("before", before), ("after", after))
+            if (site.findings / slugify(session.name) / PAGE).is_file()
+        }
+        text = render(comparison, title=title, redaction=policy, figures=figures, links=links)
         (staged / PAGE).write_text(text, encoding="utf-8")
 
     scrubbed, files, replaced = _stage(write, slug, target, facts, policy)
