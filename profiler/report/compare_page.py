@@ -30,7 +30,7 @@ def render(
     *,
     title: str,
     redaction: Redaction | None = None,
-    figures: Sequence[tuple[str, str]] = (),
+    figures: Sequence[tuple[str, str, str]] = (),
     links: Mapping[str, str] | None = None,
 ) -> str:
     """The page: the verdict, the overlaid plots (``figures``: file names beside the page,
@@ -45,10 +45,9 @@ def render(
         "",
     ]
     if figures:
-        images = "".join(
-            f'<img src="{name}" alt="{md.escape(text)}" width="49%">' for name, text in figures
-        )
-        lines += [f'<p class="compare-plots">{images}</p>', ""]
+        from profiler.report.lead_section import plot_row
+
+        lines += [plot_row("compare-plots", [(svg, text, json) for svg, text, json in figures]), ""]
     lines += [
         "| | session | started | duration | workers | transactions | load |",
         "|---|---|---|---:|---:|---:|---|",

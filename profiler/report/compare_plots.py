@@ -27,8 +27,8 @@ HELD = "compare-connections-held"
 IDLE = "compare-idle-in-transaction-age"
 
 
-def write_compare_plots(comparison: Comparison, directory: Path) -> list[tuple[str, str]]:
-    """Both plots into ``directory``: ``[(file name, title)]`` of those drawn."""
+def write_compare_plots(comparison: Comparison, directory: Path) -> list[tuple[str, str, str]]:
+    """Both plots into ``directory``: ``[(SVG file, title, Plotly figure file)]``."""
     directory.mkdir(parents=True, exist_ok=True)
     sides = {"before": comparison.before, "after": comparison.after}
     series = {label: _held(summary) for label, summary in sides.items()}
@@ -47,7 +47,9 @@ def write_compare_plots(comparison: Comparison, directory: Path) -> list[tuple[s
         plots._axes(axes, title, "transactions held", x_end=x_end)
         axes.set_ylim(bottom=0)
         plots._integer_ticks(axes)
-    drawn.append((f"{HELD}.svg", title))
+    drawn.append(
+        (f"{HELD}.svg", title, _figure(HELD, title, "transactions", series, x_end, cap, directory))
+    )
     title = "Idle-in-transaction age, oldest at each snapshot (before and after)"
     with plots._figure(directory / f"{IDLE}.svg") as (_, axes):
         for label, (x, y) in ages.items():
@@ -58,8 +60,35 @@ def write_compare_plots(comparison: Comparison, directory: Path) -> list[tuple[s
         axes.legend(loc="upper left", fontsize="small", frameon=False)
         plots._axes(axes, title, "seconds idle in transaction", x_end=x_end)
         axes.set_ylim(bottom=0)
-    drawn.append((f"{IDLE}.svg", title))
+    drawn.append(
+        (f"{IDLE}.svg", title, _figure(IDLE, title, "seconds", ages, x_end, threshold, directory))
+    )
     return drawn
+
+
+def _figure(
+    name: str,
+    title: str,
+    unit: str,
+    series: dict[str, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]],
+    x_end: float,
+    mark: float | None,
+    directory: Path,
+) -> str:
+    """The same plot as a Plotly figure file: one x range, one y scale, both sessions."""
+    from profiler.report import timelines
+
+    lines = [
+        timelines.Line(
+            label, timelines._round(x), timelines._round(y), COLOURS[label], "held" in name
+        )
+        for label, (x, y) in series.items()
+    ]
+    label = ""
+    if mark is not None:
+        label = f"pool cap ({mark:g})" if "held" in name else f"threshold ({mark:g} s)"
+    timeline = timelines.Timeline(name, title, unit, lines, x_end, mark, label)
+    return timelines.write(timeline, directory)
 
 
 def _held(summary: Summary) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:

@@ -68,9 +68,10 @@ class Page:
         hold: Link | None,
         cpu: list[Link],
         mem: list[Link],
+        timelines: set[str] | frozenset[str] = frozenset(),
     ) -> str:
         self._title()
-        self.add(*lead(self.summary, plot_list, self.scrub, ASSETS, self.docs_prefix))
+        self.add(*lead(self.summary, plot_list, self.scrub, ASSETS, self.docs_prefix, timelines))
         self._findings()
         if self.linted is not None:
             self._lint(self.linted)

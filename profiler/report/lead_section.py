@@ -35,6 +35,10 @@ FIX_PAGES = {
 }
 """The how-to that fixes each rule's finding, relative to the site's docs folder."""
 RULE_REFERENCE = "reference/findings.md"
+LEAD_CAPTION = (
+    "Per `pg_stat_activity` snapshot: transactions held per worker; the oldest and p95 age "
+    "of idle-in-transaction connections. Dashed: pool cap, threshold; shaded: the load."
+)
 LEAD_TITLE_CHARS = 150  # the whole title is under Findings; the lead stays one screen
 
 
@@ -79,9 +83,10 @@ def lead(
     scrub: Scrub,
     assets: str,
     docs_prefix: str | None,
+    timelines: set[str] | frozenset[str] = frozenset(),
 ) -> list[str]:
     """The Diagnosis section's Markdown lines."""
-    lines = ["## Diagnosis", "", *_lead_plots(plot_list, assets)]
+    lines = ["## Diagnosis", "", *_lead_plots(plot_list, assets, timelines)]
     causes: list[Cause] = list(getattr(summary, "diagnosis", []) or [])
     merged = merge(summary.findings)
     if not causes and not merged:
@@ -133,17 +138,43 @@ def _merged_line(item: MergedFinding, scrub: Scrub, docs_prefix: str | None) -> 
     return f"- **{heading}** ({item.severity}): {first}{others}.{links}"
 
 
-def _lead_plots(plot_list: list[Plot], assets: str) -> list[str]:
-    """The two plots side by side: raw HTML, the one layout GitHub and MkDocs both keep."""
+def _lead_plots(
+    plot_list: list[Plot], assets: str, timelines: set[str] | frozenset[str]
+) -> list[str]:
+    """The two plots side by side: raw HTML, the one layout GitHub and MkDocs both keep.
+    Each SVG sits in a ``div.timeline`` naming its figure file: the site draws it
+    interactive (``timelines.js``), anywhere else the SVG is the picture."""
     chosen = [p for name in LEAD_PLOTS for p in plot_list if p.name == name and p.path]
     if not chosen:
         return []
-    images = "".join(
-        f'<img src="{assets}/{plot.path.name}" alt="{plot.title}" width="49%">'
-        for plot in chosen
-        if plot.path is not None
-    )
-    return [f'<p class="lead-plots">{images}</p>', ""]
+    return [
+        plot_row(
+            "lead-plots",
+            [
+                (
+                    f"{assets}/{p.path.name}",
+                    p.title,
+                    p.name in timelines and f"{assets}/{p.name}.json",
+                )
+                for p in chosen
+                if p.path is not None
+            ],
+        ),
+        "",
+        LEAD_CAPTION,
+        "",
+    ]
+
+
+def plot_row(css: str, plots: list[tuple[str, str, str | bool]]) -> str:
+    """``(svg, title, figure file or False)`` side by side, each a timeline when it has one."""
+    cells = []
+    for svg, title, figure in plots:
+        image = f'<img src="{svg}" alt="{md.escape(title)}" width="49%">'
+        if figure:
+            image = f'<div class="timeline" data-figure="{figure}">{image}</div>'
+        cells.append(image)
+    return f'<div class="{css}">{"".join(cells)}</div>'
 
 
 def severity_counts(findings: list[Finding]) -> str:

@@ -265,6 +265,9 @@ def _finish(
     *,
     replaced: bool,
 ) -> Published:
+    from profiler.report import site_scripts
+
+    site_scripts.install(site)
     index = update_index(site, entry)
     nav = update_nav(site, entry.title, f"{FINDINGS}/{entry.slug}/{PAGE}")
     return Published(

@@ -355,3 +355,17 @@ def memory_flamegraphs(memory: list[MemoryProfile], directory: Path, state: Stat
         if link is not None:
             links.append(Link(link.label, link.asset, f"{size(profile.peak_bytes)} at the peak"))
     return links
+
+
+def write_timelines(summary: Summary, directory: Path, state: State) -> set[str]:
+    """The Diagnosis's interactive timelines (Plotly figure files); the stems written."""
+    from profiler.report import timelines
+
+    written = set()
+    for timeline in timelines.session_timelines(summary):
+        if not any(line.x for line in timeline.lines):
+            continue  # no data: the page says so where the SVG would be
+        name = timelines.write(timeline, directory)
+        state.add(directory / name, "timeline")
+        written.add(timeline.name)
+    return written

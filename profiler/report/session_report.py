@@ -55,6 +55,7 @@ from profiler.report.report_assets import (
     memory_flamegraphs,
     memory_profiles,
     plot_assets,
+    write_timelines,
 )
 from profiler.report.scrub import Scrub, mask_passwords
 
@@ -135,12 +136,13 @@ def write_report(
 
     memory = memory_profiles(session, state)
     plot_list = plot_assets(summary, memory, assets_dir, state, max_points or plots.MAX_POINTS)
+    timeline_files = write_timelines(summary, assets_dir, state)
     hold = hold_flamegraph(summary, assets_dir, scrub, state)
     cpu = cpu_flamegraphs(session, assets_dir, scrub, state)
     mem = memory_flamegraphs(memory, assets_dir, state)
 
     page = Page(summary, scrub, state, linted, docs_prefix)
-    text = page.render(plot_list, hold, cpu, mem)
+    text = page.render(plot_list, hold, cpu, mem, timeline_files)
     path = out / PAGE
     path.write_text(text, encoding="utf-8")
     return ReportManifest(
