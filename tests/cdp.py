@@ -7,6 +7,7 @@ extra package: Chromium reads JSON messages, each ended by a NUL byte, on file d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -25,7 +26,7 @@ def _onto_3_and_4(reads: int, writes: int) -> None:
 
 
 class Browser:
-    """One Chromium with one page at ``width`` × ``height``; stop it with :meth:`close`."""
+    """One Chromium with one page at ``width`` by ``height``; stop it with :meth:`close`."""
 
     def __init__(self, chromium: str, profile: Path, *, width: int = 1400, height: int = 900):
         to_child, self._write = os.pipe()
@@ -47,7 +48,7 @@ class Browser:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             pass_fds=(3, 4),
-            preexec_fn=lambda: _onto_3_and_4(to_child, from_child),
+            preexec_fn=lambda: _onto_3_and_4(to_child, from_child),  # noqa: PLW1509  # no threads yet
         )
         os.close(to_child)
         os.close(from_child)
@@ -114,10 +115,8 @@ class Browser:
         return path
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError, OSError):
             self.call("Browser.close")
-        except (RuntimeError, OSError):
-            pass
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
