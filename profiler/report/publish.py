@@ -35,7 +35,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -663,9 +663,12 @@ def _dump_config(settings: dict[str, Any]) -> str:
 # -- building the site ---------------------------------------------------------------------
 
 
-def build_site(site_path: Path, *, timeout: float = 600) -> Path:
+def build_site(
+    site_path: Path, *, timeout: float = 600, env: Mapping[str, str] | None = None
+) -> Path:
     """``mkdocs build --strict`` of the site at ``site_path`` (with this interpreter's
-    MkDocs); the folder built (``site_dir``, default ``site/``).
+    MkDocs); the folder built (``site_dir``, default ``site/``). ``env``: variables added
+    for the build (the demo names its sessions for the notebook pages).
 
     ToolMissingError (exit 5) without MkDocs; ChecksFailed (exit 1) when the
     strict build fails, with MkDocs' last warning or error.
@@ -684,6 +687,7 @@ def build_site(site_path: Path, *, timeout: float = 600) -> Path:
     done = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(built.resolve())],
         cwd=site.root,
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
