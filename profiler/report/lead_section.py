@@ -116,8 +116,8 @@ def _cause(cause: Cause, scrub: Scrub, docs_prefix: str | None) -> list[str]:
     )
     change = f" Change: {where}." if where else ""
     link = cause.fix_link
-    if link and docs_prefix is not None and "://" not in link:
-        link = docs_prefix + link
+    if link and "://" not in link:  # a page of the site: only where the page is published
+        link = docs_prefix + link if docs_prefix is not None else ""
     fix = md.with_code_spans(cause.fix)
     fixed = f" Fix: [{fix}]({link})." if link else f" Fix: {fix}."
     return [f"- **{title}** ({cause.severity}). {mechanism}{change}{fixed}", ""]

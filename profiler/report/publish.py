@@ -185,9 +185,19 @@ def publish_session(
     target = _check_target(site, slug, force=force)
     summary = summarize(session, thresholds)
 
+    # Links to the fix how-tos and the rule reference only where the site has those pages
+    # (ours does; a team's own site may not, and a strict build fails on a dead link).
+    from profiler.report.lead_section import FIX_PAGES, RULE_REFERENCE
+
+    linked = all((site.docs / page).is_file() for page in {*FIX_PAGES.values(), RULE_REFERENCE})
+
     def write(staged: Path) -> None:
         write_report(
-            session_dir, staged, thresholds=thresholds, redaction=policy, docs_prefix="../../"
+            session_dir,
+            staged,
+            thresholds=thresholds,
+            redaction=policy,
+            docs_prefix="../../" if linked else None,
         )
 
     scrubbed, files, replaced = _stage(write, slug, target, facts, policy)
