@@ -15,6 +15,7 @@ from profiler.report.page_text import (
     ATTRIBUTION,
     ATTRIBUTION_KINDS,
     CMDLINE_CHARS,
+    MEASURE_POPULATIONS,
     RULE_HEADINGS,
     SKIPPED_EVIDENCE,
     cut,
@@ -284,10 +285,13 @@ class Page:
     def _measures(self) -> None:
         from profiler.session.compare import MEASURES
 
-        self.add("## Measures", "", "| measure | value |", "|---|---:|")
+        self.add("## Measures", "", "| measure | value | of what |", "|---|---:|---|")
         for measure in MEASURES:
             value = getattr(self.summary.metrics, measure.name)
-            self.add(f"| {measure.label} | {measure_text(value, measure.unit)} |")
+            population = md.escape(MEASURE_POPULATIONS.get(measure.name, ""))
+            self.add(
+                f"| {measure.label} | {measure_text(value, measure.unit)} | {population or '-'} |"
+            )
         self.add("")
         if self.summary.pools:
             self.add(

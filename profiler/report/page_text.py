@@ -145,3 +145,21 @@ def session_path(session: Session, path: Path) -> str:
         return path.relative_to(session.path).as_posix()
     except ValueError:
         return path.name
+
+
+MEASURE_POPULATIONS = {
+    "idle_in_transaction": "transactions idle in transaction longer than the threshold",
+    "idle_in_transaction_peak": "connections idle in transaction at one snapshot, the most",
+    "idle_age_p50": "the longest idle-in-transaction age of each transaction, median",
+    "idle_age_p95": "the longest idle-in-transaction age of each transaction, p95",
+    "idle_age_max": "the longest idle-in-transaction age of any transaction",
+    "held_per_worker_mean": "connections a worker held in a transaction, mean over snapshots",
+    "held_per_worker_max": "connections a worker held in a transaction, most at a snapshot",
+    "connection_seconds_held": "seconds each connection was held, summed over connections",
+    "throughput_rps": "successful requests per second of the recorded load",
+    "load_errors": "requests of the recorded load that failed (status >= 400, timeout, refused)",
+    "peak_rss_bytes": "resident memory of the largest worker, at its peak",
+    "vanished_workers": "workers gone before the session ended",
+}
+"""What each measure counts, and over what: two p50s of different populations must not
+read alike."""
