@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from profiler.errors import UsageError
+from profiler.errors import ChecksFailed, UsageError
 from profiler.lab.lifecycle import LabOptions
 from profiler.lab.settings import Mode
 from profiler.session.compare import Comparison
@@ -147,8 +147,21 @@ def _publish(
     publish_comparison(
         sessions["held"], sessions["fresh"], site, title="Lab: held vs fresh sessions"
     )
-    step("building the site (mkdocs build --strict)")
-    return build_site(site)
+    step("building the site (mkdocs build --strict), its notebooks run on these sessions")
+    # The notebook pages show outputs of the demo's own sessions, not the repository's test
+    # data: the held one explored, held against fresh compared (docs/hooks/notebooks.py).
+    notebooks = {
+        "PROFILER_NOTEBOOKS_EXECUTE": "1",
+        "PROFILER_SESSION": str(sessions["held"].resolve()),
+        "PROFILER_BEFORE": str(sessions["held"].resolve()),
+        "PROFILER_AFTER": str(sessions["fresh"].resolve()),
+    }
+    try:
+        return build_site(site, env=notebooks)
+    except ChecksFailed as exc:  # a notebook that fails on these sessions: pages without outputs
+        notes.append(f"notebooks shown without outputs: {exc.message}")
+        step("building the site again, notebooks not executed")
+        return build_site(site, env={"PROFILER_NOTEBOOKS_EXECUTE": "0"})
 
 
 def site_source() -> Path | None:

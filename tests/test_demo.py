@@ -51,7 +51,7 @@ def _look_at_the_findings_page(page_dir: Path, tmp_path: Path) -> None:
         url = f"{base}/findings/{page_dir.name}/"
         opened = browse(url, profile=tmp_path / "chromium")
         assert not opened.console, opened.console
-        for heading in ("Findings", "Over time", "Flamegraphs", "Held connections"):
+        for heading in ("Diagnosis", "Findings", "Over time", "Flamegraphs", "Held transactions"):
             assert f">{heading}" in opened.dom, heading
         assert "held-code-path" in opened.dom and "invoke_tool" in opened.dom
         linked = re.findall(r'(?:src|href)="(assets/[^"#?]+)"', opened.dom)

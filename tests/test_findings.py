@@ -1057,7 +1057,7 @@ def test_rules_read_what_held_episodes_gives() -> None:
 
 
 def test_every_rule_has_a_report_heading_and_a_reference_entry() -> None:
-    from profiler.report.session_report import RULE_HEADINGS
+    from profiler.report.page_text import RULE_HEADINGS
 
     assert set(RULE_HEADINGS) == set(fi.RULES)
     reference = Path(__file__).parents[1] / "docs" / "reference" / "findings.md"

@@ -457,7 +457,14 @@ def test_publish_compare_writes_a_comparison_page(site: Path, session: Path, fix
     assert result.page == page
     text = page.read_text()
     assert text.startswith("# Checkout: before and after\n")
-    assert "| idle-in-tx age max | 5.50 s | 0.50 s | **better** |" in text
+    assert "| idle-in-tx age max | 5.50 s | 0.50 s | -91% | **better** |" in text
+    # the verdict leads, the plots overlay both sessions and are files beside the page
+    assert text.split("\n")[2].startswith("> **Verdict: better.** longest idle in transaction")
+    assert "5.50 s → 0.50 s" in text.split("\n")[2]
+    for name in ("compare-connections-held.svg", "compare-idle-in-transaction-age.svg"):
+        assert f'<img src="{name}"' in text
+        svg = (page.parent / name).read_text()
+        assert ">before</text>" in svg and ">after</text>" in svg  # both on one axes
     assert "## Connection-seconds held by code path" in text
     assert "### Resolved" in text
     index = (site / "docs" / "findings" / "index.md").read_text()
@@ -571,3 +578,29 @@ def test_build_site_returns_the_built_folder(site: Path, session: Path) -> None:
     built = publish.build_site(site)
     assert built == site / "site"
     assert (built / "findings" / "checkout-slow" / "index.html").is_file()
+
+
+def test_plotly_ships_once_per_site_and_pages_carry_figure_files(
+    site: Path, session: Path, fixed: Path
+) -> None:
+    # WHEN two sessions and their comparison are published
+    publish_session(session, site)
+    publish_session(fixed, site)
+    publish_comparison(session, fixed, site)
+
+    # THEN the site holds one plotly.min.js, listed nowhere but loaded by timelines.js
+    docs = site / "docs"
+    assert [p.relative_to(docs).as_posix() for p in docs.rglob("plotly*.js")] == [
+        "assets/profiler/plotly.min.js"
+    ]
+    config = (site / "mkdocs.yml").read_text()
+    assert config.count("assets/profiler/timelines.js") == 1
+    assert config.count("assets/profiler/profiler.css") == 1
+    # AND each page names its figure files, which hold the values a hover shows
+    page = docs / "findings" / "checkout-slow" / "index.md"
+    figure = re.search(r'data-figure="(assets/connections-held\.json)"', page.read_text())
+    assert figure is not None
+    data = json.loads((page.parent / figure[1]).read_text())
+    assert data["layout"]["xaxis"]["range"][0] == 0
+    assert all("%{y" in trace["hovertemplate"] for trace in data["data"])
+    assert any(max(trace["y"]) > 0 for trace in data["data"])

@@ -399,7 +399,7 @@ def test_the_page_has_every_finding_measure_and_section(
         "## Over time",
         "## Code paths by connection-seconds held",
         "## Flamegraphs",
-        "## Held connections",
+        "## Held transactions",
         "## Files",
     ):
         assert section in page
@@ -527,7 +527,7 @@ def test_a_session_with_no_probe_data_still_gets_a_page(tmp_path: Path) -> None:
     page = (tmp_path / "out" / "index.md").read_text()
     assert report.assets == []
     assert "It was stopped early" in page
-    assert "No findings: nothing crossed a threshold." in page
+    assert "Healthy: in 0 s, no transaction sat idle" in page
     assert "Client connections by state: not drawn" in page
     assert "No connection-hold flamegraph" in page
     assert "No file besides this page." in page
@@ -633,7 +633,7 @@ def test_a_memray_capture_gives_a_heap_plot_and_a_capped_flamegraph(tmp_path: Pa
     assert "report_marker_big" in svg
     assert "assets/memray-heap.svg" in {asset.path for asset in manifest.assets}
     page = (out / "index.md").read_text()
-    assert "Memory live at the peak (memray; frames under 0.1% of the peak folded" in page
+    assert "**Memory** live at the peak (memray; frames under 0.1% of the peak folded" in page
     assert "no memray capture" not in page
 
 

@@ -199,7 +199,7 @@ def test_the_findings_index_lists_the_published_pages(served: str, profile: Path
 def test_the_session_page_renders_its_sections(served: str, profile: Path) -> None:
     opened = browse(served + "/findings/checkout-slow/", profile=profile)
     assert "Session report: checkout-slow" in opened.dom
-    for heading in ("Findings", "Flamegraphs", "Held connections"):
+    for heading in ("Diagnosis", "Findings", "Flamegraphs", "Held transactions"):
         assert f">{heading}<" in opened.dom or f">{heading} <" in opened.dom, heading
     assert "assets/hold-flamegraph.svg" in opened.dom
     assert "alice@example.com" not in opened.dom  # --redact-literals
@@ -226,7 +226,7 @@ def test_the_hold_flamegraph_shows_the_holding_frames(served: str, profile: Path
 PAGES = {
     "home": ("/", ("Profiler test site",)),
     "findings": ("/findings/", ('<h1 id="findings">Findings</h1>', "Checkout, before")),
-    "session": ("/findings/checkout-slow/", ("Session report: checkout-slow", "Held connections")),
+    "session": ("/findings/checkout-slow/", ("Session report: checkout-slow", "Held transactions")),
     "comparison": (
         "/findings/compare-checkout-slow-vs-checkout-fixed/",
         ("Checkout, before and after", "Connection-seconds held by code path"),

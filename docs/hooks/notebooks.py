@@ -9,6 +9,8 @@ sessions in ``tests/data/``:
 
 * ``PROFILER_NOTEBOOKS_EXECUTE=1``: execute (a notebook that fails fails the build);
 * ``PROFILER_NOTEBOOKS_EXECUTE=0``: never execute;
+* ``PROFILER_SESSION``, ``PROFILER_BEFORE``, ``PROFILER_AFTER`` set: the sessions to
+  execute against instead of ``tests/data/`` (``profiler demo`` sets them to its own);
 * unset: execute when ``notebooks/`` and ``tests/data/session/`` are next to
   ``mkdocs.yml``, i.e. when the repository's own site is built. The copy of
   the site ``profiler demo`` builds (``docs/`` and ``mkdocs.yml`` only) is not
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 EXECUTE_ENV = "PROFILER_NOTEBOOKS_EXECUTE"
 PAGES = "notebooks"  # the folder of the generated pages, under docs_dir
 SESSIONS = ("session", "session-fresh")  # tests/data/<name>: what the build executes against
+SESSION_VARIABLES = ("PROFILER_SESSION", "PROFILER_BEFORE", "PROFILER_AFTER")
 KERNEL = "profiler-notebooks"
 CELL_TIMEOUT = 300
 
@@ -152,6 +155,10 @@ def should_execute(config_dir: Path, notebooks: Path | None) -> tuple[bool, str]
     return True, ""
 
 
+NOTEBOOK_MARK = '<span class="notebook-page"></span>\n\n'
+"""Marks a page as a notebook: docs/stylesheets/notebooks.css wraps its long code lines."""
+
+
 def nav_pages(nav: Any) -> Iterator[str]:
     """Every page path of ``nav`` (a nested list of strings and one-key dicts)."""
     if isinstance(nav, str):
@@ -180,6 +187,8 @@ def generate(config: MkDocsConfig) -> None:
     notebooks = find_notebooks(config_dir)
     run, reason = should_execute(config_dir, notebooks)
     env = session_environment(notebooks.parent if notebooks else config_dir)
+    # Sessions named by the caller win: `profiler demo` runs the notebooks on its own two.
+    env.update({key: os.environ[key] for key in SESSION_VARIABLES if os.environ.get(key)})
     written: set[str] = set()
     for path in sorted(notebooks.glob("*.ipynb")) if notebooks else []:
         notebook = execute(path, env=env) if run else read(path)
@@ -193,7 +202,7 @@ def generate(config: MkDocsConfig) -> None:
             )
         page = f"{PAGES}/{path.stem}.md"
         with mkdocs_gen_files.open(page, "w") as out:
-            out.write(body)
+            out.write(NOTEBOOK_MARK + body)
         for name, data in figures.items():
             with mkdocs_gen_files.open(f"{PAGES}/{name}", "wb") as out:
                 out.write(data)

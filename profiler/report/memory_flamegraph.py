@@ -5,7 +5,7 @@ JavaScript; on big captures it reaches gigabytes (memray issues #987, #484)
 and cannot be published. Here the capture's high-water-mark allocation
 records (what memray's flamegraph shows by default: the memory live at the
 peak) are folded into collapsed stacks weighted by bytes, which
-:func:`profiler.report.session_report.capped_flamegraph` renders with our
+:func:`profiler.report.fold.capped_flamegraph` renders with our
 SVG renderer, folding small frames until the file fits its cap.
 
 Frame labels read like py-spy's (``function (file:line)``), with the file

@@ -238,7 +238,7 @@ def idle_in_transaction_age(
     thinned: list[Thinned] = []
     path = directory / f"{name}.svg"
     with _figure(path) as (_, axes):
-        for label, values, colour in (("max", oldest, "#c62828"), ("p95", p95, "#ef6c00")):
+        for label, values, colour in (("max", oldest, "#c62828"), ("p95", p95, "#1565c0")):
             shown_x, shown_y = thin(x, values, max_points)
             if shown_x.size < x.size:
                 thinned.append(Thinned(label, int(x.size), int(shown_x.size), "max"))

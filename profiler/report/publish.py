@@ -35,7 +35,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -185,8 +185,20 @@ def publish_session(
     target = _check_target(site, slug, force=force)
     summary = summarize(session, thresholds)
 
+    # Links to the fix how-tos and the rule reference only where the site has those pages
+    # (ours does; a team's own site may not, and a strict build fails on a dead link).
+    from profiler.report.lead_section import FIX_PAGES, RULE_REFERENCE
+
+    linked = all((site.docs / page).is_file() for page in {*FIX_PAGES.values(), RULE_REFERENCE})
+
     def write(staged: Path) -> None:
-        write_report(session_dir, staged, thresholds=thresholds, redaction=policy)
+        write_report(
+            session_dir,
+            staged,
+            thresholds=thresholds,
+            redaction=policy,
+            docs_prefix="../../" if linked else None,
+        )
 
     scrubbed, files, replaced = _stage(write, slug, target, facts, policy)
     entry = Entry(slug, title, _session_detail(summary, policy))
@@ -219,8 +231,16 @@ def publish_comparison(
     comparison = compare(summarize(before, thresholds), summarize(after, thresholds))
 
     def write(staged: Path) -> None:
+        from profiler.report.compare_plots import write_compare_plots
+
         staged.mkdir()
-        text = render(comparison, title=title, redaction=policy)
+        figures = write_compare_plots(comparison, staged)
+        links = {
+            side: f"../{slugify(session.name)}/"
+            for side, session in (("before", before), ("after", after))
+            if (site.findings / slugify(session.name) / PAGE).is_file()
+        }
+        text = render(comparison, title=title, redaction=policy, figures=figures, links=links)
         (staged / PAGE).write_text(text, encoding="utf-8")
 
     scrubbed, files, replaced = _stage(write, slug, target, facts, policy)
@@ -255,6 +275,9 @@ def _finish(
     *,
     replaced: bool,
 ) -> Published:
+    from profiler.report import site_scripts
+
+    site_scripts.install(site)
     index = update_index(site, entry)
     nav = update_nav(site, entry.title, f"{FINDINGS}/{entry.slug}/{PAGE}")
     return Published(
@@ -650,9 +673,12 @@ def _dump_config(settings: dict[str, Any]) -> str:
 # -- building the site ---------------------------------------------------------------------
 
 
-def build_site(site_path: Path, *, timeout: float = 600) -> Path:
+def build_site(
+    site_path: Path, *, timeout: float = 600, env: Mapping[str, str] | None = None
+) -> Path:
     """``mkdocs build --strict`` of the site at ``site_path`` (with this interpreter's
-    MkDocs); the folder built (``site_dir``, default ``site/``).
+    MkDocs); the folder built (``site_dir``, default ``site/``). ``env``: variables added
+    for the build (the demo names its sessions for the notebook pages).
 
     ToolMissingError (exit 5) without MkDocs; ChecksFailed (exit 1) when the
     strict build fails, with MkDocs' last warning or error.
@@ -671,6 +697,7 @@ def build_site(site_path: Path, *, timeout: float = 600) -> Path:
     done = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(built.resolve())],
         cwd=site.root,
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

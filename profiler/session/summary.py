@@ -26,6 +26,7 @@ from profiler.analysis.stats import percentile
 if TYPE_CHECKING:
     import pandas as pd
 
+    from profiler.analysis.diagnosis import Cause
     from profiler.session.reader import Session
 
 TOP_PATHS = 5
