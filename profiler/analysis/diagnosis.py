@@ -253,7 +253,7 @@ def _holders_where(
         for h in found.all_holders
         if h.role != "handler" and (name != "middleware" or h.role == "middleware")
     ]
-    holders = [h for h in holders if h not in where]
+    holders = [h for h in dict.fromkeys(holders) if h not in where]  # each place once
     return [*holders, *where] if name == "middleware" else [*where, *holders]
 
 
