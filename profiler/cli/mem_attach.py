@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from profiler.capture.writable import check_writable
 from profiler.cli import console
 from profiler.cli.signals import Terminated, terminate_as_exception
 from profiler.errors import AttachError, InterruptedCapture
@@ -21,7 +22,6 @@ from profiler.memory.attach import (
     WorkerCapture,
     attach_all,
     attach_command,
-    check_writable,
     detach_all,
     safety_seconds,
 )
