@@ -45,7 +45,7 @@ from profiler.capture import record as recorder
 from profiler.capture.processes import spawn_python_until_ready, stop_pid
 from profiler.capture.stacks import DumpFailure, StackSample, periodic_dumps, resolve_pyspy
 from profiler.lab.load import LoadResult, run_load
-from profiler.report.cpu_record import artifact_paths, stamp, write_artifacts
+from profiler.session.cpu_record import artifact_paths, stamp, write_artifacts
 
 
 @dataclass

@@ -27,7 +27,7 @@ from profiler.memory.attach import (
 )
 from profiler.memory.rss import RssSampler
 from profiler.outputs import prepare_directory, refuse_to_clobber
-from profiler.report.cpu_record import stamp
+from profiler.session.cpu_record import stamp
 from profiler.targets.discovery import TargetSpec, attach_pids
 
 
