@@ -16,7 +16,7 @@ Columns (see ``docs/reference/session-format.md``):
 * every :class:`~profiler.model.ActivitySample` field, server-clock floats,
   strings and integers as recorded, nulls as NaN / ``<NA>`` / NaN category;
 * ``owner_pid``, ``owner_kind``, ``owner_cmdline``, ``owner_via``: the
-  :class:`~profiler.targets.ownership.Owner` of the row's backend identity
+  :class:`~profiler.model.Owner` of the row's backend identity
   ``(pid, backend_start)``, carried forward from the snapshot that named it
   (a recording writes an owner when a backend first appears, and again only
   when it changes: behind PgBouncer in transaction pooling a backend serves
