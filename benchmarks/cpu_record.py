@@ -44,8 +44,9 @@ from cpu_bound_lab import cpu_bound_lab
 from profiler.capture import record as recorder
 from profiler.capture.processes import spawn_python_until_ready, stop_pid
 from profiler.capture.stacks import DumpFailure, StackSample, periodic_dumps, resolve_pyspy
-from profiler.lab.load import LoadResult, run_load
-from profiler.report.cpu_record import artifact_paths, stamp, write_artifacts
+from profiler.lab.load import run_load
+from profiler.session.cpu_record import artifact_paths, stamp, write_artifacts
+from profiler.session.load_record import LoadResult
 
 
 @dataclass

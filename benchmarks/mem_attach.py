@@ -26,7 +26,7 @@ from pathlib import Path
 
 from cpu_bound_lab import cpu_bound_lab
 
-from profiler.lab.load import LoadResult, run_load
+from profiler.lab.load import run_load
 from profiler.memory import preflight
 from profiler.memory.attach import (
     MemOptions,
@@ -36,6 +36,7 @@ from profiler.memory.attach import (
     detach_all,
     safety_seconds,
 )
+from profiler.session.load_record import LoadResult
 
 
 @dataclass

@@ -40,8 +40,9 @@ from dataclasses import dataclass
 import psycopg
 from psycopg.conninfo import make_conninfo
 
+from profiler.model import Owner
 from profiler.pg import embedded
-from profiler.targets.ownership import BackendClient, Owner, OwnershipResolver
+from profiler.targets.ownership import BackendClient, OwnershipResolver
 
 APPLICATION = "ownership-benchmark"
 ROWS = "SELECT pid, backend_start, client_addr::text, client_port FROM pg_stat_activity"

@@ -61,11 +61,10 @@ from profiler.capture import tasks as task_log
 from profiler.capture.stack_log import StackLogWriter
 from profiler.capture.stacks import Frame, StackSample
 from profiler.memory import rss as rss_log
-from profiler.model import ActivitySample, Gap, Snapshot
+from profiler.model import ActivitySample, Gap, Owner, Snapshot
 from profiler.pg.recording import RecordingWriter
 from profiler.session.manifest import Manifest, ProbeRecord, SessionSettings
 from profiler.targets import membership
-from profiler.targets.ownership import Owner
 
 T0 = 1_750_000_000.0
 SERVER_LAG = 0.25  # the server's clock runs this far behind ours

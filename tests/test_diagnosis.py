@@ -333,8 +333,8 @@ def test_a_cause_is_json_in_the_documented_shape() -> None:
 def test_with_the_source_a_cause_quotes_what_lint_flags_in_its_handler() -> None:
     from pathlib import Path
 
-    from profiler.analysis.diagnosis_source import join_lint
     from profiler.lint import lint_path
+    from profiler.report.diagnosis_source import join_lint
 
     held = AWAITING.replace("app/handlers.py:113", "profiler/lab/gateway/held.py:113")
     found = diagnose(given(findings=[HELD, IDLE, POOL], per_episode=per_episode((held, 5.0))))

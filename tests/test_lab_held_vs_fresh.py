@@ -15,8 +15,9 @@ import psycopg
 import pytest
 
 from profiler.lab.lifecycle import LabOptions, down, up
-from profiler.lab.load import LoadResult, run_load
+from profiler.lab.load import run_load
 from profiler.pg.embedded import free_port
+from profiler.session.load_record import LoadResult
 
 WORKERS, POOL_SIZE, MAX_OVERFLOW = 2, 4, 0
 USERS, SECONDS, LATENCY = 40, 15.0, 1.0

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 from profiler import jsonl
-from profiler.memory.oom import KernelLog
 from profiler.targets import membership
 from profiler.targets.membership import WorkerWatcher
+from profiler.targets.oom import KernelLog
 from tests.helpers import retry
 from tests.test_oom import memory_sandbox
 

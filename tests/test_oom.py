@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from profiler.memory import oom
-from profiler.memory.oom import CgroupInfo, Exit, KernelLog, classify_exit, oom_kill_lines
+from profiler.targets import oom
+from profiler.targets.oom import CgroupInfo, Exit, KernelLog, classify_exit, oom_kill_lines
 from tests.helpers import retry
 
 MiB = 1 << 20

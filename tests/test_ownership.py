@@ -27,9 +27,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from profiler import model
 from profiler.capture.processes import spawn_python_until_ready, stop_pid
+from profiler.model import Owner
 from profiler.targets import ownership, sockets
-from profiler.targets.ownership import BackendClient, Owner, OwnershipResolver, classify
+from profiler.targets.ownership import BackendClient, OwnershipResolver, classify
 from profiler.targets.sockets import (
     ByteOrder,
     decode_endpoint,
@@ -97,7 +99,7 @@ ctypes.CDLL(None).prctl(15, b"pgbouncer", 0, 0, 0)  # PR_SET_NAME: what ps and c
 
 
 def test_the_modules_doctests_pass() -> None:
-    for module in (sockets, ownership):
+    for module in (sockets, ownership, model):
         result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert result.failed == 0, module.__name__
 

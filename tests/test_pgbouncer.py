@@ -21,8 +21,8 @@ import psycopg
 import pytest
 
 from profiler.lab import pgbouncer as lab_pgbouncer
+from profiler.model import Owner
 from profiler.pg.sampler import ActivitySampler
-from profiler.targets.ownership import Owner
 from profiler.targets.pgbouncer_config import read_console
 from tests.conftest import CliResult
 from tests.helpers import retry

@@ -22,11 +22,10 @@ from profiler.analysis.findings import (
     idle_in_transaction,
     pool_saturation,
 )
-from profiler.model import Snapshot
+from profiler.model import Owner, Snapshot
 from profiler.pg import recording
 from profiler.pg.recording import RecordingWriter
 from profiler.session import activity_table
-from profiler.targets.ownership import Owner
 from tests.helpers import client_backend
 
 T0 = 1_750_000_000.0

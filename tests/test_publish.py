@@ -24,12 +24,11 @@ import pytest
 from profiler.capture.stack_log import StackLogWriter
 from profiler.capture.stacks import Frame, StackSample
 from profiler.errors import ChecksFailed, ExitCode, UsageError
-from profiler.model import ActivitySample, Snapshot
+from profiler.model import ActivitySample, Owner, Snapshot
 from profiler.pg.recording import RecordingWriter
 from profiler.report import publish
 from profiler.report.publish import MARKER, publish_comparison, publish_session, scrub_tree
 from profiler.report.redact import Redaction
-from profiler.targets.ownership import Owner
 from tests.conftest import CliResult, run_profiler
 from tests.helpers import client_backend
 

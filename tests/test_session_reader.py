@@ -25,12 +25,11 @@ from profiler.capture.stack_log import StackLogWriter
 from profiler.capture.stacks import DumpFailure, Frame, StackSample
 from profiler.errors import ExitCode, InputError
 from profiler.memory import rss as rss_log
-from profiler.model import ActivitySample, Gap, Snapshot
+from profiler.model import ActivitySample, Gap, Owner, Snapshot
 from profiler.pg import recording
 from profiler.pg.dsn import to_sqlalchemy
 from profiler.pg.recording import RecordingWriter
 from profiler.session import activity_table, reader
-from profiler.targets.ownership import Owner
 from tests.helpers import client_backend
 
 T0 = 1_750_000_000.0

@@ -44,7 +44,7 @@ from profiler.capture.tasks import FORMAT as TASKS_FORMAT
 from profiler.capture.tasks import VERSION as TASKS_VERSION
 from profiler.errors import InputError, UsageError
 from profiler.memory import rss as rss_log
-from profiler.model import ActivitySample, Snapshot
+from profiler.model import ActivitySample, Owner, Snapshot
 from profiler.pg.recording import RecordingWriter
 from profiler.render.flamegraph import render_svg
 from profiler.report import session_report
@@ -54,7 +54,6 @@ from profiler.report.session_report import (
     fold_small_frames,
     write_report,
 )
-from profiler.targets.ownership import Owner
 from tests.conftest import CliResult
 from tests.helpers import client_backend
 

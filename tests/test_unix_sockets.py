@@ -21,7 +21,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from profiler.targets.ownership import BackendClient, Owner, OwnershipResolver
+from profiler.model import Owner
+from profiler.targets.ownership import BackendClient, OwnershipResolver
 from profiler.targets.sockets import NETLINK_SOCK_DIAG
 from profiler.targets.unix_diag import (
     UnixSocket,

@@ -15,8 +15,7 @@ import pytest
 
 from profiler.capture.stacks import Frame, StackSample
 from profiler.errors import UsageError
-from profiler.model import Snapshot
-from profiler.targets.ownership import Owner
+from profiler.model import Owner, Snapshot
 from profiler.watch import retention
 from profiler.watch.ring import Ring
 from profiler.watch.rules import LiveRules, checked_out

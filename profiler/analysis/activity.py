@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from profiler.model import IDLE_IN_TRANSACTION, ActivitySample, Snapshot
-from profiler.targets.ownership import Owner
+from profiler.model import IDLE_IN_TRANSACTION, ActivitySample, Owner, Snapshot
 
 
 @dataclass(frozen=True, slots=True)

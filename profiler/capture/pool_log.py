@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from profiler.capture import task_payload
 from profiler.errors import InputError
-from profiler.session.activity_table import LineStream
+from profiler.jsonl import LineStream
 
 if TYPE_CHECKING:
     import pandas as pd

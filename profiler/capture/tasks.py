@@ -60,9 +60,9 @@ from profiler.capture import task_payload
 from profiler.capture.ptrace import PTRACE_HINT, read_access
 from profiler.capture.stacks import Frame
 from profiler.capture.tools import debugger_first_on_path
+from profiler.capture.writable import check_writable
 from profiler.errors import AttachError, InputError, ToolMissingError, UsageError
-from profiler.memory.attach import check_writable
-from profiler.session.activity_table import LineStream
+from profiler.jsonl import LineStream
 from profiler.targets.interpreter import interpreter_of, probe_interpreter
 from profiler.targets.namespaces import (
     Namespaces,

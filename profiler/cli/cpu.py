@@ -221,7 +221,7 @@ def record(
     from profiler.capture import record as recorder
     from profiler.capture.ptrace import read_access
     from profiler.errors import AttachError, InterruptedCapture
-    from profiler.report.cpu_record import ArtifactWriter, artifact_paths, describe, stamp
+    from profiler.session.cpu_record import ArtifactWriter, artifact_paths, describe, stamp
     from profiler.targets.discovery import attach_pids
 
     targets = attach_pids(target, console.warn)

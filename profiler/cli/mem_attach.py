@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from profiler.capture.writable import check_writable
 from profiler.cli import console
 from profiler.cli.signals import Terminated, terminate_as_exception
 from profiler.errors import AttachError, InterruptedCapture
@@ -21,13 +22,12 @@ from profiler.memory.attach import (
     WorkerCapture,
     attach_all,
     attach_command,
-    check_writable,
     detach_all,
     safety_seconds,
 )
 from profiler.memory.rss import RssSampler
 from profiler.outputs import prepare_directory, refuse_to_clobber
-from profiler.report.cpu_record import stamp
+from profiler.session.cpu_record import stamp
 from profiler.targets.discovery import TargetSpec, attach_pids
 
 

@@ -26,8 +26,8 @@ def show_command(
 ) -> None:
     summary = _summarize(directory, thresholds)
     if source is not None:
-        from profiler.analysis.diagnosis_source import join_lint
         from profiler.lint import lint_path
+        from profiler.report.diagnosis_source import join_lint
 
         summary.diagnosis = join_lint(summary.diagnosis, lint_path(source))
     if as_json:

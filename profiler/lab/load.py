@@ -22,6 +22,7 @@ import httpx
 from profiler.analysis.stats import percentile
 from profiler.errors import UsageError
 from profiler.lab.settings import API_TOKEN_COUNT, api_token
+from profiler.session.load_record import LoadResult
 
 MAX_USERS = 2000
 MAX_SECONDS = 3600.0
@@ -35,28 +36,6 @@ DEFAULT_MIX: dict[str, float] = {
     "resources": 0.1,
     "prompts": 0.1,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class LoadResult:
-    """What a run measured.
-
-    ``requests`` counts every request that finished (any status), ``errors`` those
-    that failed (status >= 400, timeouts, refused connections). ``rps`` is
-    successful requests per second; the percentiles are over successful requests.
-    ``unfinished`` requests were still in flight when time ran out.
-    """
-
-    requests: int
-    errors: int
-    rps: float
-    p50_ms: float | None
-    p95_ms: float | None
-    p99_ms: float | None
-    seconds: float
-    users: int
-    unfinished: int = 0
-    by_status: dict[str, int] = field(default_factory=dict)
 
 
 def require_loopback(url: str) -> str:

@@ -27,8 +27,6 @@ detached.
 from __future__ import annotations
 
 import math
-import os
-import stat
 import subprocess
 import sys
 import time
@@ -37,12 +35,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import psutil
-
 from profiler.capture.processes import is_running
-from profiler.errors import AttachError
 from profiler.memory.preflight import Ready
-from profiler.targets.namespaces import fetch, namespaces_of
+from profiler.targets.namespaces import fetch
 
 ATTACH_TIMEOUT_SECONDS = 60.0
 SAFETY_MARGIN_SECONDS = 30
@@ -134,31 +129,6 @@ def safety_seconds(duration: float | None, workers: int) -> int:
     if duration is None:
         return UNBOUNDED_SAFETY_SECONDS
     return math.ceil(duration) + SAFETY_MARGIN_SECONDS + 2 * workers
-
-
-def check_writable(directory: Path, pids: Sequence[int]) -> None:
-    """The worker writes its own capture: refuse a directory its user cannot write.
-
-    A worker with another filesystem writes in its own scratch folder (checked
-    by pre-flight) and its capture is fetched here by us: not checked.
-    """
-    try:
-        info = directory.stat()
-    except OSError as exc:
-        raise AttachError(f"cannot use {directory}: {exc.strerror}") from None
-    for pid in pids:
-        if _other_filesystem(pid):
-            continue
-        try:
-            proc = psutil.Process(pid)
-            uids, gids = proc.uids(), proc.gids()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        if not _may_write(info, uids.effective, {gids.effective, gids.real}):
-            raise AttachError(
-                f"worker {pid} (uid {uids.effective}) cannot write its capture into {directory}",
-                hint="pass -o a directory that user can write (e.g. mkdir -m 1777 DIR)",
-            )
 
 
 def attach_all(captures: Sequence[WorkerCapture]) -> None:
@@ -267,20 +237,3 @@ def _attach_failure(pid: int, said: str) -> str:
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "(no output)"
-
-
-def _other_filesystem(pid: int) -> bool:
-    try:
-        return namespaces_of(pid).other_filesystem
-    except AttachError:
-        return False
-
-
-def _may_write(info: os.stat_result, uid: int, gids: set[int]) -> bool:
-    if uid == 0:
-        return True
-    if info.st_uid == uid:
-        return bool(info.st_mode & stat.S_IWUSR)
-    if info.st_gid in gids:
-        return bool(info.st_mode & stat.S_IWGRP)
-    return bool(info.st_mode & stat.S_IWOTH)

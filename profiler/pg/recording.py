@@ -19,8 +19,7 @@ from typing import Any
 
 from profiler import jsonl
 from profiler.jsonl import JsonlWriter
-from profiler.model import ActivitySample, Gap, Snapshot
-from profiler.targets.ownership import Owner
+from profiler.model import ActivitySample, Gap, Owner, Snapshot
 
 FORMAT = "profiler-activity"
 VERSION = 1

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from profiler.analysis.activity import Limits, Violation, by_state, oldest_idle_in_transaction
-from profiler.model import ActivitySample, Snapshot, as_datetime
-from profiler.targets.ownership import Owner
+from profiler.model import ActivitySample, Owner, Snapshot, as_datetime
 
 
 def _time(epoch: float | None) -> str | None:

@@ -125,8 +125,8 @@ def write_report(
     summary = summarize(session, thresholds)
     linted = None
     if source is not None:
-        from profiler.analysis.diagnosis_source import join_lint
         from profiler.lint import lint_path
+        from profiler.report.diagnosis_source import join_lint
 
         linted = lint_path(source)
         summary.diagnosis = join_lint(summary.diagnosis, linted)

@@ -16,7 +16,7 @@ Columns (see ``docs/reference/session-format.md``):
 * every :class:`~profiler.model.ActivitySample` field, server-clock floats,
   strings and integers as recorded, nulls as NaN / ``<NA>`` / NaN category;
 * ``owner_pid``, ``owner_kind``, ``owner_cmdline``, ``owner_via``: the
-  :class:`~profiler.targets.ownership.Owner` of the row's backend identity
+  :class:`~profiler.model.Owner` of the row's backend identity
   ``(pid, backend_start)``, carried forward from the snapshot that named it
   (a recording writes an owner when a backend first appears, and again only
   when it changes: behind PgBouncer in transaction pooling a backend serves
@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from profiler.errors import InputError
+from profiler.jsonl import LineStream
 from profiler.model import ActivitySample, Gap
 from profiler.pg import recording
 
@@ -301,65 +302,6 @@ def gaps(session_dir: Path) -> list[Gap]:
 
 
 # -- the scanner ---------------------------------------------------------------------------
-
-
-@dataclass
-class LineStream:
-    """The complete lines of a JSONL file after its header, streamed: ``for number, line in ...``.
-
-    Like :func:`profiler.jsonl.read` (a wrong format or version is an
-    :class:`InputError`, a torn last line is dropped and sets ``torn_tail``)
-    without holding the file or its records in memory. ``header`` is read by
-    the first step of the iteration; ``size`` is the file's size when opened.
-    """
-
-    path: Path
-    format: str
-    version: int
-    hint: str
-    header: dict[str, Any] = field(default_factory=dict)
-    torn_tail: bool = False
-    size: int = 0
-
-    def __iter__(self) -> Iterator[tuple[int, str]]:
-        path = self.path
-        try:
-            handle = path.open("r", encoding="utf-8", newline="\n")
-        except OSError as exc:
-            raise InputError(
-                f"cannot read {path}: {exc.strerror or exc}", hint="check the path"
-            ) from None
-        with handle:
-            # The size before reading: a file that grows meanwhile will not match it, so load()
-            # then reads the JSONL rather than a table missing the new lines.
-            self.size = os.fstat(handle.fileno()).st_size
-            try:
-                self.header = self._header(handle.readline())
-                for number, line in enumerate(handle, start=2):
-                    if not line.endswith("\n"):
-                        self.torn_tail = True  # cut off mid-write: dropped, as jsonl.read does
-                        break
-                    yield number, line
-            except UnicodeDecodeError as exc:
-                raise InputError(f"cannot read {path}: {exc}", hint="check the path") from None
-
-    def _header(self, first: str) -> dict[str, Any]:
-        try:
-            header = json.loads(first) if first.endswith("\n") else None
-        except json.JSONDecodeError:
-            header = None
-        if (
-            not isinstance(header, dict)
-            or header.get("kind") != "header"
-            or header.get("format") != self.format
-        ):
-            raise InputError(f"{self.path} is not a {self.format} file", hint=self.hint)
-        if header.get("version") != self.version:
-            raise InputError(
-                f"{self.path} has format version {header.get('version')}, expected {self.version}",
-                hint="read it with the profiler version that wrote it",
-            )
-        return header
 
 
 def _stream(path: Path) -> LineStream:

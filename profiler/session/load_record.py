@@ -11,18 +11,37 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from profiler.errors import InputError
-
-if TYPE_CHECKING:
-    from profiler.lab.load import LoadResult
 
 LOAD_NAME = "load.json"
 FORMAT = "profiler-load"
 VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """What a run measured.
+
+    ``requests`` counts every request that finished (any status), ``errors`` those
+    that failed (status >= 400, timeouts, refused connections). ``rps`` is
+    successful requests per second; the percentiles are over successful requests.
+    ``unfinished`` requests were still in flight when time ran out.
+    """
+
+    requests: int
+    errors: int
+    rps: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    seconds: float
+    users: int
+    unfinished: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -223,7 +223,7 @@ class CpuProbe(Probe):
 
     def capture(self) -> None:
         from profiler.capture import record as recorder
-        from profiler.report.cpu_record import ArtifactWriter, artifact_paths, describe, stamp
+        from profiler.session.cpu_record import ArtifactWriter, artifact_paths, describe, stamp
 
         out = self.directory / "cpu"
         out.mkdir(exist_ok=True)

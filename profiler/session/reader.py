@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from profiler.capture import stack_log
 from profiler.capture.stacks import Frame
 from profiler.errors import InputError
+from profiler.jsonl import LineStream
 from profiler.memory import rss as rss_log
 from profiler.session import activity_table, load_record
 from profiler.session.manifest import FORMAT, MANIFEST, VERSION
@@ -282,7 +283,7 @@ def read_stack_samples(path: Path) -> pd.DataFrame:
     import numpy as np
     import pandas as pd
 
-    stream = activity_table.LineStream(path, stack_log.FORMAT, stack_log.VERSION, stack_log.HINT)
+    stream = LineStream(path, stack_log.FORMAT, stack_log.VERSION, stack_log.HINT)
     folded: dict[str, tuple[int, int, int]] = {}  # frames JSON -> (stack, leaf, depth) codes
     stacks: dict[str, int] = {}
     leaves: dict[str, int] = {}

@@ -92,8 +92,8 @@ def prepare_session(
 ) -> PreparedSession:
     """The manifest and probes for the workers among ``found`` (masters are followed, not
     profiled: their new children are the replacements of workers that die)."""
-    from profiler.memory.oom import memory_limit
     from profiler.pg.dsn import redact
+    from profiler.targets.oom import memory_limit
 
     workers = [w for w in found if w.role != "master"]
     pids = [w.pid for w in workers]

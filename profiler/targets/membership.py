@@ -25,7 +25,7 @@ which other probes read to follow the replacements.
 
 Each worker's cgroup is read when it is first seen, because after its death
 ``/proc/PID`` is gone; the kernel log window opens when the watcher starts
-(:mod:`profiler.memory.oom`). We are not the workers' parent, so their exit
+(:mod:`profiler.targets.oom`). We are not the workers' parent, so their exit
 status is only known when we catch them as zombies, before the master reaps
 them (``/proc/PID/stat`` field 52); ``returncode`` is null otherwise.
 """
@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from profiler import jsonl
-from profiler.memory import oom
+from profiler.targets import oom
 
 if TYPE_CHECKING:
     import pandas as pd

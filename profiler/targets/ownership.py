@@ -36,13 +36,14 @@ import os
 import re
 import socket
 import time
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, Protocol, get_args
+from typing import Protocol
 
+from profiler.model import Owner, _shorten
 from profiler.targets.sockets import (
     NETLINK_SOCK_DIAG,
     TcpSocket,
@@ -56,8 +57,6 @@ from profiler.targets.sockets import (
 )
 from profiler.targets.unix_sockets import UnixStats, find_unix_peers
 
-OwnerKind = Literal["process", "pooler", "unix-socket", "background", "remote", "unknown"]
-
 POOLERS = ("pgbouncer", "odyssey", "pgcat", "pgpool", "supavisor")
 CMDLINE_LIMIT = 300
 
@@ -69,14 +68,6 @@ _READ_CHUNK = 1 << 16
 # Replies to one batch must fit the netlink socket's default receive buffer.
 _DIAG_BATCH = 64
 _DIAG_TIMEOUT = 1.0
-_DESCRIBE_LIMIT = 60
-_KINDS: tuple[str, ...] = get_args(OwnerKind)
-_KIND_LABELS = {
-    "unix-socket": "unix socket",
-    "background": "background worker",
-    "remote": "remote host",
-    "unknown": "unknown",
-}
 
 
 class ClientSide(Protocol):
@@ -109,108 +100,6 @@ class BackendClient:
 
 
 @dataclass(frozen=True, slots=True)
-class Owner:
-    """Who holds a backend's client connection, or why no local process can be named.
-
-    ``pids`` lists every process holding the socket when it is shared (a fork
-    after connect: gunicorn's ``--preload``); ``pid`` is then the worker, the
-    one that is no other holder's parent.
-
-    ``via`` names the connection pooler the connection went through when the
-    process was found behind it (``pgbouncer``): a worker seen through a pooler,
-    never the pooler itself. A pooler's own owner (kind ``pooler``) carries its
-    name first in ``detail``, then what we know about the connection.
-    """
-
-    kind: OwnerKind
-    pid: int | None = None
-    cmdline: str | None = None
-    detail: str = ""
-    pids: tuple[int, ...] = ()
-    via: str = ""
-
-    def to_json(self) -> dict[str, object] | None:
-        """The ``owner`` object of our JSON output: ``{pid, cmdline}``, or null without a pid.
-
-        >>> Owner("process", 42, "gunicorn: worker").to_json()
-        {'pid': 42, 'cmdline': 'gunicorn: worker', 'kind': 'process', 'detail': '', 'via': None}
-        >>> Owner("process", 42, "granian", via="pgbouncer").to_json()["via"]
-        'pgbouncer'
-        >>> Owner("remote", detail="on another host").to_json() is None
-        True
-        """
-        if self.pid is None:
-            return None
-        return {
-            "pid": self.pid,
-            "cmdline": self.cmdline,
-            "kind": self.kind,
-            "detail": self.detail,
-            "via": self.via or None,
-        }
-
-    def to_record(self) -> dict[str, object]:
-        """Every field, JSON-safe, for files that must read back into an ``Owner``.
-
-        ``via`` only when set, so recordings without a pooler keep their bytes.
-        """
-        record: dict[str, object] = {
-            "kind": self.kind,
-            "pid": self.pid,
-            "cmdline": self.cmdline,
-            "detail": self.detail,
-            "pids": list(self.pids),
-        }
-        if self.via:
-            record["via"] = self.via
-        return record
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> Owner:
-        """The inverse of :meth:`to_record`; an unknown kind reads as ``unknown``.
-
-        >>> owner = Owner("pooler", 7, "/usr/sbin/pgbouncer", "pgbouncer", (7,))
-        >>> Owner.from_record(owner.to_record()) == owner
-        True
-        >>> behind = Owner("process", 42, "granian", pids=(42,), via="pgbouncer")
-        >>> Owner.from_record(behind.to_record()) == behind
-        True
-        """
-        kind = record.get("kind")
-        pid = record.get("pid")
-        return cls(
-            kind=kind if kind in _KINDS else "unknown",
-            pid=None if pid is None else int(pid),
-            cmdline=record.get("cmdline"),
-            detail=str(record.get("detail") or ""),
-            pids=tuple(int(p) for p in record.get("pids") or ()),
-            via=str(record.get("via") or ""),
-        )
-
-    def describe(self) -> str:
-        """One short line for a table cell: who holds the connection, or why no local process.
-
-        >>> Owner("process", 42, "python -m gunicorn app:app", pids=(41, 42)).describe()
-        '42 python -m gunicorn app:app (+1 sharing)'
-        >>> Owner("pooler", 7, "/usr/sbin/pgbouncer", "pgbouncer").describe()
-        'pgbouncer 7 (pooler)'
-        >>> Owner("pooler", 7, "pgbouncer", "pgbouncer: pooled, no client now").describe()
-        'pgbouncer 7 (pooler)'
-        >>> Owner("process", 42, "granian", via="pgbouncer").describe()
-        '42 granian via pgbouncer'
-        >>> Owner("unix-socket").describe()
-        'unix socket'
-        """
-        if self.kind == "process":
-            text = f"{self.pid} {_shorten(self.cmdline or '', _DESCRIBE_LIMIT)}".rstrip()
-            text += f" (+{len(self.pids) - 1} sharing)" if len(self.pids) > 1 else ""
-            return text + (f" via {self.via}" if self.via else "")
-        if self.kind == "pooler":
-            return pooler_label(self.detail, self.pid)
-        return _KIND_LABELS[self.kind]
-
-
-@dataclass(frozen=True, slots=True)
 class ScanStats:
     """What one /proc scan cost and touched: for benchmarks, and for tests that prove
     the resolver reads no more than it should.
@@ -227,22 +116,6 @@ class ScanStats:
     tables_read: tuple[tuple[str, str], ...]
     fd_dirs_read: int
     fd_links_read: int
-
-
-def pooler_label(detail: str, pid: int | None) -> str:
-    """How tables name a pooler: ``pgbouncer 1234 (pooler)``, never as a worker.
-
-    ``detail`` is a pooler owner's detail, which starts with the pooler's name.
-
-    >>> pooler_label("pgbouncer: pooled, no client now", 7)
-    'pgbouncer 7 (pooler)'
-    >>> pooler_label("", None)
-    'pooler'
-    """
-    name = detail.split(":", 1)[0].strip() or "pooler"
-    if name == "pooler":
-        return name if pid is None else f"pooler {pid}"
-    return f"{name} (pooler)" if pid is None else f"{name} {pid} (pooler)"
 
 
 def pooler_name(comm: str, cmdline: str) -> str | None:
@@ -866,10 +739,6 @@ class _Scan:
                 return file.read()
         except _RACES:
             return ""
-
-
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _canonical(client: ClientSide) -> str:

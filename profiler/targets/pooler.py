@@ -28,7 +28,8 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
-from profiler.targets.ownership import BackendClient, ClientSide, Owner, OwnershipResolver
+from profiler.model import Owner
+from profiler.targets.ownership import BackendClient, ClientSide, OwnershipResolver
 from profiler.targets.sockets import canonical_address
 
 # What PgBouncer shows in addr for a Unix-socket peer.

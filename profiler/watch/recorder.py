@@ -210,7 +210,7 @@ class Recorder:
             current[pid] = rss
             self._observe(now, rss=RssRecord(pid, now, rss))
             if pid not in self._limits:
-                from profiler.memory.oom import memory_limit
+                from profiler.targets.oom import memory_limit
 
                 self._limits[pid] = memory_limit(pid)
             for trigger in self.rules.on_rss(pid, now, rss, self._limits[pid]):
@@ -386,7 +386,7 @@ class Recorder:
 
 
 def _target(worker: Worker) -> dict[str, Any]:
-    from profiler.memory.oom import memory_limit
+    from profiler.targets.oom import memory_limit
 
     return {
         "pid": worker.pid,
@@ -400,7 +400,7 @@ def _target(worker: Worker) -> dict[str, Any]:
 
 def _target_of(pid: int) -> dict[str, Any]:
     """A worker found by membership (a replacement): what psutil says of it."""
-    from profiler.memory.oom import memory_limit
+    from profiler.targets.oom import memory_limit
 
     try:
         cmdline = " ".join(psutil.Process(pid).cmdline())
