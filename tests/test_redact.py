@@ -323,3 +323,11 @@ def test_identifiers_are_untouched(names: list[str]) -> None:
     sql = "SELECT " + ", ".join(names) + " FROM t1"
     for policy in POLICIES:
         assert policy.query(sql) == sql
+
+
+@pytest.mark.parametrize("text", [".²", "²", "x.²1", "SELECT ².5"])
+def test_unicode_digits_are_not_sql_numbers(text: str) -> None:
+    """Found by hypothesis: "²" is a digit to str.isdigit(), not to a SQL lexer (or ``\\d``)."""
+    for policy in POLICIES:
+        once = policy.query(text)
+        assert policy.query(once) == once

@@ -270,6 +270,7 @@ _IDENT_START = re.compile(r"[A-Za-z_\u0080-\U0010ffff]")
 _IDENT = re.compile(r"[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_$\u0080-\U0010ffff]*")
 _DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_\u0080-\U0010ffff]*)?\$")
 _PARAM = re.compile(r"\$\d+")
+_ASCII_DIGIT = re.compile(r"[0-9]")
 _NUMBER = re.compile(
     r"0[xX][0-9A-Fa-f_]+|0[oO][0-7_]+|0[bB][01_]+"
     r"|(?:\d[\d_]*(?:\.(?!\.)[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d[\d_]*)?"
@@ -320,7 +321,10 @@ def _scan(sql: str, i: int) -> tuple[TokenKind, int]:  # noqa: PLR0911 - one ret
         return _scan_dollar(sql, i)
     if _IDENT_START.match(char):
         return _scan_word(sql, i)
-    if char.isdigit() or (char == "." and sql[i + 1 : i + 2].isdigit() and sql[i - 1 : i] != "."):
+    # ASCII digits only: str.isdigit() is also true of "²", which no SQL number starts with
+    if _ASCII_DIGIT.match(char) or (
+        char == "." and _ASCII_DIGIT.match(sql[i + 1 : i + 2]) and sql[i - 1 : i] != "."
+    ):
         number = _NUMBER.match(sql, i)
         assert number is not None
         return "literal", number.end()

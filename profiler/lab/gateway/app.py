@@ -34,7 +34,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         openapi_url=None,
     )
     if settings.scenario:
-        from profiler.lab.gateway.scenarios import install
+        from profiler.lab.scenario_routes import install
 
         install(app, settings.scenario)  # its routes first: they win over the base router's
     app.include_router(held.router if settings.mode == "held" else fresh.router)
