@@ -4,11 +4,13 @@ Behind PgBouncer the backend PID a client sees is PgBouncer's cancel key, so a
 task never names a PostgreSQL backend by PID there. It names the local port of
 its connection's socket, and the transaction's owner carries the same port
 (``owner_port``, from PgBouncer's ``SHOW CLIENTS``). Hand-built episodes and task
-rounds here; the real pooler and worker are in ``test_task_ports_pgbouncer.py``.
+rounds, and the sampler's walk over real connections, here; the real pooler and
+worker are in ``test_task_ports_pgbouncer.py``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +21,7 @@ import pytest
 
 from profiler.analysis import episodes as ep
 from profiler.analysis.attribution import attribute_tasks
+from profiler.capture import task_payload
 from profiler.model import Snapshot
 from profiler.pg.recording import RecordingWriter
 from profiler.session import activity_table
@@ -190,3 +193,63 @@ def test_the_owners_client_port_is_recorded_and_read_back_as_owner_port(
     assert pd.isna(ports[8])
     held = ep.held_episodes(table, session_end=T0 + 5)
     assert dict(zip(held["pid"], held["owner_port"], strict=True))[7] == 40001
+
+
+# -- the sampler's side: the port of each connection a task holds ---------------------------
+
+PORT_SQL = "SELECT client_port FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+
+
+@pytest.mark.postgres
+def test_psycopg_and_psycopg2_connections_name_their_sockets_port(postgres_dsn: str) -> None:
+    import psycopg
+    import psycopg2
+
+    # GIVEN a psycopg 3 and a psycopg2 connection over TCP, each reachable from a frame
+    with psycopg.connect(postgres_dsn) as three:
+        other = psycopg2.connect(postgres_dsn)
+        try:
+            row = three.execute(PORT_SQL).fetchone()
+            with other.cursor() as cursor:
+                cursor.execute(PORT_SQL)
+                row2 = cursor.fetchone()
+            assert row is not None and row2 is not None
+            # WHEN the sampler's walk finds them
+            pids, ports = task_payload.find_connections([{"db": three}, [other]])
+            # THEN it names both backends and both client ports, as PostgreSQL sees them
+            assert pids == sorted([three.info.backend_pid, other.get_backend_pid()])
+            assert ports == sorted([row[0], row2[0]])
+            # AND a second round asks the kernel nothing new (the port is remembered)
+            cached = dict(task_payload._PORTS)
+            assert task_payload.find_connections([three, other])[1] == ports
+            assert cached == task_payload._PORTS
+        finally:
+            other.close()
+
+
+@pytest.mark.postgres
+def test_an_asyncpg_connection_names_its_sockets_port(postgres_dsn: str) -> None:
+    import asyncpg
+
+    async def check() -> None:
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            port = await conn.fetchval(PORT_SQL)
+            assert task_payload.find_connections([conn]) == ([conn.get_server_pid()], [port])
+        finally:
+            await conn.close()
+
+    asyncio.run(check())
+
+
+@pytest.mark.postgres
+def test_a_unix_socket_connection_names_no_port(postgres_dsn: str) -> None:
+    import psycopg
+
+    from tests.test_unix_sockets import _socket_dsn
+
+    dsn = _socket_dsn(postgres_dsn)
+    if dsn is None:
+        pytest.skip("the test server cannot be reached through a Unix socket")
+    with psycopg.connect(dsn) as conn:
+        assert task_payload.find_connections([conn]) == ([conn.info.backend_pid], [])
