@@ -847,19 +847,28 @@ def _psycopg(obj: Any, found: list[tuple[int, int | None]], follow: Callable[[An
         return
     if not obj.closed:  # libpq's status, no round trip
         pid = obj.info.backend_pid  # PQbackendPID: local
-        _pid(found, pid, client_port(obj, pid, obj.pgconn.socket))  # PQsocket: local
+        _pid(found, pid, _guarded_port(obj, pid, lambda: obj.pgconn.socket))  # PQsocket
 
 
 def _psycopg2(obj: Any, found: list[tuple[int, int | None]], follow: Callable[[Any], None]) -> None:
     if not obj.closed:
         pid = obj.get_backend_pid()  # PQbackendPID: local
-        _pid(found, pid, client_port(obj, pid, obj.fileno()))  # PQsocket: local
+        _pid(found, pid, _guarded_port(obj, pid, obj.fileno))  # PQsocket: local
 
 
 def _asyncpg(obj: Any, found: list[tuple[int, int | None]], follow: Callable[[Any], None]) -> None:
     if not obj.is_closed():
         pid = obj.get_server_pid()  # from the startup message: local
         _pid(found, pid, _asyncpg_port(obj, pid))
+
+
+def _guarded_port(obj: Any, pid: Any, fd: Callable[[], Any]) -> int | None:
+    """:func:`client_port` of the descriptor ``fd()`` gives; None when the driver refuses
+    it (a broken connection): the backend PID is recorded all the same."""
+    try:
+        return client_port(obj, pid, fd())
+    except Exception:
+        return None
 
 
 def _asyncpg_port(obj: Any, pid: Any) -> int | None:
