@@ -213,6 +213,13 @@ class Owner:
     process was found behind it (``pgbouncer``): a worker seen through a pooler,
     never the pooler itself. A pooler's own owner (kind ``pooler``) carries its
     name first in ``detail``, then what we know about the connection.
+
+    ``client_port`` is the local port of the TCP socket the owner holds: the
+    backend's ``client_port`` for a direct connection, the client's port in
+    PgBouncer's ``SHOW CLIENTS`` through the pooler, None over a Unix socket.
+    The task sampler records the same port for each connection a task holds,
+    which is how a task names its backend through a pooler (the backend PID a
+    client sees there is PgBouncer's cancel key).
     """
 
     kind: OwnerKind
@@ -221,6 +228,7 @@ class Owner:
     detail: str = ""
     pids: tuple[int, ...] = ()
     via: str = ""
+    client_port: int | None = None
 
     def to_json(self) -> dict[str, object] | None:
         """The ``owner`` object of our JSON output: ``{pid, cmdline}``, or null without a pid.
@@ -245,7 +253,8 @@ class Owner:
     def to_record(self) -> dict[str, object]:
         """Every field, JSON-safe, for files that must read back into an ``Owner``.
 
-        ``via`` only when set, so recordings without a pooler keep their bytes.
+        ``via`` and ``client_port`` only when set, so recordings without them keep
+        their bytes.
         """
         record: dict[str, object] = {
             "kind": self.kind,
@@ -256,6 +265,8 @@ class Owner:
         }
         if self.via:
             record["via"] = self.via
+        if self.client_port is not None:
+            record["client_port"] = self.client_port
         return record
 
     @classmethod
@@ -265,12 +276,13 @@ class Owner:
         >>> owner = Owner("pooler", 7, "/usr/sbin/pgbouncer", "pgbouncer", (7,))
         >>> Owner.from_record(owner.to_record()) == owner
         True
-        >>> behind = Owner("process", 42, "granian", pids=(42,), via="pgbouncer")
+        >>> behind = Owner("process", 42, "granian", pids=(42,), via="pgbouncer", client_port=5)
         >>> Owner.from_record(behind.to_record()) == behind
         True
         """
         kind = record.get("kind")
         pid = record.get("pid")
+        port = record.get("client_port")
         return cls(
             kind=kind if kind in _KINDS else "unknown",
             pid=None if pid is None else int(pid),
@@ -278,6 +290,7 @@ class Owner:
             detail=str(record.get("detail") or ""),
             pids=tuple(int(p) for p in record.get("pids") or ()),
             via=str(record.get("via") or ""),
+            client_port=None if port is None else int(port),
         )
 
     def describe(self) -> str:

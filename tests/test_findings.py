@@ -68,6 +68,7 @@ def episode(
         "owner_pid": owner,
         "owner_cmdline": None if owner is None else f"gunicorn: worker {owner}",
         "owner_via": None,
+        "owner_port": None,
         "owner_label": None,
         "start": start,
         "first_seen": start + 1,
@@ -94,6 +95,7 @@ def episodes(*rows: dict[str, Any]) -> pd.DataFrame:
         return ep.empty_episodes()
     frame = pd.DataFrame(list(rows))
     frame["owner_pid"] = frame["owner_pid"].astype("Int64")
+    frame["owner_port"] = frame["owner_port"].astype("Int64")
     frame.insert(0, "episode_id", np.arange(len(frame), dtype=np.int64))
     ordered: pd.DataFrame = frame[list(ep.EPISODE_COLUMNS)]
     return ordered

@@ -1,9 +1,13 @@
 """Who held each connection, from task samples: the exact task ↔ backend join first.
 
 The task sampler records, per round, each asyncio task's frames and the
-backend PIDs its frames reach (:mod:`profiler.capture.tasks`). A held
-transaction (:func:`~profiler.analysis.episodes.held_episodes`) is attributed
-per round of its owner worker:
+backend PIDs its frames reach, with their client sockets' ports
+(:mod:`profiler.capture.tasks`). A task names a transaction by its backend
+PID, or, through PgBouncer (where the PID a client sees is the pooler's
+cancel key), by the port of the socket the transaction's owner holds
+(:mod:`profiler.analysis.task_join`). A held transaction
+(:func:`~profiler.analysis.episodes.held_episodes`) is attributed per round of
+its owner worker:
 
 1. ``task``: to the tasks that name its backend in that round; failing that,
    to the task that named it in another round (by ``task_id``: the holder,
@@ -32,6 +36,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from profiler.analysis import episodes as ep
+from profiler.analysis import task_join
 from profiler.analysis.code_paths import FALLBACK_ROOT
 
 if TYPE_CHECKING:
@@ -67,17 +72,30 @@ def observed_windows(episodes: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFram
     saw the transaction open still named it. Never past ``duration_max`` (the snapshot
     that found it gone) nor the next transaction of the same backend (a backend runs
     one at a time, and the next request to check the connection out is another task)."""
+    import pandas as pd
+
     if episodes.empty or tasks.empty or "backends" not in tasks.columns:
         return episodes
-    named = _named(tasks.reset_index(drop=True))
-    if named.empty:
+    tasks = tasks.reset_index(drop=True)
+    named = task_join.named_long(tasks, "backends")
+    by_port = task_join.named_long(tasks, "ports")
+    if named.empty and by_port.empty:
         return episodes
     frame = episodes[["episode_id", "pid", "backend_start", "owner_pid", "start"]].copy()
+    frame["owner_port"] = pd.array(task_join.episode_ports(episodes), dtype="Int64")
     frame["seen"] = frame["start"] + ep._floats(episodes["duration"])
     frame["limit"] = np.minimum(
         frame["start"] + ep._floats(episodes["duration_max"]), _next_start(episodes)
     )
-    merged = frame.merge(named, left_on=["owner_pid", "pid"], right_on=["worker_pid", "backend"])
+    merged = pd.concat(
+        [
+            frame.merge(named, left_on=["owner_pid", "pid"], right_on=["worker_pid", "value"]),
+            frame[task_join.episode_ports(episodes) >= 0].merge(
+                by_port, left_on=["owner_pid", "owner_port"], right_on=["worker_pid", "value"]
+            ),
+        ],
+        ignore_index=True,
+    )
     when = merged["taken_at"].to_numpy(dtype=np.float64)
     inside = (when >= merged["start"].to_numpy()) & (when <= merged["seen"].to_numpy())
     holders = merged.loc[inside, ["episode_id", "task_id"]].drop_duplicates()
@@ -110,29 +128,6 @@ def _next_start(episodes: pd.DataFrame) -> npt.NDArray[np.float64]:
     following = following.fillna(np.inf)
     nexts: npt.NDArray[np.float64] = following.reindex(keyed.index).to_numpy(dtype=np.float64)
     return nexts
-
-
-def _named(tasks: pd.DataFrame) -> pd.DataFrame:
-    """One row per (worker, time, task, backend) a task named."""
-    import pandas as pd
-
-    long = tasks["backends"].explode().dropna()
-    rows = long.index.to_numpy()
-    task_id = (
-        tasks["task_id"].to_numpy(dtype=np.int64)
-        if "task_id" in tasks.columns
-        else np.full(len(tasks), -1, dtype=np.int64)
-    )
-    frame: pd.DataFrame = pd.DataFrame(
-        {
-            "worker_pid": tasks["worker_pid"].to_numpy(dtype=np.int64)[rows],
-            "taken_at": ep._epoch(tasks["taken_at"])[rows],
-            "task_id": task_id[rows],
-            "backend": long.to_numpy(dtype=np.int64),
-        }
-    )
-    frame["worker_pid"] = frame["worker_pid"].astype("Int64")
-    return frame
 
 
 def attribute_tasks(
@@ -179,12 +174,9 @@ def _weights(
     """Per pair: its share of its round, and its kind (an index into :data:`KINDS`)."""
     position = _positions(episodes)
     backend = episodes["pid"].to_numpy(dtype=np.int64)[position[pairs.episode]]
+    port = task_join.episode_ports(episodes)[position[pairs.episode]]
     rows = pairs.row
-    exact = np.zeros(rows.size, dtype=bool)
-    named = tasks["backends"].iloc[rows].reset_index(drop=True).explode().dropna()
-    if not named.empty:
-        at = named.index.to_numpy(dtype=np.int64)
-        exact[at[named.to_numpy(dtype=np.int64) == backend[at]]] = True
+    exact = task_join.names_episode(tasks, rows, backend, port)
     task_id = (
         tasks["task_id"].to_numpy(dtype=np.int64)[rows]
         if "task_id" in tasks.columns

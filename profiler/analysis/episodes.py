@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from profiler.analysis import task_join
 from profiler.errors import UsageError
 from profiler.model import IDLE_IN_TRANSACTION
 
@@ -64,6 +65,7 @@ EPISODE_COLUMNS = (
     "owner_pid",
     "owner_cmdline",
     "owner_via",
+    "owner_port",
     "owner_label",
     "start",
     "first_seen",
@@ -109,6 +111,8 @@ def held_episodes(
     the worker (``<NA>`` when no local process was found, or when the owner is
     not a worker: a pooler is never one; kept, not dropped), ``owner_cmdline``,
     ``owner_via`` (the pooler the worker was found through, else None),
+    ``owner_port`` (the local port of the worker's socket: to the pooler when
+    ``owner_via``, which task samples name; ``<NA>`` when unknown or not a worker),
     ``owner_label``: how a table names an owner that is not a worker
     (``pgbouncer 1234 (pooler)``), else None; ``start`` (``xact_start`` on our clock, via the row's
     ``clock_offset``); ``first_seen``, ``last_seen`` (our ``taken_at``);
@@ -180,6 +184,7 @@ def held_episodes(
             "owner_pid": _worker_series(activity, rows[last]),
             "owner_cmdline": _values(activity, "owner_cmdline", rows[last]),
             "owner_via": _values(activity, "owner_via", rows[last]),
+            "owner_port": _worker_ports(activity, rows[last]),
             "owner_label": _labels(activity, rows[last]),
             "start": start,
             "first_seen": first_seen,
@@ -479,13 +484,13 @@ def _task_weights(
     with an endpoint); failing that, every task of the round (``weight`` as given).
 
     ``episode``, ``rows`` (the sample's row in ``samples``) and ``dump`` are
-    per pair; a sample's ``backends`` is a tuple of backend PIDs, its
+    per pair; a sample's ``backends`` is a tuple of backend PIDs (and ``ports``, when
+    present, its connections' client ports: see :mod:`profiler.analysis.task_join`), its
     ``endpoint`` (when the column exists) its request. A round that names no holder
     happens when a connection is held through an object the sampler did not
     reach; the server's own tasks (its main loop, the lifespan) do not hold
     request connections, so they are not blamed while a request could be.
     """
-    named = samples["backends"].iloc[rows].reset_index(drop=True)
     candidate = (
         samples["endpoint"].notna().to_numpy(dtype=bool)[rows]
         if "endpoint" in samples.columns
@@ -494,11 +499,8 @@ def _task_weights(
     position = np.empty(int(episodes["episode_id"].max()) + 1, dtype=np.int64)
     position[episodes["episode_id"].to_numpy(dtype=np.int64)] = np.arange(len(episodes))
     episode_backend = episodes["pid"].to_numpy(dtype=np.int64)[position[episode]]
-    exact = np.zeros(episode.size, dtype=bool)
-    long = named.explode().dropna()
-    if not long.empty:
-        pair = long.index.to_numpy(dtype=np.int64)
-        exact[pair[long.to_numpy(dtype=np.int64) == episode_backend[pair]]] = True
+    episode_port = task_join.episode_ports(episodes)[position[episode]]
+    exact = task_join.names_episode(samples, rows, episode_backend, episode_port)
     if not exact.any() and candidate.all():
         return weight
     _, codes = np.unique(episode * (int(dump.max()) + 1) + dump, return_inverse=True)
@@ -607,6 +609,7 @@ def empty_episodes() -> pd.DataFrame:
             "owner_pid": pd.Series([], dtype="Int64"),
             "owner_cmdline": pd.Series([], dtype="object"),
             "owner_via": pd.Series([], dtype="object"),
+            "owner_port": pd.Series([], dtype="Int64"),
             "owner_label": pd.Series([], dtype="object"),
             "start": pd.Series([], dtype="float64"),
             "first_seen": pd.Series([], dtype="float64"),
@@ -747,6 +750,18 @@ def _worker_pids(activity: pd.DataFrame, rows: Any) -> npt.NDArray[np.int64]:
 def _worker_series(activity: pd.DataFrame, rows: Any) -> pd.Series[Any]:
     """``owner_pid`` at ``rows`` as nullable ints, ``<NA>`` where not a worker."""
     series = _nullable_ints(activity["owner_pid"].iloc[rows])
+    series[_not_workers(activity, rows)] = None
+    return series
+
+
+def _worker_ports(activity: pd.DataFrame, rows: Any) -> pd.Series[Any]:
+    """``owner_port`` at ``rows`` as nullable ints, ``<NA>`` where not a worker or absent."""
+    import pandas as pd
+
+    if "owner_port" not in activity.columns:
+        nothing: pd.Series[Any] = pd.Series(pd.array([None] * len(rows), dtype="Int64"))
+        return nothing
+    series = _nullable_ints(activity["owner_port"].iloc[rows])
     series[_not_workers(activity, rows)] = None
     return series
 

@@ -17,7 +17,10 @@ samples every ``interval`` seconds. One round:
 * walks each task's suspended coroutine chain (``cr_await`` /
   ``gi_yieldfrom`` / ``ag_await``) and records its frames, innermost first;
 * looks for open PostgreSQL connections among the locals of those frames
-  with a bounded breadth-first walk, and records their backend PIDs; and who
+  with a bounded breadth-first walk, and records their backend PIDs and the
+  local port of each one's client socket (``ports``: behind PgBouncer the
+  backend PID a client sees is the pooler's cancel key, never a PostgreSQL
+  backend's, and the port is what the session joins on instead); and who
   holds each (``openers``): a frame whose own locals hold a session, or a
   generator entered on an exit stack of the chain (FastAPI's yield
   dependencies), read without a walk;
@@ -49,6 +52,7 @@ import contextlib
 import gc
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -72,6 +76,7 @@ COPY_RETRIES = 100
 POOL_RESCAN_SECONDS = 10.0  # while no pool is known, look again this often
 POOL_REFRESH_SECONDS = 120.0  # and for engines created later, this often
 SHUTDOWN_JOIN_SECONDS = 1.0
+MAX_PORTS_CACHED = 4096  # client-socket ports remembered, by connection
 
 _ATOMIC = (str, bytes, bytearray, int, float, complex, bool, type(None), range, memoryview)
 _OPAQUE = (
@@ -280,12 +285,14 @@ def sample_round(max_tasks: int) -> str:
 
 
 def describe_task(task: Any, cache: dict[Any, Any] | None = None) -> dict[str, Any]:
-    """A task's record: name, frames innermost first, what it awaits, its backend PIDs."""
+    """A task's record: name, frames innermost first, what it awaits, its backend PIDs
+    and its connections' client-socket ports (TCP only: a Unix socket has none)."""
     cache = {} if cache is None else cache
     coro = task.get_coro()
     frames, holders, last = walk_chain(coro)
     running = any(_running(holder) for holder in holders)
     roots = [] if running else locals_of(holders)
+    backends, ports = find_connections(roots, cache) if roots else ([], [])
     return {
         "kind": "task",
         "task_id": id(task),
@@ -293,7 +300,8 @@ def describe_task(task: Any, cache: dict[Any, Any] | None = None) -> dict[str, A
         "frames": frames,
         "awaiting": _awaiting(last, getattr(task, "_fut_waiter", None)),
         "running": running,
-        "backends": find_backends(roots, cache) if roots else [],
+        "backends": backends,
+        "ports": ports,
         "endpoint": find_endpoint(roots),
         "openers": [] if running else find_openers(holders, cache),
     }
@@ -363,14 +371,23 @@ def walk_chain(coro: Any) -> tuple[list[list[Any]], list[Any], Any]:
 
 
 def find_backends(roots: list[Any], cache: dict[Any, Any] | None = None) -> list[int]:
-    """Backend PIDs of the open connections reachable from ``roots`` (a frame's locals).
+    """Backend PIDs of the open connections reachable from ``roots`` (see
+    :func:`find_connections`)."""
+    return find_connections(roots, cache)[0]
+
+
+def find_connections(
+    roots: list[Any], cache: dict[Any, Any] | None = None
+) -> tuple[list[int], list[int]]:
+    """Backend PIDs of the open connections reachable from ``roots`` (a frame's locals),
+    and the local ports of their TCP client sockets (see :func:`client_port`).
 
     Breadth first, depth at most ``MAX_DEPTH``, at most ``MAX_VISITS``
     objects, each once; containers and plain objects are looked into, the
     recognised connection holders are resolved and not looked into further.
     """
     cache = {} if cache is None else cache
-    found: list[int] = []
+    found: list[tuple[int, int | None]] = []
     seen: set[int] = set()
     visits = 0
     level = roots
@@ -381,7 +398,7 @@ def find_backends(roots: list[Any], cache: dict[Any, Any] | None = None) -> list
             if tp in _ATOMIC or id(obj) in seen:
                 continue
             if visits >= MAX_VISITS:
-                return sorted(set(found))
+                return _split(found)
             seen.add(id(obj))
             visits += 1
             kind = _kind(tp, cache)
@@ -395,7 +412,46 @@ def find_backends(roots: list[Any], cache: dict[Any, Any] | None = None) -> list
                 with contextlib.suppress(Exception):
                     deeper.extend(_children(obj, tp, cache))
         level = deeper
-    return sorted(set(found))
+    return _split(found)
+
+
+def _split(found: list[tuple[int, int | None]]) -> tuple[list[int], list[int]]:
+    pids = sorted({pid for pid, _ in found if pid > 0})
+    return pids, sorted({port for _, port in found if port is not None})
+
+
+# Port of each connection's client socket, by (id(connection), backend pid, fd): read once
+# per connection, not per round. A new connection at a recycled id has another backend pid
+# (PgBouncer's cancel key is random) or fd; the dict is emptied when it grows past its bound.
+_PORTS: dict[tuple[int, int, int], int | None] = {}
+
+
+def client_port(connection: Any, backend_pid: int, fd: Any) -> int | None:
+    """The local port of the TCP socket ``fd`` (a driver connection's, not ours: read through
+    a duplicate, which is closed), cached; None for a Unix socket or anything unreadable."""
+    if type(fd) is not int or fd < 0:
+        return None
+    key = (id(connection), backend_pid, fd)
+    if key in _PORTS:
+        return _PORTS[key]
+    port = None
+    with contextlib.suppress(OSError, ValueError):
+        sock = socket.socket(fileno=os.dup(fd))
+        try:
+            port = _port_of(sock.getsockname())
+        finally:
+            sock.close()
+    if len(_PORTS) >= MAX_PORTS_CACHED:
+        _PORTS.clear()
+    _PORTS[key] = port
+    return port
+
+
+def _port_of(address: Any) -> int | None:
+    """The port of a ``getsockname()`` answer: an (address, port, ...) tuple for TCP."""
+    if type(address) is tuple and len(address) >= 2 and type(address[1]) is int:
+        return address[1] if address[1] > 0 else None
+    return None  # a Unix socket's path
 
 
 # -- who opened each connection ------------------------------------------------------------
@@ -484,10 +540,10 @@ def _connections_of(obj: Any, cache: dict[Any, Any]) -> list[int]:
     kind = _kind(type(obj), cache)
     if kind in (None, "skip"):
         return []
-    pids: list[int] = []
+    found: list[tuple[int, int | None]] = []  # (backend PID, client port), as _resolve finds
     with contextlib.suppress(Exception):
-        _resolve(obj, kind, pids, cache, MAX_HOPS)
-    return sorted(set(pids))
+        _resolve(obj, kind, found, cache, MAX_HOPS)
+    return sorted({pid for pid, _ in found})
 
 
 def _code_name(code: types.CodeType) -> str:
@@ -844,7 +900,9 @@ def _plain(obj: Any, name: str, missing: Any = None) -> Any:
     return missing
 
 
-def _resolve(obj: Any, kind: str, found: list[int], cache: dict[Any, Any], hops: int) -> None:
+def _resolve(
+    obj: Any, kind: str, found: list[tuple[int, int | None]], cache: dict[Any, Any], hops: int
+) -> None:
     """Follow a recognised connection holder down to its driver connection's backend PID."""
     if hops <= 0 or obj is None:
         return
@@ -861,7 +919,7 @@ def _resolve(obj: Any, kind: str, found: list[int], cache: dict[Any, Any], hops:
         handler(obj, found, follow)
 
 
-def _session(obj: Any, found: list[int], follow: Callable[[Any], None]) -> None:
+def _session(obj: Any, found: list[tuple[int, int | None]], follow: Callable[[Any], None]) -> None:
     transaction = _plain(obj, "_transaction")
     for _ in range(MAX_HOPS):
         if transaction is None:
@@ -874,31 +932,65 @@ def _session(obj: Any, found: list[int], follow: Callable[[Any], None]) -> None:
         transaction = _plain(transaction, "_parent")
 
 
-def _pid(found: list[int], value: Any) -> None:
-    if type(value) is int and value > 0:
-        found.append(value)
+def _pid(found: list[tuple[int, int | None]], value: Any, port: Any = None) -> None:
+    """Record an open connection: its backend PID when it can be one (PgBouncer's cancel
+    key, which a client sees instead, is random and half the time negative), its port
+    whenever known."""
+    if type(value) is not int:
+        return
+    found.append((value if value > 0 else 0, port if type(port) is int else None))
 
 
-def _psycopg(obj: Any, found: list[int], follow: Callable[[Any], None]) -> None:
+def _psycopg(obj: Any, found: list[tuple[int, int | None]], follow: Callable[[Any], None]) -> None:
     if _plain(obj, "_pool", _MISSING) is None:
         # psycopg_pool sets _pool on the connections it makes: the pool while checked out,
         # None once given back (open, and the pool's). A connection of no pool has none.
         return
     if not obj.closed:  # libpq's status, no round trip
-        _pid(found, obj.info.backend_pid)  # PQbackendPID: local
+        pid = obj.info.backend_pid  # PQbackendPID: local
+        _pid(found, pid, _guarded_port(obj, pid, lambda: obj.pgconn.socket))  # PQsocket
 
 
-def _psycopg2(obj: Any, found: list[int], follow: Callable[[Any], None]) -> None:
+def _psycopg2(obj: Any, found: list[tuple[int, int | None]], follow: Callable[[Any], None]) -> None:
     if not obj.closed:
-        _pid(found, obj.get_backend_pid())  # PQbackendPID: local
+        pid = obj.get_backend_pid()  # PQbackendPID: local
+        _pid(found, pid, _guarded_port(obj, pid, obj.fileno))  # PQsocket: local
 
 
-def _asyncpg(obj: Any, found: list[int], follow: Callable[[Any], None]) -> None:
+def _asyncpg(obj: Any, found: list[tuple[int, int | None]], follow: Callable[[Any], None]) -> None:
     if not obj.is_closed():
-        _pid(found, obj.get_server_pid())  # from the startup message: local
+        pid = obj.get_server_pid()  # from the startup message: local
+        _pid(found, pid, _asyncpg_port(obj, pid))
 
 
-_RESOLVERS: dict[str, Callable[[Any, list[int], Callable[[Any], None]], None]] = {
+def _guarded_port(obj: Any, pid: Any, fd: Callable[[], Any]) -> int | None:
+    """:func:`client_port` of the descriptor ``fd()`` gives; None when the driver refuses
+    it (a broken connection): the backend PID is recorded all the same."""
+    try:
+        return client_port(obj, pid, fd())
+    except Exception:
+        return None
+
+
+def _asyncpg_port(obj: Any, pid: Any) -> int | None:
+    """The port of an asyncpg connection's socket: its transport's ``sockname``, cached."""
+    key = (id(obj), pid, -1)
+    if key in _PORTS:
+        return _PORTS[key]
+    transport = _plain(obj, "_transport")
+    port = None
+    if transport is not None:
+        with contextlib.suppress(Exception):
+            port = _port_of(transport.get_extra_info("sockname"))
+    if len(_PORTS) >= MAX_PORTS_CACHED:
+        _PORTS.clear()
+    _PORTS[key] = port
+    return port
+
+
+_RESOLVERS: dict[
+    str, Callable[[Any, list[tuple[int, int | None]], Callable[[Any], None]], None]
+] = {
     "sa_session": _session,
     "sa_async_session": lambda obj, found, follow: follow(_plain(obj, "sync_session")),
     "sa_async_connection": lambda obj, found, follow: follow(_plain(obj, "sync_connection")),

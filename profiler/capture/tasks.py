@@ -22,8 +22,9 @@ File format (JSON lines, ``profiler-task-samples`` version 1): a header
 (``kind: header``, ``pid``, ``interval``, ``python``, ``started_at``, ...), then
 per round one ``task`` line per live task (``taken_at``, ``task_id``, ``task``,
 ``frames`` innermost first as ``[name, filename, line]``, ``awaiting``,
-``running``, ``backends``, ``endpoint`` with its ``request``, ``openers``) and one
-``round`` line (``taken_at``, ``tasks``,
+``running``, ``backends``, ``ports``: the local ports of those connections' TCP
+client sockets, absent from older files; ``endpoint`` with its ``request``, ``openers``)
+and one ``round`` line (``taken_at``, ``tasks``,
 ``skipped``, ``seconds`` and ``cpu_seconds``: the round's wall and CPU time), and
 last an ``end`` line
 (``reason``: ``duration``, ``stopped``, ``shutdown``, ``lease expired`` or
@@ -113,6 +114,7 @@ TASK_COLUMNS = (
     "leaf",
     "depth",
     "backends",
+    "ports",
     "awaiting",
     "endpoint",
     "request",
@@ -371,7 +373,8 @@ def read(path: Path) -> pd.DataFrame:
 
     ``stack`` is collapsed outermost first with :attr:`Frame.label` labels,
     so it merges with py-spy's stacks; ``leaf`` is the innermost frame's
-    name; ``backends`` are tuples of backend PIDs. A torn last line is
+    name; ``backends`` are tuples of backend PIDs, ``ports`` tuples of the local ports
+    of those connections' client sockets (empty for files written before them). A torn last line is
     ignored; any other corrupt line, or a file of another format or version,
     is an :class:`InputError`.
     """
@@ -438,6 +441,7 @@ class _Scan:
     leaves: list[str] = field(default_factory=list)
     depths: list[int] = field(default_factory=list)
     backends: list[tuple[int, ...]] = field(default_factory=list)
+    ports: list[tuple[int, ...]] = field(default_factory=list)
     awaiting: list[str | None] = field(default_factory=list)
     endpoints: list[str | None] = field(default_factory=list)
     requests: list[int] = field(default_factory=list)
@@ -483,6 +487,7 @@ class _Scan:
         self.leaves.append(shape[1])
         self.depths.append(shape[2])
         self.backends.append(backends)
+        self.ports.append(tuple(int(port) for port in record.get("ports") or ()))
         awaiting = record.get("awaiting")
         self.awaiting.append(None if awaiting is None else str(awaiting))
         endpoint = record.get("endpoint")
@@ -500,6 +505,8 @@ class _Scan:
         backends[:] = self.backends
         openers = np.empty(rows, dtype=object)
         openers[:] = self.openers
+        ports = np.empty(rows, dtype=object)
+        ports[:] = self.ports
         frame: pd.DataFrame = pd.DataFrame(
             {
                 "taken_at": _utc(self.taken),
@@ -510,6 +517,7 @@ class _Scan:
                 "leaf": pd.Categorical(self.leaves),
                 "depth": np.asarray(self.depths, dtype=np.int64),
                 "backends": pd.Series(backends, dtype=object),
+                "ports": pd.Series(ports, dtype=object),
                 "awaiting": pd.Categorical(self.awaiting),
                 "endpoint": pd.Categorical(self.endpoints),
                 "request": np.asarray(self.requests, dtype=np.int64),

@@ -21,7 +21,9 @@ Columns (see ``docs/reference/session-format.md``):
   (a recording writes an owner when a backend first appears, and again only
   when it changes: behind PgBouncer in transaction pooling a backend serves
   another worker with each transaction). ``owner_via`` names the pooler a
-  worker was found through (``pgbouncer``), else null.
+  worker was found through (``pgbouncer``), else null; ``owner_port``
+  is the local port of the TCP socket the owner holds (through a pooler, its
+  socket to the pooler), which task samples name: null over a Unix socket.
 
 :func:`convert` writes the table as Parquet (zstd) at the end of a session,
 with the recording's header, gaps and every snapshot's time in the file's
@@ -53,9 +55,9 @@ if TYPE_CHECKING:
 JSONL_NAME = "activity.jsonl"
 PARQUET_NAME = "activity.parquet"
 TABLE_FORMAT = "profiler-activity-table"
-TABLE_VERSION = 2
-# Version 1 had no owner_via; it reads as version 2 with that column null.
-_READABLE_VERSIONS = (1, TABLE_VERSION)
+TABLE_VERSION = 3
+# Version 1 had no owner_via, version 2 no owner_port: they read with those columns null.
+_READABLE_VERSIONS = (1, 2, TABLE_VERSION)
 METADATA_KEY = b"profiler"
 HINT = "activity recordings come from `profiler session run` or `profiler db watch -o FILE`"
 CHUNK_ROWS = 1 << 17  # rows per Arrow batch / Parquet row group: bounded memory while streaming
@@ -68,7 +70,7 @@ STRING_COLUMNS = tuple(
     for name in ActivitySample._fields
     if name not in FLOAT_COLUMNS + INT_COLUMNS + BOOL_COLUMNS
 )
-OWNER_COLUMNS = ("owner_pid", "owner_kind", "owner_cmdline", "owner_via")
+OWNER_COLUMNS = ("owner_pid", "owner_kind", "owner_cmdline", "owner_via", "owner_port")
 COLUMNS: tuple[str, ...] = ("taken_at", "clock_offset", *ActivitySample._fields, *OWNER_COLUMNS)
 NOT_NULL_INTS = ("pid",)
 
@@ -99,6 +101,7 @@ class _Owners:
     kinds: list[str | None] = field(default_factory=list)
     cmdlines: list[str | None] = field(default_factory=list)
     vias: list[str | None] = field(default_factory=list)
+    ports: list[int | None] = field(default_factory=list)
     named_at: list[int] = field(default_factory=list)  # the snapshot number that named it
     _records: list[dict[str, Any]] = field(default_factory=list)
 
@@ -121,6 +124,8 @@ class _Owners:
         self.kinds.append(record.get("kind"))
         self.cmdlines.append(record.get("cmdline"))
         self.vias.append(record.get("via") or None)
+        port = record.get("client_port")
+        self.ports.append(None if port is None else int(port))
 
     def latest(self, identity: tuple[int, float | None], snapshot: int, first: int) -> int:
         """The owner number that applies to ``identity`` at snapshot number ``snapshot``."""
@@ -171,6 +176,7 @@ def schema() -> pa.Schema:
         pa.field("owner_kind", text),
         pa.field("owner_cmdline", text),
         pa.field("owner_via", text),
+        pa.field("owner_port", pa.int64()),
     ]
     return pa.schema(fields)
 
@@ -235,12 +241,12 @@ def read_parquet(path: Path) -> ActivityTable:
         table = pq.read_table(path)
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read {path}: {exc}", hint="delete it to read the JSONL") from None
-    if meta.get("version") == 1 and "owner_via" not in table.column_names:
-        import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
+    for column in ("owner_via", "owner_port"):  # added by versions 2 and 3
+        if meta.get("version") in (1, 2) and column not in table.column_names:
+            import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 
-        table = table.append_column(
-            schema().field("owner_via"), pa.nulls(table.num_rows, schema().field("owner_via").type)
-        )
+            field_ = schema().field(column)
+            table = table.append_column(field_, pa.nulls(table.num_rows, field_.type))
     if table.schema.remove_metadata() != schema():
         raise InputError(f"{path} does not have the activity table's columns", hint=HINT)
     columns = dict(zip(table.column_names, table.columns, strict=True))
@@ -458,6 +464,7 @@ def _batch(
             _take_text(owners.kinds, safe, known),
             _take_text(owners.cmdlines, safe, known),
             _take_text(owners.vias, safe, known),
+            _take_int(owners.ports, safe, known),
         ],
         schema=target,
     )

@@ -37,7 +37,7 @@ import re
 import socket
 import time
 from collections.abc import Generator, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -345,7 +345,11 @@ class _Scan:
                 key = tuple(sorted(pids))
                 if key not in described:
                     described[key] = self._describe(key)
-                owners[backend_pid] = described[key]
+                owner = described[key]
+                port = client.client_port
+                if port is not None and port > 0:
+                    owner = replace(owner, client_port=port)  # the socket it holds
+                owners[backend_pid] = owner
             elif backend_pid in closing:
                 owners[backend_pid] = Owner(
                     "unknown",

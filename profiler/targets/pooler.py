@@ -85,7 +85,7 @@ class SeeThrough:
         self._next_id = -1
         # The worker's owner seen through the pooler, built once per resolver answer
         # (that answer kept alongside, so a recycled id() cannot match).
-        self._behind: dict[tuple[int, str, int | None], tuple[Owner, Owner]] = {}
+        self._behind: dict[tuple[int, str, int | None, int], tuple[Owner, Owner]] = {}
         self._last_identities: list[tuple[str, int, str, str, int]] = []
         self._last_found: dict[tuple[str, int], Owner] = {}
         self.linked = 0
@@ -160,12 +160,14 @@ class SeeThrough:
         if found is None:
             return pooler(f"serves client {client.addr}:{client.port}: unreadable address")
         if found.kind == "process":
-            key = (id(found), name, pid)
+            key = (id(found), name, pid, client.port)
             cached = self._behind.get(key)
             if cached is None or cached[0] is not found:
                 via = f"through {name}" + (f" {pid}" if pid else "")
                 detail = f"{via}; {found.detail}" if found.detail else via
-                cached = (found, replace(found, detail=detail, via=name))
+                # client_port: the worker's end of its socket to the pooler, which the
+                # task sampler records for the connection a task holds.
+                cached = (found, replace(found, detail=detail, via=name, client_port=client.port))
                 self._behind[key] = cached
             return cached[1]
         return pooler(f"serves client {client.addr}:{client.port}: {found.describe()}")
