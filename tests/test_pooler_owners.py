@@ -114,3 +114,23 @@ def test_the_pooler_is_never_a_worker_in_episodes_held_counts_or_findings(
     assert idle, "the held transactions are a finding"
     assert "worker unknown behind pgbouncer 900 (pooler)" in idle[0].title
     assert "worker 900" not in idle[0].title and "workers 900" not in idle[0].title
+
+
+def test_a_transaction_seen_open_after_its_server_was_unlinked_keeps_its_worker(
+    tmp_path: Path,
+) -> None:
+    """The race of transaction pooling: pg_stat_activity still shows the transaction, the
+    SHOW SERVERS read a moment later shows its server unlinked (owner: the pooler)."""
+    # GIVEN backend 7 in one transaction for W1 at t 0-3, its last snapshot racing
+    path = tmp_path / "activity.jsonl"
+    with RecordingWriter(path, {"interval": 1.0}) as writer:
+        for at in range(4):
+            writer.add(_snapshot(at, {7: W1 if at < 3 else IDLE}, {7: 0.0}))
+        writer.add(_snapshot(4, {7: IDLE}, {7: None}))
+    table = activity_table.read_jsonl(path)
+    # WHEN its episode is built
+    episodes = ep.held_episodes(table.frame, session_end=T0 + 5, snapshots=table.snapshots)
+    # THEN the worker the earlier snapshots named holds it, not the pooler
+    (owner,) = episodes["owner_pid"].tolist()
+    assert owner == 2001
+    assert episodes["owner_via"].tolist() == ["pgbouncer"]

@@ -203,6 +203,7 @@ def test_the_owner_is_resolved_from_the_client_side(hosts: Hosts, seen: Seen) ->
         "cmdline": mine["owner"]["cmdline"],  # type: ignore[index]
         "kind": "process",
         "detail": "",
+        "via": None,  # no pooler between them
     }
     assert mine["owner_detail"] is None
 

@@ -173,6 +173,7 @@ def held_episodes(
     duration = np.maximum(last_seen - start, 0.0)
     duration_max = np.where(still_open, session_end, end) - start
 
+    owned = _owned_row(activity, rows, first, last)
     idle_seconds, max_idle_age = _idle(activity, rows, episode, count)
     queries, last_query = _queries(activity["query"], rows, episode, last, count)
 
@@ -181,11 +182,11 @@ def held_episodes(
             "pid": pid[first],
             "backend_start": backend_start[first],
             "xact_start": xact[first],
-            "owner_pid": _worker_series(activity, rows[last]),
-            "owner_cmdline": _values(activity, "owner_cmdline", rows[last]),
-            "owner_via": _values(activity, "owner_via", rows[last]),
-            "owner_port": _worker_ports(activity, rows[last]),
-            "owner_label": _labels(activity, rows[last]),
+            "owner_pid": _worker_series(activity, rows[owned]),
+            "owner_cmdline": _values(activity, "owner_cmdline", rows[owned]),
+            "owner_via": _values(activity, "owner_via", rows[owned]),
+            "owner_port": _worker_ports(activity, rows[owned]),
+            "owner_label": _labels(activity, rows[owned]),
             "start": start,
             "first_seen": first_seen,
             "last_seen": last_seen,
@@ -745,6 +746,24 @@ def _worker_pids(activity: pd.DataFrame, rows: Any) -> npt.NDArray[np.int64]:
     """``owner_pid`` at ``rows``, -1 where unknown or not a worker."""
     owner: npt.NDArray[np.int64] = activity["owner_pid"].to_numpy(dtype=np.int64, na_value=-1)[rows]
     return np.where(_not_workers(activity, rows), -1, owner)
+
+
+def _owned_row(
+    activity: pd.DataFrame, rows: np.ndarray, first: np.ndarray, last: np.ndarray
+) -> np.ndarray:
+    """Per episode, the last of its rows whose owner is a worker (a process), else its last row.
+
+    Behind PgBouncer in transaction pooling the owner is read per snapshot, from
+    ``SHOW SERVERS`` a moment after ``pg_stat_activity``: a transaction that ends in
+    between is seen open with its server already unlinked (owner: the pooler). Its
+    worker is the one the earlier snapshots named.
+    """
+    if "owner_kind" not in activity.columns or rows.size == 0:
+        return last
+    kinds = activity["owner_kind"].to_numpy(dtype=object)[rows]
+    positions = np.where(kinds == "process", np.arange(rows.size), -1)
+    best = np.maximum.reduceat(positions, first)
+    return np.where(best >= first, best, last)
 
 
 def _worker_series(activity: pd.DataFrame, rows: Any) -> pd.Series[Any]:

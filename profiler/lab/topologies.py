@@ -27,6 +27,7 @@ MATRIX_SERVERS = ("gunicorn", "granian")
 # The downstream call the held handler keeps its session across, as session show names it.
 DOWNSTREAM_PATH = "invoke_tool → call_tool → AsyncClient.post"
 INVOKE_ENDPOINT = "POST /tools/{tool_id}/invoke"
+IDLE_SECONDS = 1.0  # session show's idle-in-transaction threshold
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,7 @@ class Cell:
     workers: tuple[int, ...]  # the session's targets
     owners: tuple[int, ...]  # distinct owner PIDs of the held connections
     unowned: int  # held connections with no worker named
+    unowned_idle: int  # of those, idle in transaction beyond 1 s: the ones that matter
     vias: tuple[str, ...]  # the poolers owners were found through
     idle_in_transaction: bool  # the idle-in-transaction finding fired
     attributed_seconds: float  # connection-seconds attributed to code (tasks or threads)
@@ -67,6 +69,11 @@ class Cell:
     @property
     def owners_are_workers(self) -> bool:
         return bool(self.owners) and set(self.owners) <= set(self.workers)
+
+    @property
+    def downstream_is_top(self) -> bool:
+        """The downstream call is most of the invoke endpoint's attributed hold."""
+        return self.downstream_share is not None and self.downstream_share > 0.5
 
 
 def lab_options(server: str, topology: str, mode: str, dsn: str, load: CellLoad) -> LabOptions:
@@ -122,6 +129,10 @@ def measure(server: str, topology: str, mode: str, directory: Path) -> Cell:
         workers=tuple(sorted(target["pid"] for target in shown["targets"])),
         owners=tuple(owners),
         unowned=sum(row.get("owner_pid") is None for row in held),
+        unowned_idle=sum(
+            row.get("owner_pid") is None and (row.get("max_idle_age") or 0) >= IDLE_SECONDS
+            for row in held
+        ),
         vias=tuple(sorted({row["via"] for row in held if row.get("via")})),
         idle_in_transaction="idle-in-transaction" in rules,
         attributed_seconds=round(sum(shown.get("attributed_seconds", {}).values()), 3),
@@ -132,7 +143,9 @@ def measure(server: str, topology: str, mode: str, directory: Path) -> Cell:
 
 
 def downstream_share(findings: list[dict[str, Any]]) -> float | None:
-    """The share of the invoke endpoint's held time spent in the downstream call, or None."""
+    """The share of the invoke endpoint's held time spent in the downstream call, or None.
+
+    0.0 when the endpoint held connections in other code paths only."""
     for finding in findings:
         if finding["rule"] != "held-code-path":
             continue
