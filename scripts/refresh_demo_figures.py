@@ -43,7 +43,7 @@ def figures_of(demo: Path) -> dict[str, Any]:
     """The figures of a demo's two sessions: every compare measure, formatted as
     ``session compare`` prints it, and the load each ran under."""
     from profiler.session import open as open_session
-    from profiler.session.compare import compare
+    from profiler.session.compare import compare, format_value
     from profiler.session.summary import summarize
 
     held = summarize(open_session(demo / "sessions" / "held"))
@@ -52,8 +52,8 @@ def figures_of(demo: Path) -> dict[str, Any]:
     sides: dict[str, dict[str, Any]] = {"before": {}, "after": {}}
     for change in comparison.changes:
         unit = change.measure.unit
-        sides["before"][change.measure.name] = _format(change.before, unit)
-        sides["after"][change.measure.name] = _format(change.after, unit)
+        sides["before"][change.measure.name] = format_value(change.before, unit)
+        sides["after"][change.measure.name] = format_value(change.after, unit)
     verdicts = {change.measure.name: change.verdict for change in comparison.changes}
     labels = {change.measure.name: change.measure.label for change in comparison.changes}
     for side, summary in (("before", held), ("after", fresh)):
@@ -134,16 +134,6 @@ def fill(text: str, figures: dict[str, Any]) -> str:
         ),
         text,
     )
-
-
-def _format(value: Any, unit: str) -> str:
-    if value is None:
-        return "-"
-    if unit == "bytes":
-        return f"{value / 2**20:.0f} MiB"
-    if isinstance(value, float):
-        return f"{value:.2f}{' ' + unit if unit else ''}"
-    return f"{value}{' ' + unit if unit else ''}"
 
 
 def _ms(value: float | None) -> str:

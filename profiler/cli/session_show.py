@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from profiler.analysis.text import offset
 from profiler.cli import console
 from profiler.errors import ChecksFailed
+from profiler.session.compare import format_value
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -130,7 +131,7 @@ def _metrics_table(summary: Summary) -> Table:
     table.add_column("value", justify="right")
     for measure in MEASURES:
         value = getattr(summary.metrics, measure.name)
-        table.add_row(measure.label, _format(value, measure.unit))
+        table.add_row(measure.label, format_value(value, measure.unit))
     return table
 
 
@@ -225,8 +226,8 @@ def _print_comparison(comparison: Comparison) -> None:
     for change in comparison.changes:
         table.add_row(
             change.measure.label,
-            _format(change.before, change.measure.unit),
-            _format(change.after, change.measure.unit),
+            format_value(change.before, change.measure.unit),
+            format_value(change.after, change.measure.unit),
             _verdict(change),
         )
     out.print(table)
@@ -259,16 +260,6 @@ def _print_comparison(comparison: Comparison) -> None:
 def _verdict(change: Change) -> str:
     style = {"better": "green", "worse": "bold red"}.get(change.verdict)
     return f"[{style}]{change.verdict}[/]" if style else change.verdict
-
-
-def _format(value: Any, unit: str) -> str:
-    if value is None:
-        return "-"
-    if unit == "bytes":
-        return f"{value / 2**20:.0f} MiB"
-    if isinstance(value, float):
-        return f"{value:.2f}{' ' + unit if unit else ''}"
-    return f"{value}{' ' + unit if unit else ''}"
 
 
 def _one_line(text: str | None, width: int = 80) -> str:

@@ -277,9 +277,7 @@ def _wait_healthy(name: str, url: str, proc: OwnedProcess, log: Path, timeout: f
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not proc.running:
-            raise LabError(
-                f"the {name} exited while starting: {_last_line(log)}", hint=f"see {log}"
-            )
+            raise LabError(f"the {name} exited while starting: {last_line(log)}", hint=f"see {log}")
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=1) as response:  # noqa: S310 - our loopback URL
                 if response.status == 200:
@@ -292,7 +290,8 @@ def _wait_healthy(name: str, url: str, proc: OwnedProcess, log: Path, timeout: f
     )
 
 
-def _last_line(log: Path) -> str:
+def last_line(log: Path) -> str:
+    """The last non-blank line of a child's log: what it said as it died."""
     try:
         lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:

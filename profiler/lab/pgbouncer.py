@@ -196,8 +196,10 @@ def _wait_listening(pid: int, port: int, log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if not _alive(pid):
+            from profiler.lab.lifecycle import last_line
+
             raise PoolerError(
-                f"pgbouncer exited while starting: {_last_line(log)}", hint=f"see {log}"
+                f"pgbouncer exited while starting: {last_line(log)}", hint=f"see {log}"
             )
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.settimeout(0.5)
@@ -217,14 +219,6 @@ def _alive(pid: int) -> bool:
     except ChildProcessError:
         return is_running(pid)
     return done == 0
-
-
-def _last_line(log: Path) -> str:
-    try:
-        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return "no log"
-    return lines[-1].strip() if lines else "no output"
 
 
 def _free_port() -> int:

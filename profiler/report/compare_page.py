@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from datetime import timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from profiler.report import markdown as md
 from profiler.report.redact import Redaction, inline
+from profiler.session.compare import format_value
 
 if TYPE_CHECKING:
     from profiler.analysis.findings import Finding
@@ -161,7 +162,9 @@ def verdict(comparison: Comparison) -> str:
         change = by_name.get(name)
         if change is not None and change.before is not None and change.after is not None:
             unit = change.measure.unit
-            facts.append(f"{label} {_format(change.before, unit)} → {_format(change.after, unit)}")
+            facts.append(
+                f"{label} {format_value(change.before, unit)} → {format_value(change.after, unit)}"
+            )
     rates = error_rate(comparison.before), error_rate(comparison.after)
     if rates[0] is not None and rates[1] is not None:
         facts.append(f"errors {rates[0]:.0%} → {rates[1]:.0%} of requests")
@@ -206,8 +209,8 @@ def _summary_sentence(comparison: Comparison) -> str:
 def _change_row(change: Change) -> str:
     unit = change.measure.unit
     return (
-        f"| {change.measure.label} | {_format(change.before, unit)} "
-        f"| {_format(change.after, unit)} | {_percent_change(change.before, change.after)} "
+        f"| {change.measure.label} | {format_value(change.before, unit)} "
+        f"| {format_value(change.after, unit)} | {_percent_change(change.before, change.after)} "
         f"| {VERDICT_TEXT[change.verdict]} |"
     )
 
@@ -224,14 +227,3 @@ def _findings(heading: str, meaning: str, findings: list[Finding], policy: Redac
 def _title(policy: Redaction, title: str) -> str:
     """A finding's title redacted, its code spans kept as code and the rest escaped."""
     return md.with_code_spans(inline(policy, title))
-
-
-def _format(value: Any, unit: str) -> str:
-    if value is None:
-        return "-"
-    if unit == "bytes":
-        return f"{value / 2**20:.0f} MiB"
-    suffix = f" {unit}" if unit else ""
-    if isinstance(value, float):
-        return f"{value:.2f}{suffix}"
-    return f"{value}{suffix}"

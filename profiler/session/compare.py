@@ -114,6 +114,22 @@ class Comparison:
         }
 
 
+def format_value(value: Any, unit: str) -> str:
+    """A measure's value as the comparison shows it everywhere (terminal, page, docs).
+
+    >>> format_value(3 * 2**20, "bytes"), format_value(2.5, "req/s"), format_value(None, "")
+    ('3 MiB', '2.50 req/s', '-')
+    """
+    if value is None:
+        return "-"
+    if unit == "bytes":
+        return f"{value / 2**20:.0f} MiB"
+    suffix = f" {unit}" if unit else ""
+    if isinstance(value, float):
+        return f"{value:.2f}{suffix}"
+    return f"{value}{suffix}"
+
+
 def rules(finding_rules: tuple[str, ...]) -> tuple[str, ...]:
     """Every name ``--fail-on`` accepts."""
     return ("any", *GROUPS, *(r for r in finding_rules if r not in GROUPS))
