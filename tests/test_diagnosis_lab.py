@@ -23,11 +23,12 @@ from profiler.session.summary import summarize
 LOAD_SECONDS = 5.0
 
 
+# held-serialise is left to benchmarks/diagnosis.py: in a 5 s load it sometimes holds no
+# transaction past the 1 s threshold and nothing is diagnosed (seen in a CI run); its
+# signal needs the benchmark's longer loads. Slow, not postgres: the SQL is the same on
+# every server, so the scenarios run once, on the embedded one.
 @pytest.mark.slow
-@pytest.mark.postgres
-@pytest.mark.parametrize(
-    "name", ["middleware", "auth-second-session", "sync-db", "streaming", "held-serialise"]
-)
+@pytest.mark.parametrize("name", ["middleware", "auth-second-session", "sync-db", "streaming"])
 def test_each_scenario_is_diagnosed_first(
     name: str, postgres_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

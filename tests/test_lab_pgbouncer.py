@@ -76,8 +76,14 @@ def test_lab_through_pgbouncer_transaction_pooling_names_the_workers(
     held = report["held_connections"]
     assert held, report
     owners = {h["owner_pid"] for h in held}
-    assert owners <= workers and pooler not in owners, (owners, workers, pooler)
-    assert {h["via"] for h in held} == {"pgbouncer"}
+    assert pooler not in owners and owners & workers, (owners, workers, pooler)
+    # a transaction seen once, as its server was unlinked (PgBouncer's SHOW SERVERS is read a
+    # moment after pg_stat_activity), may have no worker: then it is labelled, never a worker
+    for row in held:
+        if row["owner_pid"] is None:
+            assert "pooler" in (row["owner_label"] or ""), row
+        else:
+            assert row["owner_pid"] in workers and row["via"] == "pgbouncer", row
     assert report["metrics"]["connection_seconds_held"] > 0
     assert f"worker {pooler}" not in shown.stdout
     assert not is_running(pooler)  # lab down stopped PgBouncer by PID
