@@ -164,10 +164,13 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     finally:
         os.kill(init, signal.SIGKILL)  # PID 1 of its namespace: everything in it goes
         _reap(child)
-        if postgres is not None:
-            from profiler.pg import embedded
+        from profiler.pg import embedded
 
+        if postgres is not None:
             embedded.stop(pgdata, pid=int(str(postgres["pid"])))
+        elif (pgdata / "postmaster.pid").exists():  # started, then its start failed: still ours
+            pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+            embedded.stop(pgdata, pid=pid)
         assert not psutil.pid_exists(init) or psutil.Process(init).status() == "zombie"
 
 
