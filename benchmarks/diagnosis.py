@@ -25,30 +25,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from profiler.lab.lifecycle import LabOptions
-from profiler.lab.record import record_lab_session, session_settings
+from profiler.lab.record import record_lab_session, reference_options, session_settings
 from profiler.lab.scenarios import SCENARIOS, Scenario
-from profiler.pg.embedded import free_port
 from profiler.session import open as open_session
 from profiler.session.summary import summarize
-
-WORKERS, POOL_SIZE, MAX_OVERFLOW, POOL_TIMEOUT, LATENCY = 2, 6, 0, 0.1, 2.0
 
 
 def run(scenario: Scenario, root: Path, *, seconds: float, dsn: str | None) -> dict[str, str]:
     folder = root / scenario.name
     folder.mkdir()
-    options = LabOptions(
-        mode=scenario.mode,
-        workers=WORKERS,
-        pool_size=POOL_SIZE,
-        max_overflow=MAX_OVERFLOW,
-        pool_timeout=POOL_TIMEOUT,
-        downstream_latency=LATENCY,
-        port=free_port(),
-        dsn=dsn,
-        scenario=scenario.name,
-    )
+    options = reference_options(scenario.mode, dsn, scenario=scenario.name)
     started = time.monotonic()
     recorded = record_lab_session(
         options,

@@ -22,15 +22,6 @@ from profiler.lab.settings import Mode
 from profiler.session.compare import Comparison
 
 MODES: tuple[Mode, Mode] = ("held", "fresh")
-POOL_SIZE, MAX_OVERFLOW = 6, 0
-# A checkout that finds the pool empty blocks the event loop (async handlers over a sync
-# Session); with SQLAlchemy's 30 s default the held lab deadlocks outright instead of
-# showing the slow collapse the incident had. 0.1 s lets requests fail fast instead.
-POOL_TIMEOUT = 0.1
-# Twice the idle-in-transaction threshold (1 s): snapshots a second apart see a hold of
-# L seconds at an age of at least L - 1, so a 2 s hold is always seen beyond 1 s, where
-# a 1 s one is seen beyond it only when a snapshot happens to land at its very end.
-DOWNSTREAM_LATENCY = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +46,8 @@ class DemoResult:
 def run_demo(options: DemoOptions, *, step: Callable[[str], None]) -> DemoResult:
     """Record both strategies, compare them, publish and build the site."""
     from profiler.analysis.findings import Thresholds
+    from profiler.lab.record import reference_options
     from profiler.pg import embedded
-    from profiler.pg.embedded import free_port
     from profiler.session import open as open_session
     from profiler.session.compare import compare
     from profiler.session.summary import summarize
@@ -69,15 +60,10 @@ def run_demo(options: DemoOptions, *, step: Callable[[str], None]) -> DemoResult
     sessions: dict[str, Path] = {}
     try:
         for mode in MODES:
-            lab = LabOptions(
-                mode=mode,
+            lab = reference_options(
+                mode,
+                server.dsn,
                 workers=options.workers,
-                pool_size=POOL_SIZE,
-                max_overflow=MAX_OVERFLOW,
-                pool_timeout=POOL_TIMEOUT,
-                downstream_latency=DOWNSTREAM_LATENCY,
-                port=free_port(),
-                dsn=server.dsn,
                 via=options.via,
                 pool_mode=options.pool_mode,
             )
@@ -101,12 +87,13 @@ def _record(
     step: Callable[[str], None],
     notes: list[str],
 ) -> Path:
+    from profiler.lab.record import REFERENCE_LAB as LAB
     from profiler.lab.record import record_lab_session, session_settings
 
-    step(f"lab in {mode} mode: {options.workers} workers, pool {POOL_SIZE}+{MAX_OVERFLOW}")
+    step(f"lab in {mode} mode: {options.workers} workers, pool {LAB.pool_size}+{LAB.max_overflow}")
     directory.mkdir()
     settings = session_settings(
-        options.seconds, mem=options.mem, pool_capacity=POOL_SIZE + MAX_OVERFLOW
+        options.seconds, mem=options.mem, pool_capacity=LAB.pool_size + LAB.max_overflow
     )
     recorded = record_lab_session(
         lab,

@@ -30,12 +30,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from profiler.lab.lifecycle import LabOptions
-from profiler.lab.record import record_lab_session, session_settings
+from profiler.lab.record import (
+    REFERENCE_LAB,
+    record_lab_session,
+    reference_options,
+    session_settings,
+)
 from profiler.lab.settings import Mode
 from profiler.lab.state import STATE_DIR_ENV
 from profiler.pg import embedded
-from profiler.pg.embedded import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DIRECTORIES: dict[Mode, Path] = {
@@ -43,7 +46,7 @@ DIRECTORIES: dict[Mode, Path] = {
     "fresh": ROOT / "tests" / "data" / "session-fresh",
 }
 # The demo's lab (profiler/demo.py): a small pool, fail-fast checkouts, a slow downstream.
-WORKERS, POOL_SIZE, MAX_OVERFLOW, POOL_TIMEOUT, DOWNSTREAM_LATENCY = 2, 6, 0, 0.1, 1.0
+DOWNSTREAM_LATENCY = 1.0
 USERS, LOAD_SECONDS = 24, 6.0
 TASK_INTERVAL = 0.5  # the task sampler's files are the biggest part: every 0.5 s, not 0.2 s
 SIZE_LIMIT = 5 * 10**6
@@ -89,23 +92,15 @@ def record(mode: Mode, dsn: str, users: int, seconds: float, *, aggregate: bool)
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
-    lab = LabOptions(
-        mode=mode,
-        workers=WORKERS,
-        pool_size=POOL_SIZE,
-        max_overflow=MAX_OVERFLOW,
-        pool_timeout=POOL_TIMEOUT,
-        downstream_latency=DOWNSTREAM_LATENCY,
-        port=free_port(),
-        dsn=dsn,
-    )
+    # the reference lab with a 1 s downstream call: the recorded sessions predate the 2 s one
+    lab = reference_options(mode, dsn, downstream_latency=DOWNSTREAM_LATENCY)
     settings = session_settings(
         seconds,
         cpu=False,
         mem=True,
         mem_aggregate=aggregate,
         task_interval=TASK_INTERVAL,
-        pool_capacity=POOL_SIZE + MAX_OVERFLOW,
+        pool_capacity=REFERENCE_LAB.pool_size + REFERENCE_LAB.max_overflow,
     )
     recorded = record_lab_session(
         lab,

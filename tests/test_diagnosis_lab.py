@@ -13,10 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from profiler.lab.lifecycle import LabOptions
-from profiler.lab.record import record_lab_session, session_settings
+from profiler.lab.record import record_lab_session, reference_options, session_settings
 from profiler.lab.scenarios import SCENARIOS
-from profiler.pg.embedded import free_port
 from profiler.session import open as open_session
 from profiler.session.summary import summarize
 
@@ -35,17 +33,7 @@ def test_each_scenario_is_diagnosed_first(
     # GIVEN the lab in one scenario, recorded under its load
     scenario = SCENARIOS[name]
     monkeypatch.setenv("PROFILER_STATE_DIR", str(tmp_path / "state"))
-    options = LabOptions(
-        mode=scenario.mode,
-        workers=2,
-        pool_size=6,
-        max_overflow=0,
-        pool_timeout=0.1,
-        downstream_latency=2.0,
-        port=free_port(),
-        dsn=postgres_dsn,
-        scenario=name,
-    )
+    options = reference_options(scenario.mode, postgres_dsn, scenario=name)
     folder = tmp_path / name
     folder.mkdir()
     record_lab_session(

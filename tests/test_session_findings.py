@@ -21,31 +21,25 @@ from pathlib import Path
 
 import pytest
 
-from profiler.lab.lifecycle import LabOptions
-from profiler.lab.record import record_lab_session, session_settings
-from profiler.pg.embedded import free_port
+from profiler.lab.record import (
+    REFERENCE_LAB,
+    REFERENCE_USERS,
+    record_lab_session,
+    reference_options,
+    session_settings,
+)
 from tests.conftest import CliResult
 
-WORKERS, POOL_SIZE, MAX_OVERFLOW, POOL_TIMEOUT = 2, 6, 0, 0.1
-# 2 s downstream: twice the 1 s idle threshold, so snapshots 1 s apart always see the hold
-# beyond it (profiler.demo says why)
-USERS, LOAD_SECONDS, LATENCY = 24, 10.0, 2.0
+# The reference lab (profiler.lab.record says why: pool 6 + 0, 0.1 s checkout, 2 s downstream)
+POOL = REFERENCE_LAB.pool_size + REFERENCE_LAB.max_overflow
+USERS, LOAD_SECONDS = REFERENCE_USERS, 10.0
 
 
 def _record(mode: str, dsn: str, out: Path) -> None:
     """One lab session: the lab up, a session around a bounded load, the lab down."""
-    options = LabOptions(
-        mode=mode,  # type: ignore[arg-type]
-        workers=WORKERS,
-        pool_size=POOL_SIZE,
-        max_overflow=MAX_OVERFLOW,
-        pool_timeout=POOL_TIMEOUT,
-        downstream_latency=LATENCY,
-        port=free_port(),
-        dsn=dsn,
-    )
+    options = reference_options(mode, dsn)  # type: ignore[arg-type]
     out.mkdir()
-    settings = session_settings(LOAD_SECONDS, cpu=False, pool_capacity=POOL_SIZE + MAX_OVERFLOW)
+    settings = session_settings(LOAD_SECONDS, cpu=False, pool_capacity=POOL)
     recorded = record_lab_session(
         options, out, users=USERS, load_seconds=LOAD_SECONDS, settings=settings
     )

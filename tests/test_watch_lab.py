@@ -25,14 +25,15 @@ from typing import Any
 import pytest
 
 from profiler.errors import ProfilerError
-from profiler.lab.lifecycle import LabOptions, down, up, worker_pids
+from profiler.lab.lifecycle import down, up, worker_pids
 from profiler.lab.load import run_load
+from profiler.lab.record import REFERENCE_LAB, REFERENCE_USERS, reference_options
 from profiler.pg.embedded import free_port
 from tests.conftest import CliResult
 from tests.helpers import retry
 from tests.watch_lab import Prometheus, Recorder, manifest, prometheus_available
 
-WORKERS, POOL_SIZE, MAX_OVERFLOW, POOL_TIMEOUT, LATENCY, USERS = 2, 6, 0, 0.1, 2.0, 24
+POOL, USERS = REFERENCE_LAB.pool_size + REFERENCE_LAB.max_overflow, REFERENCE_USERS
 IDLE_THRESHOLD, AT_CAP, BURST = 1.0, 3.0, 8.0  # 1 s: half the downstream call
 THRESHOLD_RULES = {"idle-in-transaction", "pool-saturation", "blocked-event-loop"}
 WARMUP = 8.0  # the recorder's buffer before the load starts: the pre-trigger evidence
@@ -41,7 +42,7 @@ RULE_OPTIONS = (
     "--idle-threshold",
     str(IDLE_THRESHOLD),
     "--pool-capacity",
-    str(POOL_SIZE + MAX_OVERFLOW),
+    str(POOL),
     "--pool-at-cap",
     str(AT_CAP),
     "--burst",
@@ -50,16 +51,7 @@ RULE_OPTIONS = (
 
 
 def _lab(mode: str, dsn: str) -> Any:
-    options = LabOptions(
-        mode=mode,  # type: ignore[arg-type]
-        workers=WORKERS,
-        pool_size=POOL_SIZE,
-        max_overflow=MAX_OVERFLOW,
-        pool_timeout=POOL_TIMEOUT,
-        downstream_latency=LATENCY,
-        port=free_port(),
-        dsn=dsn,
-    )
+    options = reference_options(mode, dsn)  # type: ignore[arg-type]
     return up(options)
 
 

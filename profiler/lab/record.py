@@ -11,16 +11,36 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from profiler.errors import ProfilerError
 from profiler.lab.lifecycle import LabOptions, down, up
 from profiler.lab.load import run_load
+from profiler.lab.settings import Mode
+from profiler.pg.embedded import free_port
 from profiler.session import load_record
 from profiler.session.manifest import SessionSettings
 from profiler.session.run import prepare_session, run_session
+
+# The reference lab: what the demo, the acceptance tests, the recorder's tests and the
+# diagnosis benchmark run. A pool of 6 + 0 per worker, small enough to run dry. A checkout
+# that finds the pool empty blocks the event loop (async handlers over a sync Session):
+# with SQLAlchemy's 30 s default the held lab deadlocks outright instead of showing the
+# slow collapse the incident had, so 0.1 s lets requests fail fast. A 2 s downstream call
+# is twice the idle-in-transaction threshold (1 s): snapshots a second apart see a hold of
+# L seconds at an age of at least L - 1, so it is always seen beyond the threshold.
+REFERENCE_LAB = LabOptions(
+    workers=2, pool_size=6, max_overflow=0, pool_timeout=0.1, downstream_latency=2.0
+)
+REFERENCE_USERS = 24
+
+
+def reference_options(mode: Mode, dsn: str | None, **changes: Any) -> LabOptions:
+    """The reference lab in ``mode`` on ``dsn``, on a free port; ``changes`` override it."""
+    return replace(REFERENCE_LAB, mode=mode, dsn=dsn, port=free_port(), **changes)
+
 
 WARMUP_SECONDS = 3.0  # probes started and the task sampler injected before load begins
 TAIL_SECONDS = 1.0  # the session outlives the load a little, to see connections released
