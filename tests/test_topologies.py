@@ -4,10 +4,10 @@
 each a real lab (real servers from PyPI, Debian's pgbouncer, the embedded
 PostgreSQL) recorded by a real session under a short load on loopback. In held
 mode the idle-in-transaction owners are the gateway's workers (never the pooler),
-connection-seconds are attributed to code, and the downstream call's share of the
-invoke endpoint's hold is that of direct TCP within 15 points; in fresh mode no
-idle-in-transaction finding fires. ``benchmarks/topologies.py`` prints the same
-cells as the table in docs/reference/db.md.
+connection-seconds are attributed to code, and the downstream call leads the
+invoke endpoint's hold, as on direct TCP; in fresh mode no idle-in-transaction
+finding fires. ``benchmarks/topologies.py`` prints the same cells, with each
+share to compare with TCP's, as the table in docs/reference/db.md.
 """
 
 from __future__ import annotations

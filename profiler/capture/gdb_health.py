@@ -49,6 +49,7 @@ def gdb_version(gdb: str | None = None) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
+@cache  # a CPU's flags do not change: read /proc/cpuinfo once, not on every failed attach
 def cpu_has_amx(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     try:
         text = cpuinfo.read_text()
