@@ -30,7 +30,7 @@ from profiler.pg import recording
 from profiler.pg.dsn import to_sqlalchemy
 from profiler.pg.recording import RecordingWriter
 from profiler.session import activity_table, reader
-from tests.helpers import client_backend
+from tests.helpers import client_backend, retry
 
 T0 = 1_750_000_000.0
 LAG = 0.25  # the server's clock runs this far behind ours
@@ -433,8 +433,14 @@ def test_pool_samples_are_read_from_the_task_sampler_files(
     try:
         with engine.connect() as connection:
             connection.execute(text("select 1"))
-            # WHEN the task sampler runs here for a few rounds, writing the session's file
-            task_payload.start(str(path), 0.05, 0.3).join(10)
+            # WHEN the task sampler runs here for three rounds, writing the session's file (waited
+            # for, not timed: its first round scans this long-lived process's heap for pools)
+            sampler = task_payload.start(str(path), 0.05, 60)
+            retry(
+                lambda: path.read_text().count('"kind": "round"') >= 3, timeout=60, what="3 rounds"
+            )
+            task_payload.request_stop(str(path))
+            sampler.join(10)
     finally:
         engine.dispose()
     # THEN the session reads this pool's figures, one row per round

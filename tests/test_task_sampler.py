@@ -13,7 +13,6 @@ import asyncio
 import json
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -826,8 +825,13 @@ def test_the_sent_source_runs_in_a_bare_namespace_as_the_injector_runs_it(
     sampler = next(t for t in threading.enumerate() if t.name == task_payload.THREAD_NAME)
     assert sampler.daemon
 
-    # WHEN it is asked to stop
-    time.sleep(0.2)
+    # WHEN it is asked to stop once it has written two rounds (the first round scans the heap
+    # for pools: in a pytest process hundreds of tests old that alone can take a second)
+    retry(
+        lambda: path.read_text().count('"kind": "round"') >= 2,
+        timeout=30,
+        what="two sampler rounds",
+    )
     tasks.request_stop(path)
     sampler.join(5)
 
