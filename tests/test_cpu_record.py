@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from profiler.analysis import collapsed
@@ -24,6 +25,7 @@ from profiler.capture.record import (
     blocking_pause_seconds,
     plan,
 )
+from tests.helpers import retry
 
 # Each worker burns CPU in a function named after it, so attribution is checkable.
 WORKER = """
@@ -140,6 +142,11 @@ def test_a_worker_that_dies_mid_capture_does_not_spoil_the_others(
     )
 
 
+def _pyspy_running(pid: int) -> bool:
+    """Whether the command ``pid`` has started its py-spy (it writes nothing until stopped)."""
+    return any(child.name() == "py-spy" for child in psutil.Process(pid).children())
+
+
 def _start_cli(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "profiler", *args],
@@ -166,7 +173,9 @@ def test_stopping_early_keeps_what_was_sampled(
     pid = _worker(python_process, "record_marker_stopped")
     cli = _start_cli("cpu", "record", "--pid", str(pid), "-o", str(tmp_path), *duration)
     try:
-        time.sleep(2.5)  # interpreter start + py-spy attach + a second of samples
+        # (py-spy started, waited for; then a second of its samples at 100 Hz)
+        retry(lambda: _pyspy_running(cli.pid), timeout=30, what="py-spy under cpu record")
+        time.sleep(1.0)
         # WHEN it is signalled
         cli.send_signal(sig)
         _, stderr = cli.communicate(timeout=30)

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from profiler.capture import stack_log, tasks
 from profiler.capture.processes import stop_pid
 from profiler.memory import rss
 from profiler.pg import recording
+from tests.helpers import retry
 
 WORKER = """
 import threading, time
@@ -36,6 +36,14 @@ while True:
 
 def _manifest(directory: Path) -> dict[str, Any]:
     return json.loads((directory / "manifest.json").read_text())
+
+
+def _recorded(path: Path, kind: str) -> bool:
+    """Whether the JSON-lines file ``path`` holds a whole line of ``kind`` yet."""
+    if not path.exists():
+        return False
+    lines = path.read_text().splitlines(keepends=True)
+    return any(line.endswith("\n") and json.loads(line).get("kind") == kind for line in lines)
 
 
 @pytest.mark.slow
@@ -135,10 +143,17 @@ def test_ctrl_c_stops_every_probe_and_keeps_the_session(
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (out / "stacks.jsonl").exists():
-            time.sleep(0.1)
-        time.sleep(2)
+        # (waited for, not timed: every probe live, and each has recorded something)
+        retry(
+            lambda: (
+                (out / "manifest.json").exists()
+                and _manifest(out).get("window_started_at")
+                and _recorded(out / "stacks.jsonl", "sample")
+                and _recorded(out / "activity.jsonl", "snapshot")
+            ),
+            timeout=60,
+            what="a live session with a stack sample and a snapshot",
+        )
         cli.send_signal(signal.SIGINT)
         _, stderr = cli.communicate(timeout=90)
     finally:
