@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import random
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -62,15 +63,33 @@ def run_load(
     mix: dict[str, float] | None = None,
     request_timeout: float = 30.0,
     seed: int = 1,
+    stop: threading.Event | None = None,
 ) -> LoadResult:
+    """Drive ``users`` closed-loop users for ``seconds`` (at most), loopback only.
+
+    ``stop``, when set, ends the run early as the deadline would: a caller that
+    measures something else (a session whose start it cannot predict) keeps the
+    load on exactly as long as it needs, with ``seconds`` still the bound.
+    """
     require_loopback(url)
     if not 1 <= users <= MAX_USERS:
         raise UsageError(f"--users must be between 1 and {MAX_USERS}, not {users}")
     if not 0 < seconds <= MAX_SECONDS:
         raise UsageError(f"--seconds must be in (0, {MAX_SECONDS:.0f}], not {seconds}")
     return asyncio.run(
-        _run(url.rstrip("/"), users, seconds, mix or DEFAULT_MIX, request_timeout, seed)
+        _run(url.rstrip("/"), users, seconds, mix or DEFAULT_MIX, request_timeout, seed, stop)
     )
+
+
+@dataclass(slots=True)
+class _Window:
+    """When users may start requests: until the deadline, or until ``stop`` is set."""
+
+    deadline: float
+    stop: threading.Event | None
+
+    def open(self) -> bool:
+        return time.monotonic() < self.deadline and not (self.stop and self.stop.is_set())
 
 
 @dataclass(slots=True)
@@ -82,21 +101,29 @@ class _Tally:
 
 
 async def _run(
-    url: str, users: int, seconds: float, mix: dict[str, float], timeout: float, seed: int
+    url: str,
+    users: int,
+    seconds: float,
+    mix: dict[str, float],
+    timeout: float,
+    seed: int,
+    stop: threading.Event | None,
 ) -> LoadResult:
     limits = httpx.Limits(max_connections=users, max_keepalive_connections=users)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout) as client:
         tool_ids = await _tool_ids(client)
         tally = _Tally()
         started = time.monotonic()
-        deadline = started + seconds
-        tasks = [
-            asyncio.create_task(_user(client, index, deadline, mix, tool_ids, tally, seed))
+        window = _Window(started + seconds, stop)
+        pending = {
+            asyncio.create_task(_user(client, index, window, mix, tool_ids, tally, seed))
             for index in range(users)
-        ]
-        # Users stop starting requests at the deadline; one still waiting then is
-        # cut off, so a run never lasts longer than asked.
-        _, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
+        }
+        # Users stop starting requests when the window closes; one still waiting then
+        # is cut off, so a run never lasts longer than asked.
+        while pending and window.open():
+            left = window.deadline - time.monotonic()
+            _, pending = await asyncio.wait(pending, timeout=max(0.0, min(left, 0.1)))
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -134,7 +161,7 @@ async def _tool_ids(client: httpx.AsyncClient) -> list[int]:
 async def _user(
     client: httpx.AsyncClient,
     index: int,
-    deadline: float,
+    window: _Window,
     mix: dict[str, float],
     tool_ids: list[int],
     tally: _Tally,
@@ -143,7 +170,7 @@ async def _user(
     rng = random.Random(seed * 100_003 + index)
     headers = {"Authorization": f"Bearer {api_token(index % API_TOKEN_COUNT)}"}
     kinds, weights = list(mix), list(mix.values())
-    while time.monotonic() < deadline:
+    while window.open():
         kind = rng.choices(kinds, weights)[0]
         if kind == "invoke":
             method, path = "POST", f"/tools/{rng.choice(tool_ids)}/invoke"
