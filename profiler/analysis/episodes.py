@@ -36,7 +36,6 @@ What stacks can say about a held connection depends on the worker:
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,6 +44,22 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from profiler.analysis import task_join
+from profiler.analysis.activity_rows import (
+    client_backend_rows,
+    owned_row,
+    owner_labels,
+    snapshot_times,
+    worker_pid_series,
+    worker_pids,
+    worker_port_series,
+)
+from profiler.analysis.columns import (
+    category_codes,
+    column_floats,
+    epoch_seconds,
+    floats,
+    values_at,
+)
 from profiler.errors import UsageError
 from profiler.model import IDLE_IN_TRANSACTION
 
@@ -55,7 +70,6 @@ if TYPE_CHECKING:
 Threads = Literal["all", "active"]
 
 QUERIES_KEPT = 5  # distinct query texts kept per episode, most recent first
-CLIENT_BACKEND = "client backend"
 
 EPISODE_COLUMNS = (
     "episode_id",
@@ -141,17 +155,17 @@ def held_episodes(
 
     if activity.empty:
         return empty_episodes()
-    xact_all = _floats(activity["xact_start"])
-    rows = np.flatnonzero(~np.isnan(xact_all) & _client_backends(activity))
+    xact_all = floats(activity["xact_start"])
+    rows = np.flatnonzero(~np.isnan(xact_all) & client_backend_rows(activity))
     if rows.size == 0:
         return empty_episodes()
-    snaps = _snapshot_times(activity, snapshots)
+    snaps = snapshot_times(activity, snapshots)
 
     pid = activity["pid"].to_numpy(dtype=np.int64)[rows]
-    backend_start = _floats(activity["backend_start"])[rows]
+    backend_start = floats(activity["backend_start"])[rows]
     start_key = np.where(np.isnan(backend_start), -np.inf, backend_start)
     xact = xact_all[rows]
-    taken = _floats(activity["taken_at"])[rows]
+    taken = floats(activity["taken_at"])[rows]
     order = np.lexsort((taken, xact, start_key, pid))
     rows, pid = rows[order], pid[order]
     backend_start, start_key = backend_start[order], start_key[order]
@@ -164,7 +178,7 @@ def held_episodes(
     last = np.append(first[1:] - 1, n - 1)
     count = first.size
 
-    offset = _column_floats(activity, "clock_offset", 0.0)[rows]
+    offset = column_floats(activity, "clock_offset", 0.0)[rows]
     start = xact[first] + offset[first]
     first_seen, last_seen = taken[first], taken[last]
     following = np.searchsorted(snaps, last_seen, side="right")
@@ -173,7 +187,7 @@ def held_episodes(
     duration = np.maximum(last_seen - start, 0.0)
     duration_max = np.where(still_open, session_end, end) - start
 
-    owned = _owned_row(activity, rows, first, last)
+    owned = owned_row(activity, rows, first, last)
     idle_seconds, max_idle_age = _idle(activity, rows, episode, count)
     queries, last_query = _queries(activity["query"], rows, episode, last, count)
 
@@ -182,11 +196,11 @@ def held_episodes(
             "pid": pid[first],
             "backend_start": backend_start[first],
             "xact_start": xact[first],
-            "owner_pid": _worker_series(activity, rows[owned]),
-            "owner_cmdline": _values(activity, "owner_cmdline", rows[owned]),
-            "owner_via": _values(activity, "owner_via", rows[owned]),
-            "owner_port": _worker_ports(activity, rows[owned]),
-            "owner_label": _labels(activity, rows[owned]),
+            "owner_pid": worker_pid_series(activity, rows[owned]),
+            "owner_cmdline": values_at(activity, "owner_cmdline", rows[owned]),
+            "owner_via": values_at(activity, "owner_via", rows[owned]),
+            "owner_port": worker_port_series(activity, rows[owned]),
+            "owner_label": owner_labels(activity, rows[owned]),
             "start": start,
             "first_seen": first_seen,
             "last_seen": last_seen,
@@ -198,7 +212,7 @@ def held_episodes(
             "max_idle_age": max_idle_age,
             "queries": queries,
             "last_query": last_query,
-            "application_name": _values(activity, "application_name", rows[last]),
+            "application_name": values_at(activity, "application_name", rows[last]),
             "samples": (last - first + 1).astype(np.int64),
         }
     )
@@ -214,8 +228,8 @@ def _idle(
     idle_seconds = np.zeros(count)
     max_idle_age = np.full(count, np.nan)
     idle = activity["state"].isin(IDLE_IN_TRANSACTION).to_numpy(dtype=bool)[rows]
-    changed = _floats(activity["state_change"])[rows]
-    sampled = _floats(activity["sampled_at"])[rows]
+    changed = floats(activity["state_change"])[rows]
+    sampled = floats(activity["sampled_at"])[rows]
     chosen = idle & ~np.isnan(changed)
     if not chosen.any():
         return idle_seconds, max_idle_age
@@ -239,7 +253,7 @@ def _queries(
     """Distinct texts per episode (most recent first, capped) and the last row's text."""
     import pandas as pd
 
-    codes, texts = _codes(column, rows)
+    codes, texts = category_codes(column, rows)
     categories: list[str | None] = [None if pd.isna(t) else str(t) for t in texts]
     last_code = codes[last]
     last_query = [categories[c] if c >= 0 else None for c in last_code.tolist()]
@@ -411,9 +425,9 @@ def _pairs(
         samples = samples[samples["active"].to_numpy(dtype=bool)]
         if samples.empty:
             return nothing
-    when = _epoch(samples["taken_at"])
+    when = epoch_seconds(samples["taken_at"])
     worker = samples["worker_pid"].to_numpy(dtype=np.int64)
-    code, categories = _codes(samples["stack"], np.arange(len(samples)))
+    code, categories = category_codes(samples["stack"], np.arange(len(samples)))
     order = np.lexsort((when, worker))
     when, worker, code = when[order], worker[order], code[order]
     workers, segment_start = np.unique(worker, return_index=True)
@@ -426,8 +440,8 @@ def _pairs(
     share = 1.0 / np.repeat(per_dump, per_dump)
 
     owner = episodes["owner_pid"].to_numpy(dtype=np.int64, na_value=-1)
-    begin = _floats(episodes["start"])
-    finish = begin + _floats(episodes["duration"])  # observed: up to its last sighting
+    begin = floats(episodes["start"])
+    finish = begin + floats(episodes["duration"])  # observed: up to its last sighting
     ids = episodes["episode_id"].to_numpy(dtype=np.int64)
     segment = np.minimum(np.searchsorted(workers, owner), workers.size - 1)
     usable = (owner >= 0) & (workers[segment] == owner) & ~np.isnan(begin) & ~np.isnan(finish)
@@ -535,12 +549,12 @@ def connections_held(
 
     if activity.empty:
         return empty_held()
-    rows = np.flatnonzero(~np.isnan(_floats(activity["xact_start"])) & _client_backends(activity))
+    rows = np.flatnonzero(~np.isnan(floats(activity["xact_start"])) & client_backend_rows(activity))
     if rows.size == 0:
         return empty_held()
-    snaps = _snapshot_times(activity, snapshots)
-    taken = _floats(activity["taken_at"])[rows]
-    owner = _worker_pids(activity, rows)
+    snaps = snapshot_times(activity, snapshots)
+    taken = floats(activity["taken_at"])[rows]
+    owner = worker_pids(activity, rows)
     owners = np.unique(owner)
     at = np.minimum(np.searchsorted(snaps, taken), snaps.size - 1)
     flat = at * owners.size + np.searchsorted(owners, owner)
@@ -573,7 +587,7 @@ def memory_alignment(held: pd.DataFrame, rss: pd.DataFrame) -> pd.DataFrame:
         return empty_alignment()
     left: pd.DataFrame = pd.DataFrame(
         {
-            "taken_at": _epoch(rss["taken_at"]),
+            "taken_at": epoch_seconds(rss["taken_at"]),
             "worker_pid": rss["worker_pid"].to_numpy(dtype=np.int64),
             "rss_bytes": rss["rss_bytes"].to_numpy(dtype=np.int64),
         }
@@ -581,7 +595,7 @@ def memory_alignment(held: pd.DataFrame, rss: pd.DataFrame) -> pd.DataFrame:
     known = held[held["owner_pid"].notna()]
     right: pd.DataFrame = pd.DataFrame(
         {
-            "taken_at": _floats(known["taken_at"]),
+            "taken_at": floats(known["taken_at"]),
             "worker_pid": known["owner_pid"].to_numpy(dtype=np.int64),
             "held": known["held"].to_numpy(dtype=np.int64),
         }
@@ -589,7 +603,7 @@ def memory_alignment(held: pd.DataFrame, rss: pd.DataFrame) -> pd.DataFrame:
     merged = pd.merge_asof(left, right, on="taken_at", by="worker_pid", direction="backward")
     counts = merged["held"].astype("Int64")
     if not held.empty:
-        first = float(np.min(_floats(held["taken_at"])))
+        first = float(np.min(floats(held["taken_at"])))
         counts = counts.mask(counts.isna() & (merged["taken_at"] >= first), 0)
     merged["held"] = counts
     return merged
@@ -669,159 +683,3 @@ def empty_alignment() -> pd.DataFrame:
         }
     )
     return frame
-
-
-# -- helpers --------------------------------------------------------------------------------
-
-
-def _floats(series: pd.Series[Any]) -> npt.NDArray[np.float64]:
-    return series.to_numpy(dtype=np.float64, na_value=np.nan)
-
-
-def _column_floats(frame: pd.DataFrame, name: str, default: float) -> npt.NDArray[np.float64]:
-    if name not in frame.columns:
-        return np.full(len(frame), default)
-    return _floats(frame[name])
-
-
-def _epoch(series: pd.Series[Any]) -> npt.NDArray[np.float64]:
-    """Epoch seconds from datetimes (naive ones read as UTC) or from numbers."""
-    import pandas as pd
-
-    if pd.api.types.is_datetime64_any_dtype(series.dtype):
-        aware = series if series.dt.tz is not None else series.dt.tz_localize("UTC")
-        seconds = (aware - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
-        return _floats(seconds)
-    return _floats(series)
-
-
-def _client_backends(activity: pd.DataFrame) -> npt.NDArray[np.bool_]:
-    """Rows of backends applications opened (``client backend``, or type unknown)."""
-    if "backend_type" not in activity.columns:
-        return np.ones(len(activity), dtype=bool)
-    kind = activity["backend_type"]
-    mask = kind.isna() | (kind == CLIENT_BACKEND)
-    return mask.to_numpy(dtype=bool)
-
-
-def _snapshot_times(
-    activity: pd.DataFrame, snapshots: Sequence[float] | npt.NDArray[np.float64] | None
-) -> npt.NDArray[np.float64]:
-    """Sorted distinct snapshot times: the given ones plus every ``taken_at`` in ``activity``."""
-    taken = _floats(activity["taken_at"])
-    if snapshots is not None and len(snapshots):
-        taken = np.concatenate([taken, np.asarray(snapshots, dtype=np.float64)])
-    return np.unique(taken[~np.isnan(taken)])
-
-
-def _codes(series: pd.Series[Any], rows: Any) -> tuple[npt.NDArray[np.int64], Sequence[Any]]:
-    """Integer codes (-1 for missing) of ``series`` at ``rows``, and what they stand for."""
-    import pandas as pd
-
-    if isinstance(series.dtype, pd.CategoricalDtype):
-        codes = series.cat.codes.to_numpy()[rows].astype(np.int64)
-        return codes, list(series.cat.categories)
-    factorized, uniques = pd.factorize(series.iloc[rows])
-    return factorized.astype(np.int64), list(uniques)
-
-
-# -- who is a worker ------------------------------------------------------------------------
-
-
-def _not_workers(activity: pd.DataFrame, rows: Any) -> npt.NDArray[np.bool_]:
-    """Rows whose owner has a pid but is not a worker (a pooler, by its kind).
-
-    Every rule reads owners through here, so a pooler's pid never becomes a
-    "worker" in a finding, a plot or a table. Tables without ``owner_kind``
-    (hand-made ones) count every owner as a worker, as before.
-    """
-    if "owner_kind" not in activity.columns:
-        return np.zeros(len(rows), dtype=bool)
-    kinds = activity["owner_kind"].iloc[rows]
-    mask: npt.NDArray[np.bool_] = (kinds.notna() & ~kinds.isin(["process"])).to_numpy(dtype=bool)
-    return mask
-
-
-def _worker_pids(activity: pd.DataFrame, rows: Any) -> npt.NDArray[np.int64]:
-    """``owner_pid`` at ``rows``, -1 where unknown or not a worker."""
-    owner: npt.NDArray[np.int64] = activity["owner_pid"].to_numpy(dtype=np.int64, na_value=-1)[rows]
-    return np.where(_not_workers(activity, rows), -1, owner)
-
-
-def _owned_row(
-    activity: pd.DataFrame, rows: np.ndarray, first: np.ndarray, last: np.ndarray
-) -> np.ndarray:
-    """Per episode, the last of its rows whose owner is a worker (a process), else its last row.
-
-    Behind PgBouncer in transaction pooling the owner is read per snapshot, from
-    ``SHOW SERVERS`` a moment after ``pg_stat_activity``: a transaction that ends in
-    between is seen open with its server already unlinked (owner: the pooler). Its
-    worker is the one the earlier snapshots named.
-    """
-    if "owner_kind" not in activity.columns or rows.size == 0:
-        return last
-    kinds = activity["owner_kind"].to_numpy(dtype=object)[rows]
-    positions = np.where(kinds == "process", np.arange(rows.size), -1)
-    best = np.maximum.reduceat(positions, first)
-    return np.where(best >= first, best, last)
-
-
-def _worker_series(activity: pd.DataFrame, rows: Any) -> pd.Series[Any]:
-    """``owner_pid`` at ``rows`` as nullable ints, ``<NA>`` where not a worker."""
-    series = _nullable_ints(activity["owner_pid"].iloc[rows])
-    series[_not_workers(activity, rows)] = None
-    return series
-
-
-def _worker_ports(activity: pd.DataFrame, rows: Any) -> pd.Series[Any]:
-    """``owner_port`` at ``rows`` as nullable ints, ``<NA>`` where not a worker or absent."""
-    import pandas as pd
-
-    if "owner_port" not in activity.columns:
-        nothing: pd.Series[Any] = pd.Series(pd.array([None] * len(rows), dtype="Int64"))
-        return nothing
-    series = _nullable_ints(activity["owner_port"].iloc[rows])
-    series[_not_workers(activity, rows)] = None
-    return series
-
-
-def _labels(activity: pd.DataFrame, rows: Any) -> list[str | None]:
-    """``pgbouncer 1234 (pooler)`` for rows owned by a pooler, else None.
-
-    The pooler's name is its executable's (the owner's command line), so the
-    analysis needs nothing from the capture side to name it.
-    """
-    not_workers = _not_workers(activity, rows)
-    if not not_workers.any():
-        return [None] * len(rows)
-    kinds = _values(activity, "owner_kind", rows)
-    pids = activity["owner_pid"].iloc[rows].tolist()
-    cmdlines = _values(activity, "owner_cmdline", rows)
-    labels: list[str | None] = []
-    for i, other in enumerate(not_workers):
-        if not other:
-            labels.append(None)
-            continue
-        words = str(cmdlines[i] or "").split()
-        name = words[0].rsplit("/", 1)[-1] if words else str(kinds[i])
-        pid = pids[i]
-        labels.append(f"{name} {int(pid)} ({kinds[i]})" if not _missing(pid) else str(kinds[i]))
-    return labels
-
-
-def _missing(value: Any) -> bool:
-    import pandas as pd
-
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
-
-
-def _nullable_ints(series: pd.Series[Any]) -> pd.Series[Any]:
-    converted: pd.Series[Any] = series.reset_index(drop=True).astype("Int64")
-    return converted
-
-
-def _values(frame: pd.DataFrame, name: str, rows: Any) -> Any:
-    """``frame[name]`` at ``rows`` (dtype kept: a categorical stays one), None when absent."""
-    if name not in frame.columns:
-        return [None] * len(rows)
-    return frame[name].iloc[rows].reset_index(drop=True)

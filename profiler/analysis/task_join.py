@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from profiler.analysis.columns import epoch_seconds
+
 if TYPE_CHECKING:
     import numpy.typing as npt
     import pandas as pd
@@ -54,8 +56,6 @@ def named_long(tasks: pd.DataFrame, column: str) -> pd.DataFrame:
     ``ports``): ``worker_pid`` (Int64), ``taken_at`` (epoch seconds), ``task_id``, ``value``."""
     import pandas as pd
 
-    from profiler.analysis.episodes import _epoch
-
     if column not in tasks.columns:
         empty: pd.DataFrame = pd.DataFrame(
             {
@@ -76,7 +76,7 @@ def named_long(tasks: pd.DataFrame, column: str) -> pd.DataFrame:
     frame: pd.DataFrame = pd.DataFrame(
         {
             "worker_pid": tasks["worker_pid"].to_numpy(dtype=np.int64)[rows],
-            "taken_at": _epoch(tasks["taken_at"])[rows],
+            "taken_at": epoch_seconds(tasks["taken_at"])[rows],
             "task_id": task_id[rows],
             "value": long.to_numpy(dtype=np.int64),
         }
