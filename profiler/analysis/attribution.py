@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from profiler.analysis import episodes as ep
 from profiler.analysis import task_join
 from profiler.analysis.code_paths import FALLBACK_ROOT
 from profiler.analysis.columns import floats
+from profiler.analysis.sample_pairs import Pairs, pair_samples
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -142,7 +142,7 @@ def attribute_tasks(
         return TaskAttribution()
     tasks = tasks.reset_index(drop=True)
     windowed = observed_windows(episodes, tasks)
-    pairs = ep._pairs(windowed, tasks, "all", by_task=False)
+    pairs = pair_samples(windowed, tasks, "all", by_task=False)
     if pairs.episode.size == 0:
         return TaskAttribution()
     weight, kind = _weights(windowed, tasks, pairs)
@@ -170,7 +170,7 @@ def attribute_tasks(
 
 
 def _weights(
-    episodes: pd.DataFrame, tasks: pd.DataFrame, pairs: ep._Pairs
+    episodes: pd.DataFrame, tasks: pd.DataFrame, pairs: Pairs
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
     """Per pair: its share of its round, and its kind (an index into :data:`KINDS`)."""
     position = _positions(episodes)

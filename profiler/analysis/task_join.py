@@ -11,8 +11,8 @@ and the session records as the backend owner's ``owner_port``. So a task of
 worker W naming port P names the transaction owned by (W, P).
 
 Only pairs already inside one episode's window and of its owner worker are
-ever tested (:func:`profiler.analysis.episodes._pairs`), so a port that a later
-connection reuses cannot name an earlier transaction: while a socket is open
+ever tested (:func:`profiler.analysis.sample_pairs.pair_samples`), so a port that a
+later connection reuses cannot name an earlier transaction: while a socket is open
 its port is its own, and the episode's owner was read while it was open.
 """
 
