@@ -560,7 +560,7 @@ def phase_jsonl(directory: Path) -> dict[str, Any]:
 
 def phase_analyse(directory: Path) -> dict[str, Any]:
     import profiler.session
-    from profiler.analysis import episodes
+    from profiler.analysis import episodes, held_counts, hold_stacks
     from profiler.analysis.findings import Evidence, Thresholds, evaluate
     from profiler.session import summary
 
@@ -577,14 +577,16 @@ def phase_analyse(directory: Path) -> dict[str, Any]:
         "held_episodes",
         lambda: episodes.held_episodes(activity, session_end=end, snapshots=snapshots),
     )
-    during = step("stacks_during (thread samples)", lambda: episodes.stacks_during(held, samples))
+    during = step(
+        "stacks_during (thread samples)", lambda: hold_stacks.stacks_during(held, samples)
+    )
     profile, owners, attribution = step(
         "hold attribution (tasks + threads)", lambda: summary.hold_profile(session, held)
     )
     counts = step(
-        "connections_held", lambda: episodes.connections_held(activity, snapshots=snapshots)
+        "connections_held", lambda: held_counts.connections_held(activity, snapshots=snapshots)
     )
-    aligned = step("memory_alignment", lambda: episodes.memory_alignment(counts, rss))
+    aligned = step("memory_alignment", lambda: held_counts.memory_alignment(counts, rss))
     evidence = Evidence(
         episodes=held,
         held=counts,

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from profiler.analysis import episodes as ep
+from profiler.analysis import held_counts, hold_stacks
 from profiler.analysis.attribution import attribute_tasks, observed_windows
 from profiler.analysis.code_paths import FALLBACK_ROOT, describe
 from profiler.errors import UsageError
@@ -294,9 +295,9 @@ def test_stacks_during_takes_only_the_owners_samples_inside_the_episode() -> Non
         (13.1, 2001, "main;after"),
     )
     # WHEN
-    during = ep.stacks_during(held, stacks)
+    during = hold_stacks.stacks_during(held, stacks)
     # THEN
-    assert list(during.columns) == list(ep.STACKS_DURING_COLUMNS)
+    assert list(during.columns) == list(hold_stacks.STACKS_DURING_COLUMNS)
     assert list(during["stack"]) == ["main;await_http", "main;render"]
     assert list(during["samples"]) == [2, 1]
     assert list(during["share"]) == pytest.approx([2 / 3, 1 / 3])
@@ -314,10 +315,15 @@ def test_threads_active_keeps_running_samples_only() -> None:
         ],
         ignore_index=True,
     )
-    assert list(ep.stacks_during(held, stacks)["stack"]) == ["main;query", "main;select_loop"]
-    assert list(ep.stacks_during(held, stacks, threads="active")["stack"]) == ["main;query"]
+    assert list(hold_stacks.stacks_during(held, stacks)["stack"]) == [
+        "main;query",
+        "main;select_loop",
+    ]
+    assert list(hold_stacks.stacks_during(held, stacks, threads="active")["stack"]) == [
+        "main;query"
+    ]
     with pytest.raises(UsageError):
-        ep.stacks_during(held, stacks, threads="idle")  # type: ignore[arg-type]
+        hold_stacks.stacks_during(held, stacks, threads="idle")  # type: ignore[arg-type]
 
 
 def test_float_and_datetime_sample_times_agree() -> None:
@@ -326,7 +332,9 @@ def test_float_and_datetime_sample_times_agree() -> None:
     )
     stacks = samples((10.5, 2001, "a"), (11.5, 2001, "b"), (12.5, 2001, "c"))
     as_floats = stacks.assign(taken_at=[10.5, 11.5, 12.5])
-    pd.testing.assert_frame_equal(ep.stacks_during(held, stacks), ep.stacks_during(held, as_floats))
+    pd.testing.assert_frame_equal(
+        hold_stacks.stacks_during(held, stacks), hold_stacks.stacks_during(held, as_floats)
+    )
 
 
 def test_a_worker_that_died_keeps_its_episode_and_its_samples_stop() -> None:
@@ -353,7 +361,7 @@ def test_a_worker_that_died_keeps_its_episode_and_its_samples_stop() -> None:
     assert list(held["open"]) == [False, True]
     # and its stacks are the two it had before dying; the open one's run to its last sighting
     # (13): at 13.5 it may have ended already
-    during = ep.stacks_during(held, stacks)
+    during = hold_stacks.stacks_during(held, stacks)
     assert during.groupby("episode_id")["samples"].sum().to_dict() == {0: 2, 1: 2}
 
 
@@ -362,8 +370,8 @@ def test_unowned_episodes_have_no_stacks() -> None:
         activity(row(11, 7, state="active", xact_start=10.0, owner=None), row(12, 7, owner=None)),
         session_end=20.0,
     )
-    assert ep.stacks_during(held, samples((11.0, 2001, "a"))).empty
-    assert ep.hold_profile(held, samples((11.0, 2001, "a")), interval=0.5) == Counter()
+    assert hold_stacks.stacks_during(held, samples((11.0, 2001, "a"))).empty
+    assert hold_stacks.hold_profile(held, samples((11.0, 2001, "a")), interval=0.5) == Counter()
 
 
 def test_an_owner_without_samples_borrows_no_other_workers_stacks() -> None:
@@ -373,8 +381,8 @@ def test_an_owner_without_samples_borrows_no_other_workers_stacks() -> None:
         session_end=20.0,
     )
     stacks = samples((11.0, 2001, "a"), (11.0, 2009, "b"))
-    assert ep.stacks_during(held, stacks).empty
-    assert ep.hold_profile(held, stacks, interval=0.5) == Counter()
+    assert hold_stacks.stacks_during(held, stacks).empty
+    assert hold_stacks.hold_profile(held, stacks, interval=0.5) == Counter()
 
 
 def test_hold_profile_weighs_by_concurrent_episodes() -> None:
@@ -394,11 +402,11 @@ def test_hold_profile_weighs_by_concurrent_episodes() -> None:
         (12.5, 2002, "handler;elsewhere"),  # another worker: nothing held
     )
     # WHEN
-    profile = ep.hold_profile(held, stacks, interval=0.5)
+    profile = hold_stacks.hold_profile(held, stacks, interval=0.5)
     # THEN milliseconds: 0.5 s x connections held at each sample
     assert profile == Counter({"handler;render": (3 + 2) * 500, "handler;query": 2 * 500})
     with pytest.raises(UsageError):
-        ep.hold_profile(held, stacks, interval=0)
+        hold_stacks.hold_profile(held, stacks, interval=0)
 
 
 def test_hold_profile_shares_a_dump_among_the_threads_it_saw() -> None:
@@ -408,7 +416,7 @@ def test_hold_profile_shares_a_dump_among_the_threads_it_saw() -> None:
     )
     stacks = samples((11.0, 2001, "loop;wait_for_pool"), (11.0, 2001, "pool_thread;idle"))
     # WHEN
-    profile = ep.hold_profile(held, stacks, interval=1.0)
+    profile = hold_stacks.hold_profile(held, stacks, interval=1.0)
     # THEN the second of connection held is split, not counted once per thread
     assert profile == Counter({"loop;wait_for_pool": 500, "pool_thread;idle": 500})
 
@@ -433,11 +441,11 @@ def test_a_task_naming_the_backend_takes_the_whole_hold() -> None:
         (11.0, 2001, "list_tools;page", (8,)),
     )
     # WHEN
-    profile, owners = ep.hold_attribution(held, rounds, interval=1.0)
+    profile, owners = hold_stacks.hold_attribution(held, rounds, interval=1.0)
     # THEN the second goes to the holder alone, and its owner is named
     assert profile == Counter({"invoke_tool;call_tool;post": 1000})
     assert owners == {"invoke_tool;call_tool;post": [2001]}
-    assert list(ep.stacks_during(held, rounds)["stack"]) == ["invoke_tool;call_tool;post"]
+    assert list(hold_stacks.stacks_during(held, rounds)["stack"]) == ["invoke_tool;call_tool;post"]
 
 
 def test_without_a_named_holder_a_round_is_shared_among_its_tasks() -> None:
@@ -460,7 +468,7 @@ def test_without_a_named_holder_a_round_is_shared_among_its_tasks() -> None:
         (11.5, 2001, "c", ()),
     )
     # WHEN
-    profile = ep.hold_profile(held, rounds, interval=1.0)
+    profile = hold_stacks.hold_profile(held, rounds, interval=1.0)
     # THEN 11: halves for a and b; 11.5: halves for the two that named backend 7, none for c
     assert profile == Counter({"a": 1000, "b": 1000})
 
@@ -479,7 +487,7 @@ def test_a_round_naming_no_holder_is_shared_among_requests_not_server_tasks() ->
     )
     rounds["endpoint"] = [None, "endpoint GET /a (a)", "endpoint GET /b (b)"]
     # WHEN
-    profile = ep.hold_profile(held, rounds, interval=1.0)
+    profile = hold_stacks.hold_profile(held, rounds, interval=1.0)
     # THEN the requests share the second; the main loop gets none
     assert profile == Counter({"request;solve_dependencies": 500, "request;handler": 500})
 
@@ -490,7 +498,7 @@ def test_hold_profile_renders_as_a_flamegraph() -> None:
     held = ep.held_episodes(
         activity(row(11, 7, state="active", xact_start=10.0), row(12, 7)), session_end=20.0
     )
-    profile = ep.hold_profile(held, samples((11.0, 2001, "main;query")), interval=0.25)
+    profile = hold_stacks.hold_profile(held, samples((11.0, 2001, "main;query")), interval=0.25)
     assert profile == Counter({"main;query": 250})
     assert "query" in render_svg(profile, title="held", unit="ms held")
 
@@ -508,8 +516,8 @@ def test_connections_held_counts_per_snapshot_and_owner_with_zeros() -> None:
         row(11, 9, owner=None),
         row(12, 7, state="active", xact_start=11.5, owner=2002),
     )
-    held = ep.connections_held(frame)
-    assert list(held.columns) == list(ep.HELD_COLUMNS)
+    held = held_counts.connections_held(frame)
+    assert list(held.columns) == list(held_counts.HELD_COLUMNS)
     got = {
         (t, None if o is pd.NA else int(o)): h
         for t, o, h in held.itertuples(index=False, name=None)
@@ -528,7 +536,7 @@ def test_connections_held_counts_per_snapshot_and_owner_with_zeros() -> None:
 
 
 def test_memory_alignment_takes_the_nearest_earlier_count() -> None:
-    held = ep.connections_held(
+    held = held_counts.connections_held(
         activity(
             row(10, 7, state="active", xact_start=9.0),
             row(11, 7, state="active", xact_start=9.0),
@@ -544,8 +552,8 @@ def test_memory_alignment_takes_the_nearest_earlier_count() -> None:
             "rss_bytes": [100, 110, 120, 130, 500],
         }
     )
-    aligned = ep.memory_alignment(held, rss)
-    assert list(aligned.columns) == list(ep.ALIGNMENT_COLUMNS)
+    aligned = held_counts.memory_alignment(held, rss)
+    assert list(aligned.columns) == list(held_counts.ALIGNMENT_COLUMNS)
     assert list(aligned["taken_at"]) == [9.5, 10.2, 11.0, 11.9, 12.1]
     assert list(aligned["worker_pid"]) == [2001, 2001, 2003, 2001, 2001]
     # before the first snapshot: unknown; 2003 never held: 0; then 1, 2, 0
@@ -565,13 +573,17 @@ def test_empty_input_gives_empty_frames_with_the_columns() -> None:
     assert list(ep.held_episodes(activity(row(10, 7)), session_end=1.0).columns) == list(
         ep.EPISODE_COLUMNS
     )
-    assert list(ep.stacks_during(held, no_samples).columns) == list(ep.STACKS_DURING_COLUMNS)
-    assert ep.hold_profile(held, no_samples, interval=1.0) == Counter()
-    counts = ep.connections_held(nothing)
-    assert list(counts.columns) == list(ep.HELD_COLUMNS)
+    assert list(hold_stacks.stacks_during(held, no_samples).columns) == list(
+        hold_stacks.STACKS_DURING_COLUMNS
+    )
+    assert hold_stacks.hold_profile(held, no_samples, interval=1.0) == Counter()
+    counts = held_counts.connections_held(nothing)
+    assert list(counts.columns) == list(held_counts.HELD_COLUMNS)
     empty_rss = pd.DataFrame({"taken_at": [], "worker_pid": [], "rss_bytes": []})
-    assert list(ep.memory_alignment(counts, empty_rss).columns) == list(ep.ALIGNMENT_COLUMNS)
-    aligned = ep.memory_alignment(
+    assert list(held_counts.memory_alignment(counts, empty_rss).columns) == list(
+        held_counts.ALIGNMENT_COLUMNS
+    )
+    aligned = held_counts.memory_alignment(
         counts,
         pd.DataFrame(
             {

@@ -20,6 +20,7 @@ import pytest
 from profiler.analysis import code_paths as cp
 from profiler.analysis import episodes as ep
 from profiler.analysis import findings as fi
+from profiler.analysis import held_counts
 from profiler.analysis.findings import Evidence, Finding, Thresholds
 
 MIB = 2**20
@@ -1045,7 +1046,7 @@ def test_rules_read_what_held_episodes_gives() -> None:
     activity["query"] = activity["query"].astype("category")
     frame = ep.held_episodes(activity, session_end=20.0)
     # WHEN
-    found = fi.evaluate(evidence(episodes=frame, held=ep.connections_held(activity)))
+    found = fi.evaluate(evidence(episodes=frame, held=held_counts.connections_held(activity)))
     # THEN
     finding = the(found, "idle-in-transaction")
     assert finding.title == (

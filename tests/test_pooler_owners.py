@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from profiler.analysis import episodes as ep
+from profiler.analysis import held_counts
 from profiler.analysis.findings import (
     Evidence,
     Thresholds,
@@ -93,7 +94,7 @@ def test_the_pooler_is_never_a_worker_in_episodes_held_counts_or_findings(
     snapshots = table.snapshots
     # WHEN episodes, per-owner held counts and the findings are computed
     episodes = ep.held_episodes(table.frame, session_end=T0 + 9, snapshots=snapshots)
-    held = ep.connections_held(table.frame, snapshots=snapshots)
+    held = held_counts.connections_held(table.frame, snapshots=snapshots)
     evidence = dataclasses.replace(
         Evidence.empty(session_start=T0, session_end=T0 + 9),
         episodes=episodes,

@@ -19,7 +19,7 @@ import pytest
 
 import profiler.session
 from profiler import jsonl
-from profiler.analysis import episodes
+from profiler.analysis import episodes, held_counts, hold_stacks
 from profiler.capture import pool_log, stack_log, task_payload
 from profiler.capture.stack_log import StackLogWriter
 from profiler.capture.stacks import DumpFailure, Frame, StackSample
@@ -336,9 +336,11 @@ def test_the_frames_correlate(session_dir: Path) -> None:
     assert list(rows_only["end"] - T0) == pytest.approx([4.0, 4.0])
     # pid 7's transaction was seen open from 0.5 to 2 (its dump at 1 is inside); pid 8's
     # only at 2, 0.05 s after it began: no dump fell in what was seen of it
-    during = episodes.stacks_during(held, session.stack_samples)
+    during = hold_stacks.stacks_during(held, session.stack_samples)
     assert set(during["episode_id"]) == {0}
-    aligned = episodes.memory_alignment(episodes.connections_held(session.activity), session.rss)
+    aligned = held_counts.memory_alignment(
+        held_counts.connections_held(session.activity), session.rss
+    )
     assert len(aligned) == 8
 
 

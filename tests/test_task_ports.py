@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 
 from profiler.analysis import episodes as ep
+from profiler.analysis import hold_stacks
 from profiler.analysis.attribution import attribute_tasks
 from profiler.capture import task_payload
 from profiler.model import Owner, Snapshot
@@ -105,7 +106,7 @@ def test_a_task_naming_the_owners_port_is_the_holder_through_pgbouncer() -> None
     assert found.profile == Counter({"invoke_tool;call_tool;post": 1000})
     assert found.owners == {"invoke_tool;call_tool;post": [2001]}
     # AND the hold profile (the flamegraph's) agrees
-    profile = ep.hold_attribution(held, samples, interval=0.5)[0]
+    profile = hold_stacks.hold_attribution(held, samples, interval=0.5)[0]
     assert profile == Counter({"invoke_tool;call_tool;post": 1000})
 
 

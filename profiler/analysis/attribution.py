@@ -35,9 +35,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from profiler.analysis import episodes as ep
 from profiler.analysis import task_join
 from profiler.analysis.code_paths import FALLBACK_ROOT
+from profiler.analysis.columns import floats
+from profiler.analysis.sample_pairs import Pairs, pair_samples
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -83,9 +84,9 @@ def observed_windows(episodes: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFram
         return episodes
     frame = episodes[["episode_id", "pid", "backend_start", "owner_pid", "start"]].copy()
     frame["owner_port"] = pd.array(task_join.episode_ports(episodes), dtype="Int64")
-    frame["seen"] = frame["start"] + ep._floats(episodes["duration"])
+    frame["seen"] = frame["start"] + floats(episodes["duration"])
     frame["limit"] = np.minimum(
-        frame["start"] + ep._floats(episodes["duration_max"]), _next_start(episodes)
+        frame["start"] + floats(episodes["duration_max"]), _next_start(episodes)
     )
     merged = pd.concat(
         [
@@ -106,8 +107,8 @@ def observed_windows(episodes: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFram
     latest = later.groupby("episode_id")["taken_at"].max().astype("float64")
     result: pd.DataFrame = episodes.copy()
     seen = result["episode_id"].map(latest).to_numpy(dtype=np.float64, na_value=np.nan)
-    extended = seen - ep._floats(result["start"])
-    current = ep._floats(result["duration"])
+    extended = seen - floats(result["start"])
+    current = floats(result["duration"])
     result["duration"] = np.where(np.isnan(extended), current, np.maximum(current, extended))
     return result
 
@@ -119,8 +120,8 @@ def _next_start(episodes: pd.DataFrame) -> npt.NDArray[np.float64]:
     keyed = pd.DataFrame(
         {
             "pid": episodes["pid"].to_numpy(dtype=np.int64),
-            "backend_start": ep._floats(episodes["backend_start"]),
-            "start": ep._floats(episodes["start"]),
+            "backend_start": floats(episodes["backend_start"]),
+            "start": floats(episodes["start"]),
         }
     ).fillna({"backend_start": -np.inf})
     ordered = keyed.sort_values(["pid", "backend_start", "start"], kind="stable")
@@ -141,7 +142,7 @@ def attribute_tasks(
         return TaskAttribution()
     tasks = tasks.reset_index(drop=True)
     windowed = observed_windows(episodes, tasks)
-    pairs = ep._pairs(windowed, tasks, "all", by_task=False)
+    pairs = pair_samples(windowed, tasks, "all", by_task=False)
     if pairs.episode.size == 0:
         return TaskAttribution()
     weight, kind = _weights(windowed, tasks, pairs)
@@ -169,7 +170,7 @@ def attribute_tasks(
 
 
 def _weights(
-    episodes: pd.DataFrame, tasks: pd.DataFrame, pairs: ep._Pairs
+    episodes: pd.DataFrame, tasks: pd.DataFrame, pairs: Pairs
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
     """Per pair: its share of its round, and its kind (an index into :data:`KINDS`)."""
     position = _positions(episodes)
@@ -218,7 +219,7 @@ def _bounded(
 ) -> npt.NDArray[np.float64]:
     """Weights scaled so no transaction gets more seconds than its observed window."""
     position = _positions(episodes)
-    window = ep._floats(episodes["duration"])[position[episode]]
+    window = floats(episodes["duration"])[position[episode]]
     total = np.bincount(episode, weights=weight)[episode] * interval
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = np.where(total > window, np.maximum(window, 0.0) / total, 1.0)

@@ -1,61 +1,41 @@
-"""Transactions held open, and what the process holding each one was doing meanwhile.
+"""Transactions held open: one row per transaction a backend held, seen across snapshots.
 
-Pure functions over the frames a session reader gives (no I/O, no clock: time
-comes from the samples), vectorised so an hour at 1,000 backends (3.6 M
-activity rows) and 100 k stack samples correlate in seconds:
-
-* :func:`held_episodes`: each transaction a backend held open, seen across
-  snapshots, one row per transaction;
-* :func:`stacks_during`: the owning worker's stacks while it held each one;
-* :func:`hold_profile`: stacks weighted by connection-seconds held, for a
-  flamegraph of "where were we while holding a connection";
-* :func:`connections_held`: per snapshot, how many transactions each process held;
-* :func:`memory_alignment`: each RSS sample with the count held at that moment.
+Pure functions over the activity frame a session reader gives (no I/O, no
+clock: time comes from the samples), vectorised so an hour at 1,000 backends
+(3.6 M activity rows) reads in seconds. :func:`held_episodes` is the table the
+rest of the analysis starts from: the stacks during each episode and the hold
+profile (:mod:`profiler.analysis.hold_stacks`), held time per task
+(:mod:`profiler.analysis.attribution`), and the findings. The counts over time
+are :mod:`profiler.analysis.held_counts`.
 
 Times are epoch seconds on our clock. Activity rows carry the server's times
 (``xact_start``, ``state_change``, ``sampled_at``) and ``clock_offset``, which
-puts them on ours; stack and RSS ``taken_at`` may be datetimes (as the readers
-give them) or epoch floats.
-
-What stacks can say about a held connection depends on the worker:
-
-* A threaded (sync) worker runs a request on one thread from start to end; the
-  thread holding the connection is usually the one in database or ORM code
-  (or in whatever slow call it makes between two statements), so the worker's
-  stacks during an episode do show the holder, next to its other threads
-  (``threads="active"`` drops the ones py-spy sees waiting).
-* An asyncio worker holds a session in a coroutine; while that coroutine is
-  suspended at ``await`` (say, awaiting a downstream HTTP call with the
-  transaction open) it is on no thread's stack, so py-spy cannot see it at
-  all. Stacks during such an episode show what the event loop did meanwhile,
-  often nothing (idle in ``select``/``epoll``) or other requests, not the
-  holder. Read them as "what else this worker was doing", and find the holder
-  from the episode's queries and ``application_name``, or with task-aware
-  tooling.
+puts them on ours.
 """
 
 from __future__ import annotations
 
-import math
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from profiler.analysis import task_join
-from profiler.errors import UsageError
+from profiler.analysis.activity_rows import (
+    client_backend_rows,
+    owned_row,
+    owner_labels,
+    snapshot_times,
+    worker_pid_series,
+    worker_port_series,
+)
+from profiler.analysis.columns import category_codes, column_floats, floats, values_at
 from profiler.model import IDLE_IN_TRANSACTION
 
 if TYPE_CHECKING:
     import numpy.typing as npt
     import pandas as pd
 
-Threads = Literal["all", "active"]
-
 QUERIES_KEPT = 5  # distinct query texts kept per episode, most recent first
-CLIENT_BACKEND = "client backend"
 
 EPISODE_COLUMNS = (
     "episode_id",
@@ -81,12 +61,6 @@ EPISODE_COLUMNS = (
     "application_name",
     "samples",
 )
-STACKS_DURING_COLUMNS = ("episode_id", "stack", "samples", "share")
-HELD_COLUMNS = ("taken_at", "owner_pid", "held")
-ALIGNMENT_COLUMNS = ("taken_at", "worker_pid", "rss_bytes", "held")
-
-
-# -- episodes -------------------------------------------------------------------------------
 
 
 def held_episodes(
@@ -141,17 +115,17 @@ def held_episodes(
 
     if activity.empty:
         return empty_episodes()
-    xact_all = _floats(activity["xact_start"])
-    rows = np.flatnonzero(~np.isnan(xact_all) & _client_backends(activity))
+    xact_all = floats(activity["xact_start"])
+    rows = np.flatnonzero(~np.isnan(xact_all) & client_backend_rows(activity))
     if rows.size == 0:
         return empty_episodes()
-    snaps = _snapshot_times(activity, snapshots)
+    snaps = snapshot_times(activity, snapshots)
 
     pid = activity["pid"].to_numpy(dtype=np.int64)[rows]
-    backend_start = _floats(activity["backend_start"])[rows]
+    backend_start = floats(activity["backend_start"])[rows]
     start_key = np.where(np.isnan(backend_start), -np.inf, backend_start)
     xact = xact_all[rows]
-    taken = _floats(activity["taken_at"])[rows]
+    taken = floats(activity["taken_at"])[rows]
     order = np.lexsort((taken, xact, start_key, pid))
     rows, pid = rows[order], pid[order]
     backend_start, start_key = backend_start[order], start_key[order]
@@ -164,7 +138,7 @@ def held_episodes(
     last = np.append(first[1:] - 1, n - 1)
     count = first.size
 
-    offset = _column_floats(activity, "clock_offset", 0.0)[rows]
+    offset = column_floats(activity, "clock_offset", 0.0)[rows]
     start = xact[first] + offset[first]
     first_seen, last_seen = taken[first], taken[last]
     following = np.searchsorted(snaps, last_seen, side="right")
@@ -173,7 +147,7 @@ def held_episodes(
     duration = np.maximum(last_seen - start, 0.0)
     duration_max = np.where(still_open, session_end, end) - start
 
-    owned = _owned_row(activity, rows, first, last)
+    owned = owned_row(activity, rows, first, last)
     idle_seconds, max_idle_age = _idle(activity, rows, episode, count)
     queries, last_query = _queries(activity["query"], rows, episode, last, count)
 
@@ -182,11 +156,11 @@ def held_episodes(
             "pid": pid[first],
             "backend_start": backend_start[first],
             "xact_start": xact[first],
-            "owner_pid": _worker_series(activity, rows[owned]),
-            "owner_cmdline": _values(activity, "owner_cmdline", rows[owned]),
-            "owner_via": _values(activity, "owner_via", rows[owned]),
-            "owner_port": _worker_ports(activity, rows[owned]),
-            "owner_label": _labels(activity, rows[owned]),
+            "owner_pid": worker_pid_series(activity, rows[owned]),
+            "owner_cmdline": values_at(activity, "owner_cmdline", rows[owned]),
+            "owner_via": values_at(activity, "owner_via", rows[owned]),
+            "owner_port": worker_port_series(activity, rows[owned]),
+            "owner_label": owner_labels(activity, rows[owned]),
             "start": start,
             "first_seen": first_seen,
             "last_seen": last_seen,
@@ -198,7 +172,7 @@ def held_episodes(
             "max_idle_age": max_idle_age,
             "queries": queries,
             "last_query": last_query,
-            "application_name": _values(activity, "application_name", rows[last]),
+            "application_name": values_at(activity, "application_name", rows[last]),
             "samples": (last - first + 1).astype(np.int64),
         }
     )
@@ -214,8 +188,8 @@ def _idle(
     idle_seconds = np.zeros(count)
     max_idle_age = np.full(count, np.nan)
     idle = activity["state"].isin(IDLE_IN_TRANSACTION).to_numpy(dtype=bool)[rows]
-    changed = _floats(activity["state_change"])[rows]
-    sampled = _floats(activity["sampled_at"])[rows]
+    changed = floats(activity["state_change"])[rows]
+    sampled = floats(activity["sampled_at"])[rows]
     chosen = idle & ~np.isnan(changed)
     if not chosen.any():
         return idle_seconds, max_idle_age
@@ -239,7 +213,7 @@ def _queries(
     """Distinct texts per episode (most recent first, capped) and the last row's text."""
     import pandas as pd
 
-    codes, texts = _codes(column, rows)
+    codes, texts = category_codes(column, rows)
     categories: list[str | None] = [None if pd.isna(t) else str(t) for t in texts]
     last_code = codes[last]
     last_query = [categories[c] if c >= 0 else None for c in last_code.tolist()]
@@ -262,340 +236,6 @@ def _queries(
             if text is not None:
                 queries[ep].append(text)
     return [tuple(q) for q in queries], last_query
-
-
-# -- stacks ---------------------------------------------------------------------------------
-
-
-def stacks_during(
-    episodes: pd.DataFrame, samples: pd.DataFrame, *, threads: Threads = "all"
-) -> pd.DataFrame:
-    """The owning worker's stacks during each episode, folded.
-
-    A sample belongs to an episode when its ``worker_pid`` is the episode's
-    ``owner_pid`` and ``start <= taken_at <= start + duration``: while the
-    transaction was seen open (after its last sighting it may have ended at
-    once; ``end`` is only an upper bound). Episodes without an owner,
-    or without samples, have no rows. ``threads="active"`` keeps only samples
-    py-spy saw running (``active``).
-
-    Columns: ``episode_id``, ``stack`` (collapsed, outermost first),
-    ``samples``, ``share`` (of the episode's samples); heaviest first within
-    an episode.
-
-    What can be attributed: for a threaded (sync) worker the holder is usually
-    the thread in database code; for an asyncio worker a coroutine suspended
-    at ``await`` while holding a session is on no thread's stack, so these are
-    the event loop's other work (often idle in ``select``), not the holder's.
-    See the module docstring.
-    """
-    import pandas as pd
-
-    pairs = _pairs(episodes, samples, threads)
-    episode, code, categories = pairs.episode, pairs.code, pairs.categories
-    if episode.size == 0:
-        return empty_stacks_during()
-    width = np.int64(len(categories))
-    unique, counts = np.unique(episode * width + code, return_counts=True)
-    pair_ep, pair_code = unique // width, unique % width
-    totals = np.bincount(episode)
-    alphabetical = np.argsort(np.argsort(np.asarray(categories, dtype=object)))
-    order = np.lexsort((alphabetical[pair_code], -counts, pair_ep))
-    pair_ep, pair_code, counts = pair_ep[order], pair_code[order], counts[order]
-    frame: pd.DataFrame = pd.DataFrame(
-        {
-            "episode_id": pair_ep,
-            "stack": pd.Categorical.from_codes(pair_code, categories=pd.Index(categories)),
-            "samples": counts.astype(np.int64),
-            "share": counts / totals[pair_ep],
-        }
-    )
-    return frame
-
-
-def hold_profile(
-    episodes: pd.DataFrame,
-    samples: pd.DataFrame,
-    *,
-    interval: float,
-    threads: Threads = "all",
-) -> Counter[str]:
-    """Stacks weighted by connection time held, in milliseconds (flamegraphs want integers).
-
-    Each dump of a worker inside one of its episodes counts ``interval``
-    seconds (the dump interval) for each of that worker's episodes open at
-    that instant, shared equally among the threads that dump saw (so a
-    worker's total is its connection-seconds held, whatever its thread
-    count): a one-thread worker holding 4 connections while in stack S
-    accrues 4x ``interval`` on S.
-
-    Task samples (:mod:`profiler.capture.tasks`: one row per asyncio task,
-    with the ``backends`` its frames referenced) are samples too: a task
-    is a "thread" of its round. When, in one round, some task names the
-    episode's backend, the episode's time goes to those tasks alone (exact
-    attribution); otherwise it is shared among every task of the round.
-
-    The result renders with :func:`profiler.render.flamegraph.render_svg`
-    (``unit="ms held"``). Without task samples, the limits of
-    :func:`stacks_during` hold: for asyncio workers the weight lands on
-    whatever the loop did while the holder was suspended.
-    """
-    return hold_attribution(episodes, samples, interval=interval, threads=threads)[0]
-
-
-def hold_attribution(
-    episodes: pd.DataFrame,
-    samples: pd.DataFrame,
-    *,
-    interval: float,
-    threads: Threads = "all",
-) -> tuple[Counter[str], dict[str, list[int]]]:
-    """:func:`hold_profile`, and for each of its stacks the owner PIDs whose episodes gave it
-    weight (a finding names the workers, not only the code)."""
-    if not interval > 0:
-        raise UsageError(
-            f"interval must be positive, not {interval}", hint="pass the dump interval"
-        )
-    pairs = _pairs(episodes, samples, threads)
-    profile: Counter[str] = Counter()
-    owners: dict[str, list[int]] = {}
-    if pairs.episode.size == 0:
-        return profile, owners
-    categories = pairs.categories
-    counts = np.bincount(pairs.code, weights=pairs.weight, minlength=len(categories))
-    owner = episodes["owner_pid"].to_numpy(dtype=np.int64, na_value=-1)[pairs.episode]
-    width = np.int64(max(int(owner.max()), 0) + 2)  # one int64 key per (stack, owner):
-    keys = np.unique(pairs.code * width + (owner + 1))  # 20x faster than unique(axis=1)
-    by_code = np.stack([keys // width, keys % width - 1])
-    for index in np.flatnonzero(counts):
-        millis = round(float(counts[index]) * interval * 1000)
-        if millis > 0:
-            profile[categories[index]] = millis
-    for code, pid in by_code.T.tolist():
-        stack = categories[code]
-        if stack in profile and pid >= 0:
-            owners.setdefault(stack, []).append(int(pid))
-    return profile, owners
-
-
-@dataclass(frozen=True, slots=True)
-class _Pairs:
-    """Every (episode, sample) with the sample inside the episode, column-wise."""
-
-    episode: npt.NDArray[np.int64]  # episode_id
-    code: npt.NDArray[np.int64]  # index into categories
-    categories: list[str]
-    weight: npt.NDArray[np.float64]  # the pair's share of its dump's interval
-    row: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
-    dump: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
-
-
-def _pairs(
-    episodes: pd.DataFrame, samples: pd.DataFrame, threads: str, *, by_task: bool = True
-) -> _Pairs:
-    """Every (episode, sample) with the sample in the episode, each pair weighted by its
-    share of the dump: 1 / the threads (or tasks) in that dump, or, when some task of the
-    dump names the episode's backend in ``backends``, 1 / those tasks (0 for the others;
-    ``by_task=False`` leaves that to the caller: :mod:`profiler.analysis.attribution`).
-    ``row`` is each pair's sample row in ``samples`` (as given), ``dump`` its dump number.
-
-    Sort + searchsorted per worker, then one ``repeat``: memory and time follow
-    the number of pairs, never episodes x samples.
-    """
-    if threads not in ("all", "active"):
-        raise UsageError(f"threads must be 'all' or 'active', not {threads!r}")
-    nothing = _Pairs(np.zeros(0, np.int64), np.zeros(0, np.int64), [], np.zeros(0, np.float64))
-    if episodes.empty or samples.empty:
-        return nothing
-    if threads == "active" and "active" in samples.columns:
-        samples = samples[samples["active"].to_numpy(dtype=bool)]
-        if samples.empty:
-            return nothing
-    when = _epoch(samples["taken_at"])
-    worker = samples["worker_pid"].to_numpy(dtype=np.int64)
-    code, categories = _codes(samples["stack"], np.arange(len(samples)))
-    order = np.lexsort((when, worker))
-    when, worker, code = when[order], worker[order], code[order]
-    workers, segment_start = np.unique(worker, return_index=True)
-    segment_end = np.append(segment_start[1:], worker.size)
-    # threads per dump: samples sharing (worker, taken_at), adjacent after the sort
-    dump_start = np.flatnonzero(
-        np.concatenate(([True], (np.diff(when) != 0) | (np.diff(worker) != 0)))
-    )
-    per_dump = np.diff(np.append(dump_start, worker.size))
-    share = 1.0 / np.repeat(per_dump, per_dump)
-
-    owner = episodes["owner_pid"].to_numpy(dtype=np.int64, na_value=-1)
-    begin = _floats(episodes["start"])
-    finish = begin + _floats(episodes["duration"])  # observed: up to its last sighting
-    ids = episodes["episode_id"].to_numpy(dtype=np.int64)
-    segment = np.minimum(np.searchsorted(workers, owner), workers.size - 1)
-    usable = (owner >= 0) & (workers[segment] == owner) & ~np.isnan(begin) & ~np.isnan(finish)
-    low = np.zeros(len(episodes), dtype=np.int64)
-    high = np.zeros(len(episodes), dtype=np.int64)
-    chosen = np.flatnonzero(usable)
-    by_segment = chosen[np.argsort(segment[chosen], kind="stable")]
-    bounds = np.flatnonzero(np.diff(segment[by_segment])) + 1
-    for group in np.split(by_segment, bounds):
-        if group.size == 0:
-            continue
-        a, b = segment_start[segment[group[0]]], segment_end[segment[group[0]]]
-        low[group] = a + np.searchsorted(when[a:b], begin[group], side="left")
-        high[group] = a + np.searchsorted(when[a:b], finish[group], side="right")
-    counts = np.maximum(high - low, 0)
-    total = int(counts.sum())
-    if total == 0:
-        return nothing
-    episode = np.repeat(ids, counts)
-    index = np.arange(total, dtype=np.int64) + np.repeat(low - (np.cumsum(counts) - counts), counts)
-    weight = share[index]
-    dump = _dump_ids(dump_start, worker.size)[index]
-    if by_task and "backends" in samples.columns:
-        weight = _task_weights(episodes, samples, episode, order[index], dump, weight)
-    stack_code = code[index]
-    keep = (stack_code >= 0) & (weight > 0)
-    return _Pairs(
-        episode[keep],
-        stack_code[keep],
-        [str(c) for c in categories],
-        weight[keep],
-        order[index][keep].astype(np.int64),
-        dump[keep],
-    )
-
-
-def _dump_ids(dump_start: npt.NDArray[np.int64], size: int) -> npt.NDArray[np.int64]:
-    """Each sorted sample's dump number, from the positions where dumps start."""
-    first_of_dump = np.zeros(size, dtype=np.int64)
-    first_of_dump[dump_start] = 1
-    ids: npt.NDArray[np.int64] = np.cumsum(first_of_dump) - 1
-    return ids
-
-
-def _task_weights(
-    episodes: pd.DataFrame,
-    samples: pd.DataFrame,
-    episode: npt.NDArray[np.int64],
-    rows: npt.NDArray[np.int64],
-    dump: npt.NDArray[np.int64],
-    weight: npt.NDArray[np.float64],
-) -> npt.NDArray[np.float64]:
-    """Pair weights for task samples: per (episode, round), the tasks that named the
-    episode's backend share it; failing that, the candidate tasks (requests: those
-    with an endpoint); failing that, every task of the round (``weight`` as given).
-
-    ``episode``, ``rows`` (the sample's row in ``samples``) and ``dump`` are
-    per pair; a sample's ``backends`` is a tuple of backend PIDs (and ``ports``, when
-    present, its connections' client ports: see :mod:`profiler.analysis.task_join`), its
-    ``endpoint`` (when the column exists) its request. A round that names no holder
-    happens when a connection is held through an object the sampler did not
-    reach; the server's own tasks (its main loop, the lifespan) do not hold
-    request connections, so they are not blamed while a request could be.
-    """
-    candidate = (
-        samples["endpoint"].notna().to_numpy(dtype=bool)[rows]
-        if "endpoint" in samples.columns
-        else np.ones(rows.size, dtype=bool)
-    )
-    position = np.empty(int(episodes["episode_id"].max()) + 1, dtype=np.int64)
-    position[episodes["episode_id"].to_numpy(dtype=np.int64)] = np.arange(len(episodes))
-    episode_backend = episodes["pid"].to_numpy(dtype=np.int64)[position[episode]]
-    episode_port = task_join.episode_ports(episodes)[position[episode]]
-    exact = task_join.names_episode(samples, rows, episode_backend, episode_port)
-    if not exact.any() and candidate.all():
-        return weight
-    _, codes = np.unique(episode * (int(dump.max()) + 1) + dump, return_inverse=True)
-    refined: npt.NDArray[np.float64] = weight.copy()
-    unresolved = np.ones(episode.size, dtype=bool)
-    for chosen in (exact, candidate):
-        per_group = np.bincount(codes, weights=chosen & unresolved)
-        resolved = unresolved & (per_group[codes] > 0)
-        refined[resolved] = np.where(chosen[resolved], 1.0 / per_group[codes[resolved]], 0.0)
-        unresolved &= ~resolved
-    return refined
-
-
-# -- counts over time -----------------------------------------------------------------------
-
-
-def connections_held(
-    activity: pd.DataFrame,
-    *,
-    snapshots: Sequence[float] | npt.NDArray[np.float64] | None = None,
-) -> pd.DataFrame:
-    """Per snapshot, how many client backends each owner held in a transaction.
-
-    One row per snapshot per owner that held a transaction at any time in the
-    recording (``held`` 0 when it held none then), so a count dropping to zero
-    is a row, not a missing one. Backends with no known owner count under
-    ``owner_pid`` ``<NA>``. Columns: ``taken_at`` (our clock), ``owner_pid``,
-    ``held``.
-    """
-    import pandas as pd
-
-    if activity.empty:
-        return empty_held()
-    rows = np.flatnonzero(~np.isnan(_floats(activity["xact_start"])) & _client_backends(activity))
-    if rows.size == 0:
-        return empty_held()
-    snaps = _snapshot_times(activity, snapshots)
-    taken = _floats(activity["taken_at"])[rows]
-    owner = _worker_pids(activity, rows)
-    owners = np.unique(owner)
-    at = np.minimum(np.searchsorted(snaps, taken), snaps.size - 1)
-    flat = at * owners.size + np.searchsorted(owners, owner)
-    held = np.bincount(flat, minlength=snaps.size * owners.size)
-    owner_column = np.tile(owners, snaps.size)
-    frame: pd.DataFrame = pd.DataFrame(
-        {
-            "taken_at": np.repeat(snaps, owners.size),
-            "owner_pid": pd.array(np.where(owner_column < 0, 0, owner_column), dtype="Int64"),
-            "held": held.astype(np.int64),
-        }
-    )
-    frame.loc[owner_column < 0, "owner_pid"] = pd.NA
-    return frame
-
-
-def memory_alignment(held: pd.DataFrame, rss: pd.DataFrame) -> pd.DataFrame:
-    """Each RSS sample with the transactions its worker held at the latest snapshot before it.
-
-    ``held`` is :func:`connections_held`'s frame; ``rss`` has ``taken_at``,
-    ``worker_pid``, ``rss_bytes``. ``held`` is ``<NA>`` before the first
-    snapshot (nothing known yet), 0 for a worker that held nothing at that
-    snapshot; after the last snapshot the last count is carried. Columns:
-    ``taken_at`` (epoch seconds, our clock), ``worker_pid``, ``rss_bytes``,
-    ``held``; in time order.
-    """
-    import pandas as pd
-
-    if rss.empty:
-        return empty_alignment()
-    left: pd.DataFrame = pd.DataFrame(
-        {
-            "taken_at": _epoch(rss["taken_at"]),
-            "worker_pid": rss["worker_pid"].to_numpy(dtype=np.int64),
-            "rss_bytes": rss["rss_bytes"].to_numpy(dtype=np.int64),
-        }
-    ).sort_values(["taken_at", "worker_pid"], kind="stable", ignore_index=True)
-    known = held[held["owner_pid"].notna()]
-    right: pd.DataFrame = pd.DataFrame(
-        {
-            "taken_at": _floats(known["taken_at"]),
-            "worker_pid": known["owner_pid"].to_numpy(dtype=np.int64),
-            "held": known["held"].to_numpy(dtype=np.int64),
-        }
-    ).sort_values("taken_at", kind="stable", ignore_index=True)
-    merged = pd.merge_asof(left, right, on="taken_at", by="worker_pid", direction="backward")
-    counts = merged["held"].astype("Int64")
-    if not held.empty:
-        first = float(np.min(_floats(held["taken_at"])))
-        counts = counts.mask(counts.isna() & (merged["taken_at"] >= first), 0)
-    merged["held"] = counts
-    return merged
-
-
-# -- empty frames ---------------------------------------------------------------------------
 
 
 def empty_episodes() -> pd.DataFrame:
@@ -628,200 +268,3 @@ def empty_episodes() -> pd.DataFrame:
         }
     )
     return frame
-
-
-def empty_stacks_during() -> pd.DataFrame:
-    import pandas as pd
-
-    frame: pd.DataFrame = pd.DataFrame(
-        {
-            "episode_id": pd.Series([], dtype="int64"),
-            "stack": pd.Categorical([]),
-            "samples": pd.Series([], dtype="int64"),
-            "share": pd.Series([], dtype="float64"),
-        }
-    )
-    return frame
-
-
-def empty_held() -> pd.DataFrame:
-    import pandas as pd
-
-    frame: pd.DataFrame = pd.DataFrame(
-        {
-            "taken_at": pd.Series([], dtype="float64"),
-            "owner_pid": pd.Series([], dtype="Int64"),
-            "held": pd.Series([], dtype="int64"),
-        }
-    )
-    return frame
-
-
-def empty_alignment() -> pd.DataFrame:
-    import pandas as pd
-
-    frame: pd.DataFrame = pd.DataFrame(
-        {
-            "taken_at": pd.Series([], dtype="float64"),
-            "worker_pid": pd.Series([], dtype="int64"),
-            "rss_bytes": pd.Series([], dtype="int64"),
-            "held": pd.Series([], dtype="Int64"),
-        }
-    )
-    return frame
-
-
-# -- helpers --------------------------------------------------------------------------------
-
-
-def _floats(series: pd.Series[Any]) -> npt.NDArray[np.float64]:
-    return series.to_numpy(dtype=np.float64, na_value=np.nan)
-
-
-def _column_floats(frame: pd.DataFrame, name: str, default: float) -> npt.NDArray[np.float64]:
-    if name not in frame.columns:
-        return np.full(len(frame), default)
-    return _floats(frame[name])
-
-
-def _epoch(series: pd.Series[Any]) -> npt.NDArray[np.float64]:
-    """Epoch seconds from datetimes (naive ones read as UTC) or from numbers."""
-    import pandas as pd
-
-    if pd.api.types.is_datetime64_any_dtype(series.dtype):
-        aware = series if series.dt.tz is not None else series.dt.tz_localize("UTC")
-        seconds = (aware - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
-        return _floats(seconds)
-    return _floats(series)
-
-
-def _client_backends(activity: pd.DataFrame) -> npt.NDArray[np.bool_]:
-    """Rows of backends applications opened (``client backend``, or type unknown)."""
-    if "backend_type" not in activity.columns:
-        return np.ones(len(activity), dtype=bool)
-    kind = activity["backend_type"]
-    mask = kind.isna() | (kind == CLIENT_BACKEND)
-    return mask.to_numpy(dtype=bool)
-
-
-def _snapshot_times(
-    activity: pd.DataFrame, snapshots: Sequence[float] | npt.NDArray[np.float64] | None
-) -> npt.NDArray[np.float64]:
-    """Sorted distinct snapshot times: the given ones plus every ``taken_at`` in ``activity``."""
-    taken = _floats(activity["taken_at"])
-    if snapshots is not None and len(snapshots):
-        taken = np.concatenate([taken, np.asarray(snapshots, dtype=np.float64)])
-    return np.unique(taken[~np.isnan(taken)])
-
-
-def _codes(series: pd.Series[Any], rows: Any) -> tuple[npt.NDArray[np.int64], Sequence[Any]]:
-    """Integer codes (-1 for missing) of ``series`` at ``rows``, and what they stand for."""
-    import pandas as pd
-
-    if isinstance(series.dtype, pd.CategoricalDtype):
-        codes = series.cat.codes.to_numpy()[rows].astype(np.int64)
-        return codes, list(series.cat.categories)
-    factorized, uniques = pd.factorize(series.iloc[rows])
-    return factorized.astype(np.int64), list(uniques)
-
-
-# -- who is a worker ------------------------------------------------------------------------
-
-
-def _not_workers(activity: pd.DataFrame, rows: Any) -> npt.NDArray[np.bool_]:
-    """Rows whose owner has a pid but is not a worker (a pooler, by its kind).
-
-    Every rule reads owners through here, so a pooler's pid never becomes a
-    "worker" in a finding, a plot or a table. Tables without ``owner_kind``
-    (hand-made ones) count every owner as a worker, as before.
-    """
-    if "owner_kind" not in activity.columns:
-        return np.zeros(len(rows), dtype=bool)
-    kinds = activity["owner_kind"].iloc[rows]
-    mask: npt.NDArray[np.bool_] = (kinds.notna() & ~kinds.isin(["process"])).to_numpy(dtype=bool)
-    return mask
-
-
-def _worker_pids(activity: pd.DataFrame, rows: Any) -> npt.NDArray[np.int64]:
-    """``owner_pid`` at ``rows``, -1 where unknown or not a worker."""
-    owner: npt.NDArray[np.int64] = activity["owner_pid"].to_numpy(dtype=np.int64, na_value=-1)[rows]
-    return np.where(_not_workers(activity, rows), -1, owner)
-
-
-def _owned_row(
-    activity: pd.DataFrame, rows: np.ndarray, first: np.ndarray, last: np.ndarray
-) -> np.ndarray:
-    """Per episode, the last of its rows whose owner is a worker (a process), else its last row.
-
-    Behind PgBouncer in transaction pooling the owner is read per snapshot, from
-    ``SHOW SERVERS`` a moment after ``pg_stat_activity``: a transaction that ends in
-    between is seen open with its server already unlinked (owner: the pooler). Its
-    worker is the one the earlier snapshots named.
-    """
-    if "owner_kind" not in activity.columns or rows.size == 0:
-        return last
-    kinds = activity["owner_kind"].to_numpy(dtype=object)[rows]
-    positions = np.where(kinds == "process", np.arange(rows.size), -1)
-    best = np.maximum.reduceat(positions, first)
-    return np.where(best >= first, best, last)
-
-
-def _worker_series(activity: pd.DataFrame, rows: Any) -> pd.Series[Any]:
-    """``owner_pid`` at ``rows`` as nullable ints, ``<NA>`` where not a worker."""
-    series = _nullable_ints(activity["owner_pid"].iloc[rows])
-    series[_not_workers(activity, rows)] = None
-    return series
-
-
-def _worker_ports(activity: pd.DataFrame, rows: Any) -> pd.Series[Any]:
-    """``owner_port`` at ``rows`` as nullable ints, ``<NA>`` where not a worker or absent."""
-    import pandas as pd
-
-    if "owner_port" not in activity.columns:
-        nothing: pd.Series[Any] = pd.Series(pd.array([None] * len(rows), dtype="Int64"))
-        return nothing
-    series = _nullable_ints(activity["owner_port"].iloc[rows])
-    series[_not_workers(activity, rows)] = None
-    return series
-
-
-def _labels(activity: pd.DataFrame, rows: Any) -> list[str | None]:
-    """``pgbouncer 1234 (pooler)`` for rows owned by a pooler, else None.
-
-    The pooler's name is its executable's (the owner's command line), so the
-    analysis needs nothing from the capture side to name it.
-    """
-    not_workers = _not_workers(activity, rows)
-    if not not_workers.any():
-        return [None] * len(rows)
-    kinds = _values(activity, "owner_kind", rows)
-    pids = activity["owner_pid"].iloc[rows].tolist()
-    cmdlines = _values(activity, "owner_cmdline", rows)
-    labels: list[str | None] = []
-    for i, other in enumerate(not_workers):
-        if not other:
-            labels.append(None)
-            continue
-        words = str(cmdlines[i] or "").split()
-        name = words[0].rsplit("/", 1)[-1] if words else str(kinds[i])
-        pid = pids[i]
-        labels.append(f"{name} {int(pid)} ({kinds[i]})" if not _missing(pid) else str(kinds[i]))
-    return labels
-
-
-def _missing(value: Any) -> bool:
-    import pandas as pd
-
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
-
-
-def _nullable_ints(series: pd.Series[Any]) -> pd.Series[Any]:
-    converted: pd.Series[Any] = series.reset_index(drop=True).astype("Int64")
-    return converted
-
-
-def _values(frame: pd.DataFrame, name: str, rows: Any) -> Any:
-    """``frame[name]`` at ``rows`` (dtype kept: a categorical stays one), None when absent."""
-    if name not in frame.columns:
-        return [None] * len(rows)
-    return frame[name].iloc[rows].reset_index(drop=True)

@@ -32,7 +32,7 @@ import numpy as np
 from profiler.analysis.code_paths import ENDPOINT_PREFIX, is_application_file
 from profiler.analysis.collapsed import frames as stack_frames
 from profiler.analysis.collapsed import split_label
-from profiler.analysis.episodes import _epoch
+from profiler.analysis.columns import epoch_seconds
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -137,7 +137,7 @@ def connections_per_request(tasks: pd.DataFrame) -> list[EndpointConnections]:
     task_ids = _column(rows, "task_id", -1)
     openers = rows["openers"].tolist() if "openers" in rows.columns else [()] * len(rows)
     workers = rows["worker_pid"].to_numpy(dtype=np.int64)
-    taken = _epoch(rows["taken_at"])
+    taken = epoch_seconds(rows["taken_at"])
     endpoints = rows["endpoint"].astype(str).tolist()
     stacks = rows["stack"].astype(str).tolist()
     backends = rows["backends"].tolist()

@@ -11,8 +11,8 @@ and the session records as the backend owner's ``owner_port``. So a task of
 worker W naming port P names the transaction owned by (W, P).
 
 Only pairs already inside one episode's window and of its owner worker are
-ever tested (:func:`profiler.analysis.episodes._pairs`), so a port that a later
-connection reuses cannot name an earlier transaction: while a socket is open
+ever tested (:func:`profiler.analysis.sample_pairs.pair_samples`), so a port that a
+later connection reuses cannot name an earlier transaction: while a socket is open
 its port is its own, and the episode's owner was read while it was open.
 """
 
@@ -21,6 +21,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from profiler.analysis.columns import epoch_seconds
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -54,8 +56,6 @@ def named_long(tasks: pd.DataFrame, column: str) -> pd.DataFrame:
     ``ports``): ``worker_pid`` (Int64), ``taken_at`` (epoch seconds), ``task_id``, ``value``."""
     import pandas as pd
 
-    from profiler.analysis.episodes import _epoch
-
     if column not in tasks.columns:
         empty: pd.DataFrame = pd.DataFrame(
             {
@@ -76,7 +76,7 @@ def named_long(tasks: pd.DataFrame, column: str) -> pd.DataFrame:
     frame: pd.DataFrame = pd.DataFrame(
         {
             "worker_pid": tasks["worker_pid"].to_numpy(dtype=np.int64)[rows],
-            "taken_at": _epoch(tasks["taken_at"])[rows],
+            "taken_at": epoch_seconds(tasks["taken_at"])[rows],
             "task_id": task_id[rows],
             "value": long.to_numpy(dtype=np.int64),
         }

@@ -52,7 +52,7 @@ def stacks_during(
     """Per episode of a worker without the task sampler, its thread dumps meanwhile, as code
     paths: (path, samples, share)."""
     from profiler.analysis.code_paths import describe
-    from profiler.analysis.episodes import stacks_during
+    from profiler.analysis.hold_stacks import stacks_during
     from profiler.session.summary import attribution_samples
 
     found: dict[int, list[tuple[str, int, float]]] = {}

@@ -96,7 +96,7 @@ class Session:
     Times: ``activity`` holds epoch floats (``taken_at`` on our clock, server
     times with ``clock_offset`` beside them); ``stack_samples`` and ``rss`` hold
     UTC datetimes in ``taken_at``, as their own readers give them. The
-    functions of :mod:`profiler.analysis.episodes` accept either.
+    analysis functions (:mod:`profiler.analysis.columns`) accept either.
     """
 
     def __init__(self, path: Path, manifest: dict[str, Any]) -> None:

@@ -16,11 +16,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from profiler.analysis import episodes as ep
+from profiler.analysis import hold_stacks
 from profiler.analysis.code_paths import describe, group_by_path
 from profiler.analysis.diagnosis import Cause, DiagnosisInput, diagnose
+from profiler.analysis.episodes import held_episodes
 from profiler.analysis.findings import Evidence, Finding, Thresholds, evaluate
 from profiler.analysis.findings.pool import PoolFigures, pool_figures
+from profiler.analysis.held_counts import connections_held
 from profiler.analysis.stats import percentile
 
 if TYPE_CHECKING:
@@ -152,12 +154,10 @@ def summarize(session: Session, thresholds: Thresholds | None = None) -> Summary
     thresholds = thresholds or Thresholds()
     from profiler.analysis.attribution import observed_windows
 
-    episodes = ep.held_episodes(
-        session.activity, session_end=session.end, snapshots=session.snapshots
-    )
+    episodes = held_episodes(session.activity, session_end=session.end, snapshots=session.snapshots)
     # Held as long as seen: in a snapshot, or by the task that held it in a later round.
     episodes = observed_windows(episodes, session.task_samples)
-    held = ep.connections_held(session.activity, snapshots=session.snapshots)
+    held = connections_held(session.activity, snapshots=session.snapshots)
     attributed = hold_attribution(session, episodes)
     profile, owners, attribution = attributed.profile, attributed.owners, attributed.sources
     events = session.worker_events
@@ -252,7 +252,7 @@ def hold_attribution(session: Session, episodes: pd.DataFrame) -> HoldAttributio
     """:func:`hold_profile` with each part's attribution (see :class:`HoldAttribution`):
     task samples through :func:`~profiler.analysis.attribution.attribute_tasks` (the
     exact task ↔ backend join, the worker fallback labelled), thread samples through
-    :func:`~profiler.analysis.episodes.hold_attribution`."""
+    :func:`~profiler.analysis.hold_stacks.hold_attribution`."""
     from profiler.analysis.attribution import attribute_tasks
 
     tasks, threads = attribution_samples(session)
@@ -276,7 +276,7 @@ def hold_attribution(session: Session, episodes: pd.DataFrame) -> HoldAttributio
             stack_kinds.update(zip(per_episode["stack"], per_episode["kind"], strict=True))
     if not threads.empty:
         interval = float(session.settings.get("dump_interval") or 1.0)
-        part, part_owners = ep.hold_attribution(episodes, threads, interval=interval)
+        part, part_owners = hold_stacks.hold_attribution(episodes, threads, interval=interval)
         if part:
             used.append("threads")
             millis["threads"] = sum(part.values())

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from profiler.analysis.code_paths import CodePath, describe
-from profiler.analysis.episodes import _epoch, _floats
+from profiler.analysis.columns import epoch_seconds, floats
 from profiler.analysis.findings.records import MIB, QUERY_CHARS, TITLE_QUERY_CHARS, Finding
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def _sample_kinds(
         masks.append(mask)
     return (
         samples["worker_pid"].to_numpy(dtype=np.int64),
-        _epoch(samples["taken_at"]),
+        epoch_seconds(samples["taken_at"]),
         masks,
     )
 
@@ -70,8 +70,8 @@ def _held_series(
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
     """A worker's snapshot times and transactions held then, in time order."""
     mine = held[(held["owner_pid"] == pid).fillna(False).to_numpy(dtype=bool)]
-    order = np.argsort(_floats(mine["taken_at"]), kind="stable")
-    return _floats(mine["taken_at"])[order], mine["held"].to_numpy(dtype=np.int64)[order]
+    order = np.argsort(floats(mine["taken_at"]), kind="stable")
+    return floats(mine["taken_at"])[order], mine["held"].to_numpy(dtype=np.int64)[order]
 
 
 def _latest(
@@ -107,7 +107,7 @@ def _idle_beyond(
     """Episodes whose longest idle-in-transaction period is over (or at least) ``seconds``."""
     if episodes.empty:
         return episodes
-    ages = _floats(episodes["max_idle_age"])
+    ages = floats(episodes["max_idle_age"])
     with np.errstate(invalid="ignore"):
         chosen = ages >= seconds if inclusive else ages > seconds
     selected: pd.DataFrame = episodes[chosen & ~np.isnan(ages)]
@@ -119,8 +119,8 @@ def _episode_rows(episodes: pd.DataFrame) -> list[_EpisodeRow]:
     cmdlines = _objects(episodes, "owner_cmdline")
     labels = _objects(episodes, "owner_label")
     queries = _objects(episodes, "last_query")
-    ages = _floats(episodes["max_idle_age"])
-    idle = np.nan_to_num(_floats(episodes["idle_seconds"]))
+    ages = floats(episodes["max_idle_age"])
+    idle = np.nan_to_num(floats(episodes["idle_seconds"]))
     still_open = episodes["open"].to_numpy(dtype=bool)
     return [
         _EpisodeRow(

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from profiler.analysis.episodes import _epoch, _floats
+from profiler.analysis.columns import epoch_seconds, floats
 from profiler.analysis.findings.common import _bytes, _finding, _percent, _seconds
 from profiler.analysis.findings.records import Evidence, Finding, Thresholds
 
@@ -101,9 +101,9 @@ def _rss_by_worker(
     """Per worker (ascending pid): sample times and RSS bytes, in time order, NaNs dropped."""
     if rss.empty:
         return
-    taken_all = _epoch(rss["taken_at"])
+    taken_all = epoch_seconds(rss["taken_at"])
     worker_all = rss["worker_pid"].to_numpy(dtype=np.int64)
-    bytes_all = _floats(rss["rss_bytes"])
+    bytes_all = floats(rss["rss_bytes"])
     usable = ~np.isnan(taken_all) & ~np.isnan(bytes_all)
     for pid in np.unique(worker_all[usable]).tolist():
         mine = usable & (worker_all == pid)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from profiler.analysis.episodes import _floats
+from profiler.analysis.columns import floats
 from profiler.analysis.findings.common import (
     _finding,
     _held_series,
@@ -205,7 +205,7 @@ def _pool_rounds(pools: pd.DataFrame | None, pid: int) -> _Rounds | None:
     timeouts = latest["timeout"].dropna()
     classes = "+".join(sorted(set(latest["pool_class"].astype(str))))
     known = ~np.isnan(sizes)
-    taken = _floats(mine["taken_at"])
+    taken = floats(mine["taken_at"])
     unique, inverse = np.unique(taken, return_inverse=True)
     checked = mine["checked_out"].to_numpy(dtype=np.float64, na_value=0.0)
     waiting = mine["waiting"].to_numpy(dtype=np.float64, na_value=0.0)
@@ -225,7 +225,7 @@ def _mean_transaction(episodes: pd.DataFrame, pid: int) -> float | None:
     if episodes.empty:
         return None
     mine = episodes[(episodes["owner_pid"] == pid).fillna(False).to_numpy(dtype=bool)]
-    durations = _floats(mine["duration"]) if not mine.empty else np.zeros(0)
+    durations = floats(mine["duration"]) if not mine.empty else np.zeros(0)
     durations = durations[~np.isnan(durations)]
     return float(durations.mean()) if durations.size else None
 

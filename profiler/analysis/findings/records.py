@@ -76,8 +76,8 @@ class Evidence:
     """Everything the rules look at, already computed by the caller.
 
     ``episodes``: :func:`~profiler.analysis.episodes.held_episodes`;
-    ``held``: :func:`~profiler.analysis.episodes.connections_held`;
-    ``hold_profile``: :func:`~profiler.analysis.episodes.hold_profile`, in ms
+    ``held``: :func:`~profiler.analysis.held_counts.connections_held`;
+    ``hold_profile``: :func:`~profiler.analysis.hold_stacks.hold_profile`, in ms
     (typically over the episodes idle in transaction beyond the threshold);
     ``hold_owners``: for each stack of ``hold_profile``, the owner pids of the
     episodes its samples came from (optional); ``hold_kinds``: for each stack,
@@ -117,7 +117,8 @@ class Evidence:
         """No rows anywhere: a base to :func:`dataclasses.replace` parts into."""
         import pandas as pd
 
-        from profiler.analysis.episodes import empty_episodes, empty_held
+        from profiler.analysis.episodes import empty_episodes
+        from profiler.analysis.held_counts import empty_held
 
         return cls(
             episodes=empty_episodes(),
