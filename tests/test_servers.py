@@ -210,7 +210,9 @@ def test_a_session_names_the_code_holding_connections_through_the_task_sampler(
     assert any("call_tool" in stack for stack in seen), sorted(s[-300:] for s in seen)
     # AND the held connections are the invoke endpoint's, and (not yet under granian: rounds
     # with no request task blame every task, its lifespan task `_main -> Event.wait`
-    # included; analysis/episodes.py _task_weights) its handler's path leads
+    # included; analysis/sample_pairs.py) its handler's path leads that endpoint's finding
+    # (which endpoint ranks first depends on the machine: on a busy one the catalogue
+    # listings also hold their sessions while AnyIO's threads are slow to close them)
     shown = _json(run_cli, "session", "show", str(out))
     assert isinstance(shown, dict)
     held = [f for f in shown["findings"] if f["rule"] == "held-code-path"]
@@ -218,8 +220,16 @@ def test_a_session_names_the_code_holding_connections_through_the_task_sampler(
     endpoints = {e["endpoint"] for f in held for e in f["evidence"].get("endpoints", [])}
     assert "POST /tools/{tool_id}/invoke (invoke_tool)" in endpoints, held
     assert all("future_watcher" not in f["title"] for f in held), held
+    invoke = [
+        e
+        for f in held
+        for e in f["evidence"]["endpoints"]
+        if e["endpoint"] == "POST /tools/{tool_id}/invoke (invoke_tool)"
+    ]
     if lab.server != "granian":
-        assert "invoke_tool → call_tool → AsyncClient.post" in held[0]["title"], held[0]
+        assert all(
+            e["paths"][0]["names"] == "invoke_tool → call_tool → AsyncClient.post" for e in invoke
+        ), invoke
 
 
 def test_load_ends_when_asked_before_its_bound(lab: LabState) -> None:
