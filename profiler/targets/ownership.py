@@ -39,17 +39,19 @@ import time
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
 
 from profiler.model import Owner, _shorten
+from profiler.targets.backend_clients import (
+    ClientSide,
+    address_forms,
+    classify,
+    client_address,
+)
 from profiler.targets.sockets import (
     NETLINK_SOCK_DIAG,
     TcpSocket,
-    canonical_address,
     diag_request,
-    encode_address,
     parse_diag_replies,
     parse_fib_trie_local,
     parse_if_inet6,
@@ -68,35 +70,6 @@ _READ_CHUNK = 1 << 16
 # Replies to one batch must fit the netlink socket's default receive buffer.
 _DIAG_BATCH = 64
 _DIAG_TIMEOUT = 1.0
-
-
-class ClientSide(Protocol):
-    """The client side of one backend, as ``pg_stat_activity`` shows it.
-
-    ``client_port`` is -1 for Unix-socket clients and NULL for background
-    workers; ``backend_start`` tells a backend from a later one reusing its pid.
-    The sampler's rows (``ActivitySample``) qualify as they are, so a snapshot
-    builds no intermediate objects.
-    """
-
-    @property
-    def pid(self) -> int: ...
-    @property
-    def backend_start(self) -> float | datetime | None: ...
-    @property
-    def client_addr(self) -> str | None: ...
-    @property
-    def client_port(self) -> int | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class BackendClient:
-    """A :class:`ClientSide` built by hand (tests, callers without a sample)."""
-
-    pid: int
-    backend_start: float | datetime | None
-    client_addr: str | None
-    client_port: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,54 +122,6 @@ def pooler_name(comm: str, cmdline: str) -> str | None:
         if match:
             return match.group(1)
     return None
-
-
-def classify(client: ClientSide) -> Owner | None:
-    """What can be said without looking at /proc; None when the socket must be looked up.
-
-    >>> classify(BackendClient(7, None, None, -1)).kind
-    'unix-socket'
-    >>> classify(BackendClient(7, datetime(2024, 1, 1), None, None)).kind
-    'background'
-    >>> classify(BackendClient(7, None, None, None)).kind
-    'unknown'
-    >>> classify(BackendClient(7, datetime(2024, 1, 1), "127.0.0.1/32", 50000)) is None
-    True
-    """
-    port = client.client_port
-    if port == -1:
-        return Owner("unix-socket", detail="connected through a Unix socket: no TCP endpoint")
-    if port is None:
-        if client.backend_start is None:
-            # Rows of other roles' sessions are blanked for roles without the right.
-            return Owner(
-                "unknown",
-                detail="pg_stat_activity hides this backend's client: GRANT pg_read_all_stats",
-            )
-        return Owner("background", detail="a background or parallel worker: no client")
-    if not client.client_addr:
-        return Owner("unknown", detail=f"no client address for client port {port}")
-    if _address_forms(client.client_addr) is None:
-        return Owner("unknown", detail=f"unreadable client address {client.client_addr!r}")
-    return None
-
-
-@lru_cache(maxsize=4096)
-def _address_forms(client_addr: str) -> tuple[str, str | None, str | None] | None:
-    """(canonical, spelling in ``tcp``, spelling in ``tcp6``) of an address, or None.
-
-    Hundreds of backends share a handful of client addresses; parsing each once
-    keeps a cold resolve from spending its time in ``ipaddress``.
-    """
-    try:
-        canonical = canonical_address(client_addr)
-    except ValueError:
-        return None
-    return (
-        canonical,
-        encode_address(canonical, ipv6=False),
-        encode_address(canonical, ipv6=True),
-    )
 
 
 class OwnershipResolver:
@@ -360,7 +285,7 @@ class _Scan:
                 owners[backend_pid] = Owner(
                     "remote",
                     detail="no socket on this host has local endpoint "
-                    f"{_canonical(client)}:{client.client_port}",
+                    f"{client_address(client)}:{client.client_port}",
                 )
         return owners
 
@@ -499,7 +424,7 @@ class _Scan:
         self, clients: dict[int, ClientSide]
     ) -> tuple[dict[int, tuple[str, TcpSocket]], dict[int, TcpSocket]]:
         """By backend pid: the live client socket and its namespace; closing sockets apart."""
-        addresses = {pid: _canonical(client) for pid, client in clients.items()}
+        addresses = {pid: client_address(client) for pid, client in clients.items()}
         found: dict[int, tuple[str, TcpSocket]] = {}
         closing: dict[int, TcpSocket] = {}
         remaining = set(clients)
@@ -745,16 +670,11 @@ class _Scan:
             return ""
 
 
-def _canonical(client: ClientSide) -> str:
-    forms = _address_forms(client.client_addr or "")
-    return forms[0] if forms else str(client.client_addr)
-
-
 def _wanted_endpoints(clients: dict[int, ClientSide]) -> dict[str, dict[str, list[int]]]:
     """For each table, endpoint as the table spells it -> backend pids whose client it is."""
     wanted: dict[str, dict[str, list[int]]] = {"tcp": {}, "tcp6": {}}
     for backend_pid, client in clients.items():
-        forms = _address_forms(client.client_addr or "")
+        forms = address_forms(client.client_addr or "")
         assert forms is not None, "classify() let an unreadable address through"
         port = f":{client.client_port or 0:04X}"
         for table, spelled in (("tcp", forms[1]), ("tcp6", forms[2])):
