@@ -190,11 +190,7 @@ class _OwnerScan:
                 inode = found[backend_pid][1].inode
                 pids = holders.get(inode)
                 if not pids:
-                    owners[backend_pid] = Owner(
-                        "unknown",
-                        detail=f"client socket {inode} found, but no process we may read "
-                        "holds it (run as root or as the worker's user)",
-                    )
+                    owners[backend_pid] = _no_readable_holder(f"client socket {inode}")
                     continue
                 key = tuple(sorted(pids))
                 if key not in described:
@@ -244,11 +240,7 @@ class _OwnerScan:
             if pids:
                 owners[backend_pid] = self.holders.describe(tuple(sorted(pids)))
             elif peer.peer:
-                owners[backend_pid] = Owner(
-                    "unknown",
-                    detail=f"the client's Unix socket {peer.peer} found, but no process we may "
-                    "read holds it (run as root or as the worker's user)",
-                )
+                owners[backend_pid] = _no_readable_holder(f"the client's Unix socket {peer.peer}")
             else:
                 owners[backend_pid] = Owner(
                     "unix-socket" if peer.kind == "unix-socket" else "unknown", detail=peer.reason
@@ -289,3 +281,16 @@ class _OwnerScan:
             ]
             self.holders.read_fds(rest, links, holders, scanned, until_found=True)
         return holders
+
+
+def _no_readable_holder(what: str) -> Owner:
+    """A socket was found, but none of its holders is a process we may read.
+
+    One wording for TCP and Unix-socket clients: the cause (permissions) and the
+    fix are the same for both.
+    """
+    return Owner(
+        "unknown",
+        detail=f"{what} found, but no process we may read holds it "
+        "(run as root or as the worker's user)",
+    )
