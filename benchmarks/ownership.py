@@ -42,7 +42,8 @@ from psycopg.conninfo import make_conninfo
 
 from profiler.model import Owner
 from profiler.pg import embedded
-from profiler.targets.ownership import BackendClient, OwnershipResolver
+from profiler.targets.backend_clients import BackendClient
+from profiler.targets.ownership import OwnershipResolver
 
 APPLICATION = "ownership-benchmark"
 ROWS = "SELECT pid, backend_start, client_addr::text, client_port FROM pg_stat_activity"

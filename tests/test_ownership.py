@@ -30,8 +30,9 @@ from hypothesis import strategies as st
 from profiler import model
 from profiler.capture.processes import spawn_python_until_ready, stop_pid
 from profiler.model import Owner
-from profiler.targets import ownership, sockets
-from profiler.targets.ownership import BackendClient, OwnershipResolver, classify
+from profiler.targets import backend_clients, socket_holders, sockets
+from profiler.targets.backend_clients import BackendClient, classify
+from profiler.targets.ownership import OwnershipResolver
 from profiler.targets.sockets import (
     ByteOrder,
     decode_endpoint,
@@ -99,7 +100,7 @@ ctypes.CDLL(None).prctl(15, b"pgbouncer", 0, 0, 0)  # PR_SET_NAME: what ps and c
 
 
 def test_the_modules_doctests_pass() -> None:
-    for module in (sockets, ownership, model):
+    for module in (sockets, backend_clients, socket_holders, model):
         result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert result.failed == 0, module.__name__
 
@@ -240,7 +241,7 @@ def test_owner_json_is_pid_and_cmdline_or_null() -> None:
 def test_poolers_are_recognised_by_name_or_command_line(
     comm: str, cmdline: str, pooler: str | None
 ) -> None:
-    assert ownership.pooler_name(comm, cmdline) == pooler
+    assert socket_holders.pooler_name(comm, cmdline) == pooler
 
 
 # -- real sockets and processes, no PostgreSQL ---------------------------------------------

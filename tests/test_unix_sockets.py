@@ -22,7 +22,8 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from profiler.model import Owner
-from profiler.targets.ownership import BackendClient, OwnershipResolver
+from profiler.targets.backend_clients import BackendClient
+from profiler.targets.ownership import OwnershipResolver
 from profiler.targets.sockets import NETLINK_SOCK_DIAG
 from profiler.targets.unix_diag import (
     UnixSocket,

@@ -29,7 +29,7 @@ from profiler.errors import PostgresError, UsageError
 from profiler.model import Owner
 from profiler.pg.connect import APPLICATION_NAME
 from profiler.pg.dsn import redact, to_libpq
-from profiler.targets.ownership import ClientSide
+from profiler.targets.backend_clients import ClientSide
 from profiler.targets.pgbouncer_config import ConfigUnreadable, ConsoleAddress, read_console
 from profiler.targets.pooler import PoolerConnection, PoolerState, SeeThrough
 

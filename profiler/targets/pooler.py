@@ -29,7 +29,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from profiler.model import Owner
-from profiler.targets.ownership import BackendClient, ClientSide, OwnershipResolver
+from profiler.targets.backend_clients import BackendClient, ClientSide
+from profiler.targets.ownership import OwnershipResolver
 from profiler.targets.sockets import canonical_address
 
 # What PgBouncer shows in addr for a Unix-socket peer.
