@@ -115,7 +115,8 @@ def _publish(
     output: Path, sessions: dict[str, Path], step: Callable[[str], None], notes: list[str]
 ) -> Path | None:
     """Publish both sessions and their comparison into a copy of the site, and build it."""
-    from profiler.report.publish import build_site, publish_comparison, publish_session
+    from profiler.report.publish import publish_comparison, publish_session
+    from profiler.report.site_build import build_site
 
     source = site_source()
     if source is None:

@@ -10,7 +10,7 @@ import markdown as python_markdown
 import pytest
 
 from profiler.report import markdown as md
-from profiler.report.publish import Entry
+from profiler.report.site import Entry
 
 FRAMES = [
     "wrap_app_handling_exceptions.<locals>.wrapped_app",

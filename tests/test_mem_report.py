@@ -148,7 +148,7 @@ def assert_one_error_line(result: CliResult, code: int, *names: str) -> None:
 
 def test_summary_finds_the_sites_at_the_peak_and_by_total(captures: dict[str, Path]) -> None:
     # GIVEN a capture of a process holding 50 + 5 MiB at its peak, then churning 30 MiB
-    from profiler.memory.summary import read_capture
+    from profiler.memory.reader import read_capture
 
     # WHEN it is read
     summary = read_capture(captures["big"])
@@ -196,7 +196,7 @@ def test_cut_compressed_captures_are_told_from_whole_ones(
 ) -> None:
     # GIVEN a closed capture (one LZ4 frame), the same without its last byte, and a
     # capture memray never closed (not compressed)
-    from profiler.memory.summary import lz4_frame_state
+    from profiler.memory.lz4_frame import lz4_frame_state
 
     whole = captures["many"]
     cut = tmp_path / "cut.bin"
@@ -210,8 +210,9 @@ def test_cut_compressed_captures_are_told_from_whole_ones(
 
 def test_tree_text_is_deterministic() -> None:
     # GIVEN a summary with two stacks sharing a caller
+    from profiler.memory.reader import CaptureSummary
     from profiler.memory.reports import render_tree
-    from profiler.memory.summary import CaptureSummary, Frame, StackUsage, sites
+    from profiler.memory.stacks import Frame, StackUsage, sites
 
     main, big, small = Frame("main", "app.py", 3), Frame("big", "app.py", 7), Frame("s", "b.py", 1)
     calls_small = Frame("big", "app.py", 8)
@@ -474,7 +475,7 @@ def test_truncated_big_capture_is_read_as_far_as_it_goes(
     assert "cut short" in result.stderr
     assert "Memray ERROR" not in result.stderr
     assert data["top_by_peak"][0]["function"] == "mem_report_marker_big"
-    from profiler.memory.summary import read_capture
+    from profiler.memory.reader import read_capture
 
     whole = read_capture(captures["many"])
     assert whole.complete and whole.total_allocations is not None

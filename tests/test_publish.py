@@ -26,9 +26,11 @@ from profiler.capture.stacks import Frame, StackSample
 from profiler.errors import ChecksFailed, ExitCode, UsageError
 from profiler.model import ActivitySample, Owner, Snapshot
 from profiler.pg.recording import RecordingWriter
-from profiler.report import publish
-from profiler.report.publish import MARKER, publish_comparison, publish_session, scrub_tree
+from profiler.report.publish import publish_comparison, publish_session
 from profiler.report.redact import Redaction
+from profiler.report.safety_pass import scrub_tree
+from profiler.report.site import MARKER
+from profiler.report.site_build import build_site as build_mkdocs_site
 from tests.conftest import CliResult, run_profiler
 from tests.helpers import client_backend
 
@@ -202,9 +204,9 @@ def published_texts(site: Path) -> dict[str, str]:
 
 
 def nav_of(site: Path) -> list[Any]:
-    from profiler.report.publish import _load_config
+    from profiler.report.mkdocs_yaml import load_config
 
-    nav = _load_config(site / "mkdocs.yml")["nav"]
+    nav = load_config(site / "mkdocs.yml")["nav"]
     assert isinstance(nav, list)
     return nav
 
@@ -574,7 +576,7 @@ def test_the_site_builds_strict_with_published_pages(
 @pytest.mark.slow
 def test_build_site_returns_the_built_folder(site: Path, session: Path) -> None:
     publish_session(session, site)
-    built = publish.build_site(site)
+    built = build_mkdocs_site(site)
     assert built == site / "site"
     assert (built / "findings" / "checkout-slow" / "index.html").is_file()
 

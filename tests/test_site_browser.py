@@ -42,9 +42,9 @@ from pathlib import Path
 
 import pytest
 
-from profiler.report.publish import build_site as build_mkdocs_site
 from profiler.report.publish import publish_comparison, publish_session
 from profiler.report.redact import Redaction
+from profiler.report.site_build import build_site as build_mkdocs_site
 from tests.helpers import retry
 from tests.test_publish import build_session, build_site
 

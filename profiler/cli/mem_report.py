@@ -11,8 +11,10 @@ from profiler.cli import console
 from profiler.cli.options import JSON_OPTION
 
 if TYPE_CHECKING:
+    from profiler.memory.pool import PoolSummary
+    from profiler.memory.reader import CaptureSummary
     from profiler.memory.reports import PlannedReport, ReportResult
-    from profiler.memory.summary import CaptureSummary, Frame, PoolSummary, Site
+    from profiler.memory.stacks import Frame, Site
 
 SHOWN_CALLERS = 3
 
@@ -68,7 +70,8 @@ def report(
     a pool: profiler mem report caps/*.bin --kind none --json | jq .combined
     """
     from profiler.memory import reports
-    from profiler.memory.summary import combine, require_memray
+    from profiler.memory.pool import combine
+    from profiler.memory.reader import require_memray
 
     kinds = reports.parse_kinds(kind)
     names = reports.report_names(kinds, temporal=temporal, leaks=leaks)
@@ -91,7 +94,7 @@ def report(
 
 def _read_captures(captures: list[Path], *, leaks: bool) -> dict[Path, CaptureSummary]:
     """Each capture's summary, its warnings said as they come."""
-    from profiler.memory.summary import read_capture
+    from profiler.memory.reader import read_capture
 
     summaries: dict[Path, CaptureSummary] = {}
     for capture in captures:

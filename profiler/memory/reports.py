@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import TextIO
 
 from profiler.errors import InputError, UsageError
-from profiler.memory.summary import CaptureSummary, Frame, StackUsage
+from profiler.memory.reader import CaptureSummary
+from profiler.memory.stacks import Frame, StackUsage
 from profiler.outputs import refuse_to_clobber
 
 KINDS = ("flamegraph", "table", "tree", "stats", "summary")

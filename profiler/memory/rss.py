@@ -129,7 +129,7 @@ def from_capture(path: Path) -> list[HeapPoint]:
     Python allocations from RSS the allocator has not given back. Raises
     :class:`InputError` when the capture cannot be read.
     """
-    from profiler.memory.summary import open_reader
+    from profiler.memory.reader import open_reader
 
     reader = open_reader(path)
     pid = int(reader.metadata.pid)

@@ -45,8 +45,8 @@ class MemoryProfile:
 def read_memory_profile(path: Path) -> MemoryProfile:
     """Read ``path`` (``mem/memray-PID.bin``); :class:`InputError` (exit 7) when it is
     unreadable, :class:`~profiler.errors.ToolMissingError` (exit 5) without memray."""
+    from profiler.memory.reader import open_reader
     from profiler.memory.rss import from_capture
-    from profiler.memory.summary import open_reader
 
     reader = open_reader(path)
     try:

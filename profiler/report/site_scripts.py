@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from profiler.report.publish import Site
+    from profiler.report.site import Site
 
 FOLDER = "assets/profiler"
 SCRIPT = f"{FOLDER}/timelines.js"
@@ -27,7 +27,8 @@ STYLE = f"{FOLDER}/profiler.css"
 def install(site: Site) -> list[Path]:
     """Copy the files into the site (when missing or changed) and list them in mkdocs.yml;
     the files written."""
-    from profiler.report.publish import _dump_config, _load_config, _write_atomic
+    from profiler.report.mkdocs_yaml import dump_config, load_config
+    from profiler.report.site import write_atomic
 
     target = site.docs / FOLDER
     target.mkdir(parents=True, exist_ok=True)
@@ -39,7 +40,7 @@ def install(site: Site) -> list[Path]:
         if not copy.is_file() or not filecmp.cmp(source, copy, shallow=False):
             shutil.copyfile(source, copy)
             written.append(copy)
-    settings = _load_config(site.config)
+    settings = load_config(site.config)
     changed = False
     for key, entry in (("extra_javascript", SCRIPT), ("extra_css", STYLE)):
         listed = settings.get(key) or []
@@ -47,7 +48,7 @@ def install(site: Site) -> list[Path]:
             settings[key] = [*listed, entry]
             changed = True
     if changed:
-        _write_atomic(site.config, _dump_config(settings))
+        write_atomic(site.config, dump_config(settings))
     return written
 
 

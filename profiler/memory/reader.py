@@ -1,13 +1,11 @@
-"""What a memray capture says: where memory was at the peak, where it was allocated,
-per worker and summed over a pool of workers.
+"""Reading one memray capture: its metadata, its sites at the peak and by total allocated.
 
-``read_capture`` reads one capture through memray's ``FileReader`` (two passes at
+``read_capture`` reads a capture through memray's ``FileReader`` (two passes at
 most: the high-water mark, then every allocation, streamed and folded per call
-stack); ``combine`` sums several captures, one per worker, without any I/O.
-
-A *site* is the innermost Python frame of an allocation's stack: the line that
-asked for the memory. Every stack reaching a site is summed into it; the site
-keeps its heaviest stack (innermost first) to show who called it.
+stack into :mod:`profiler.memory.stacks` records). A capture memray never closed
+or cut short is read as far as it goes, with warnings, because a killed worker's
+capture is often the one that matters. ``combine`` (:mod:`profiler.memory.pool`)
+sums several captures, one per worker.
 """
 
 from __future__ import annotations
@@ -16,80 +14,24 @@ import contextlib
 import os
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from profiler.errors import InputError, ToolMissingError
+from profiler.memory.lz4_frame import lz4_frame_state
+from profiler.memory.stacks import Frame, Site, Stack, StackUsage, sites, stack_usages
 
 if TYPE_CHECKING:
     from memray import FileReader
-
-SITE_STACK_FRAMES = 4
-"""Frames kept in ``Site.stack``: the site itself and three callers."""
 
 NEVER_CLOSED_SLACK = timedelta(milliseconds=250)
 CAPTURE_HINT = (
     "pass a file written by `memray run -o`, `memray attach -o` or `profiler mem attach`; "
     "a capture cut short after memray compressed it cannot be read"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """One Python frame: ``function`` running ``file`` at ``line``."""
-
-    function: str
-    file: str
-    line: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {"function": self.function, "file": self.file, "line": self.line}
-
-    def __str__(self) -> str:
-        return f"{self.function} ({self.file}:{self.line})"
-
-
-LZ4_MAGIC = b"\x04\x22\x4d\x18"
-
-UNKNOWN_FRAME = Frame("<unknown>", "<unknown>", 0)
-"""The site of allocations made with no Python frame on the stack (C threads, startup)."""
-
-Stack = tuple[Frame, ...]
-"""Innermost frame first, as memray's ``stack_trace()`` gives them."""
-
-
-@dataclass(frozen=True, slots=True)
-class StackUsage:
-    """Memory attributed to one full Python stack (innermost first)."""
-
-    frames: Stack
-    bytes: int
-    allocations: int
-
-
-@dataclass(frozen=True, slots=True)
-class Site:
-    """Memory whose innermost Python frame is ``frame``, summed over every stack reaching it."""
-
-    frame: Frame
-    bytes: int
-    allocations: int
-    stack: Stack
-    """The heaviest stack through this site, innermost first, ``SITE_STACK_FRAMES`` at most."""
-    stacks: int
-    """How many distinct stacks reach the site."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            **self.frame.to_json(),
-            "bytes": self.bytes,
-            "allocations": self.allocations,
-            "stack": [frame.to_json() for frame in self.stack],
-            "stacks": self.stacks,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,72 +81,6 @@ class CaptureSummary:
             "total_allocated_bytes": self.total_allocated_bytes,
             "complete": self.complete,
             "warnings": list(self.warnings),
-            "top_by_peak": [site.to_json() for site in self.by_peak[:top]],
-            "top_by_total": None
-            if self.by_total is None
-            else [site.to_json() for site in self.by_total[:top]],
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerBytes:
-    """One worker's share of something: its capture, its PID and the bytes."""
-
-    path: Path
-    pid: int
-    bytes: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {"path": str(self.path), "pid": self.pid, "bytes": self.bytes}
-
-
-@dataclass(frozen=True, slots=True)
-class PoolSite:
-    """A site summed over the workers of a pool, with each worker's share."""
-
-    frame: Frame
-    bytes: int
-    allocations: int
-    stack: Stack
-    workers: tuple[WorkerBytes, ...]
-    """The workers where the site appears, biggest first."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            **self.frame.to_json(),
-            "bytes": self.bytes,
-            "allocations": self.allocations,
-            "stack": [frame.to_json() for frame in self.stack],
-            "workers": [worker.to_json() for worker in self.workers],
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class PoolSummary:
-    """Several captures, one per worker of a pool, summed."""
-
-    workers: tuple[CaptureSummary, ...]
-    peak_memory_bytes: int
-    """The sum of the workers' peaks: an upper bound, since workers peak at different times."""
-    total_allocated_bytes: int | None
-    """Summed over the captures that have totals (not aggregated); None when none has."""
-    by_peak: tuple[PoolSite, ...]
-    by_total: tuple[PoolSite, ...] | None
-
-    def to_json(self, top: int = 10) -> dict[str, Any]:
-        """The ``combined`` object of ``profiler mem report --json``."""
-        return {
-            "workers": [
-                {
-                    "path": str(worker.path),
-                    "pid": worker.pid,
-                    "peak_memory_bytes": worker.peak_memory_bytes,
-                    "total_allocated_bytes": worker.total_allocated_bytes,
-                }
-                for worker in self.workers
-            ],
-            "peak_memory_bytes": self.peak_memory_bytes,
-            "total_allocated_bytes": self.total_allocated_bytes,
             "top_by_peak": [site.to_json() for site in self.by_peak[:top]],
             "top_by_total": None
             if self.by_total is None
@@ -339,7 +215,7 @@ def _peak_stacks(reader: FileReader) -> tuple[StackUsage, ...]:
         entry = by_stack.setdefault(frames, [0, 0])
         entry[0] += record.size
         entry[1] += record.n_allocations
-    return _stack_usages(by_stack)
+    return stack_usages(by_stack)
 
 
 def _total_stacks(reader: FileReader) -> tuple[StackUsage, ...]:
@@ -370,131 +246,7 @@ def _total_stacks(reader: FileReader) -> tuple[StackUsage, ...]:
         entry = by_stack.setdefault(frames, [0, 0])
         entry[0] += size
         entry[1] += count
-    return _stack_usages(by_stack)
-
-
-def _stack_usages(by_stack: dict[Stack, list[int]]) -> tuple[StackUsage, ...]:
-    usages = [StackUsage(frames, size, count) for frames, (size, count) in by_stack.items()]
-    return tuple(sorted(usages, key=lambda usage: (-usage.bytes, _stack_order(usage.frames))))
-
-
-def _stack_order(frames: Stack) -> tuple[tuple[str, int, str], ...]:
-    return tuple((frame.file, frame.line, frame.function) for frame in frames)
-
-
-class _SiteTotals:
-    __slots__ = ("allocations", "heaviest", "heaviest_bytes", "size", "stacks")
-
-    def __init__(self) -> None:
-        self.size = 0
-        self.allocations = 0
-        self.stacks = 0
-        self.heaviest: Stack = ()
-        self.heaviest_bytes = -1
-
-
-def sites(stacks: Iterable[StackUsage]) -> tuple[Site, ...]:
-    """Fold stacks into sites (innermost frame), biggest first, ties in file/line order.
-
-    >>> a, b = Frame("f", "m.py", 1), Frame("g", "m.py", 9)
-    >>> [(s.frame.function, s.bytes, s.stacks) for s in sites(
-    ...     [StackUsage((a, b), 10, 1), StackUsage((a,), 5, 2), StackUsage((b,), 12, 1)])]
-    [('f', 15, 2), ('g', 12, 1)]
-    """
-    totals: dict[Frame, _SiteTotals] = {}
-    for usage in stacks:
-        site = usage.frames[0] if usage.frames else UNKNOWN_FRAME
-        entry = totals.get(site)
-        if entry is None:
-            entry = totals[site] = _SiteTotals()
-        entry.size += usage.bytes
-        entry.allocations += usage.allocations
-        entry.stacks += 1
-        if usage.bytes > entry.heaviest_bytes:
-            entry.heaviest, entry.heaviest_bytes = usage.frames, usage.bytes
-    result = [
-        Site(
-            frame=site,
-            bytes=entry.size,
-            allocations=entry.allocations,
-            stack=entry.heaviest[:SITE_STACK_FRAMES] or (site,),
-            stacks=entry.stacks,
-        )
-        for site, entry in totals.items()
-    ]
-    return tuple(sorted(result, key=lambda s: (-s.bytes, s.frame.file, s.frame.line)))
-
-
-def combine(captures: Sequence[CaptureSummary]) -> PoolSummary:
-    """Sum the captures of a pool's workers: per site, and each worker's share.
-
-    Sites are matched on (function, file, line), which the workers of one pool
-    share. Totals come from the captures that have them (aggregated ones do not).
-    """
-    with_totals = [capture for capture in captures if capture.by_total is not None]
-    return PoolSummary(
-        workers=tuple(captures),
-        peak_memory_bytes=sum(capture.peak_memory_bytes for capture in captures),
-        total_allocated_bytes=sum(c.total_allocated_bytes or 0 for c in with_totals)
-        if with_totals
-        else None,
-        by_peak=_pool_sites([(capture, capture.by_peak) for capture in captures]),
-        by_total=_pool_sites([(c, c.by_total or ()) for c in with_totals]) if with_totals else None,
-    )
-
-
-def _pool_sites(per_worker: list[tuple[CaptureSummary, tuple[Site, ...]]]) -> tuple[PoolSite, ...]:
-    shares: dict[Frame, list[tuple[CaptureSummary, Site]]] = {}
-    for capture, worker_sites in per_worker:
-        for site in worker_sites:
-            shares.setdefault(site.frame, []).append((capture, site))
-    result = []
-    for frame, found in shares.items():
-        found.sort(key=lambda item: (-item[1].bytes, str(item[0].path)))
-        result.append(
-            PoolSite(
-                frame=frame,
-                bytes=sum(site.bytes for _, site in found),
-                allocations=sum(site.allocations for _, site in found),
-                stack=found[0][1].stack,
-                workers=tuple(WorkerBytes(c.path, c.pid, site.bytes) for c, site in found),
-            )
-        )
-    return tuple(sorted(result, key=lambda s: (-s.bytes, s.frame.file, s.frame.line)))
-
-
-def lz4_frame_state(path: Path) -> Literal["whole", "truncated"] | None:
-    """Whether a compressed capture's LZ4 frame is whole; None for an uncompressed file.
-
-    memray compresses a capture into one LZ4 frame when it closes it. memray reads a
-    frame cut short as far as it can, sometimes without a word; the frame's own
-    structure (https://github.com/lz4/lz4/blob/dev/doc/lz4_Frame_format.md: block
-    sizes, then a zero end mark) tells. Only block headers are read: one seek per
-    64 KiB of records.
-    """
-    size = path.stat().st_size
-    with path.open("rb") as file:
-        head = file.read(6)
-        if head[:4] != LZ4_MAGIC:
-            return None
-        if len(head) < 6:
-            return "truncated"
-        flags = head[4]
-        block_checksum = 4 if flags & 0x10 else 0
-        content_checksum = 4 if flags & 0x04 else 0
-        # magic, FLG, BD, [content size], [dictionary id], header checksum
-        position = 6 + (8 if flags & 0x08 else 0) + (4 if flags & 0x01 else 0) + 1
-        while True:
-            file.seek(position)
-            word = file.read(4)
-            if len(word) < 4:
-                return "truncated"
-            block = int.from_bytes(word, "little")
-            if block == 0:  # the end mark
-                return "whole" if position + 4 + content_checksum <= size else "truncated"
-            position += 4 + (block & 0x7FFFFFFF) + block_checksum
-            if position > size:
-                return "truncated"
+    return stack_usages(by_stack)
 
 
 def _reason(exc: BaseException) -> str:
