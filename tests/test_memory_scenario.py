@@ -44,9 +44,7 @@ def _require_memory_cgroup() -> None:
 
 
 @pytest.mark.slow
-def test_the_memory_scenario_is_oom_killed_and_diagnosed(
-    postgres_dsn: str, tmp_path: Path
-) -> None:
+def test_the_memory_scenario_is_oom_killed_and_diagnosed(postgres_dsn: str, tmp_path: Path) -> None:
     _require_memory_cgroup()
     # GIVEN the memory scenario: one worker, a 256 MiB limit on its cgroup
     options = reference_options(
@@ -59,17 +57,20 @@ def test_the_memory_scenario_is_oom_killed_and_diagnosed(
         assert state.master is not None and state.memory_cgroup is not None
         worker = state.gateway_workers[0].pid
         # WHEN a session with memray records it while a few users load /servers
-        recorder = subprocess.Popen(  # noqa: S603 - our own CLI
-            [sys.executable, "-m", "profiler", "session", "run", "--pid", str(state.master.pid)]
-            + ["--dsn", postgres_dsn, "-d", str(SESSION_SECONDS), "--no-cpu", "--mem"]
-            + ["--rss-interval", "0.25", "-o", str(folder)],
+        command = [sys.executable, "-m", "profiler", "session", "run"]
+        command += ["--pid", str(state.master.pid), "--dsn", postgres_dsn]
+        command += ["-d", str(SESSION_SECONDS), "--no-cpu", "--mem", "--rss-interval", "0.25"]
+        recorder = subprocess.Popen(
+            [*command, "-o", str(folder)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
         )
         retry(
-            lambda: (folder / "manifest.json").exists()
-            and json.loads((folder / "manifest.json").read_text()).get("window_started_at"),
+            lambda: (
+                (folder / "manifest.json").exists()
+                and json.loads((folder / "manifest.json").read_text()).get("window_started_at")
+            ),
             timeout=90,
             what="the session's probes live (task sampler and memray attached)",
         )
