@@ -189,7 +189,9 @@ def _held(
     holders = [
         Where(h.file, h.line, h.function, h.role) for h in found.all_holders if h.role != "handler"
     ]
-    named = ", ".join(f"{h.role} `{h.function}`" for h in holders[:2])
+    holders = list(dict.fromkeys(holders))
+    names = dict.fromkeys(f"{h.role} `{h.function}`" for h in holders)
+    named = ", ".join(list(names)[:2])
     line = f"{route} requests held a database connection in {found.rounds}"
     line += f" of {seen} sampled request rounds" if seen >= found.rounds else " sampled rounds"
     if seen:
@@ -200,7 +202,7 @@ def _held(
         ": each response was built while its session was open, so requests queued on the "
         "pool and every one in flight kept its response in memory"
     )
-    return _Held(line, list(dict.fromkeys(holders)))
+    return _Held(line, holders)
 
 
 def _rounds_of(endpoint: str, tasks: pd.DataFrame) -> int:

@@ -32,7 +32,7 @@ from profiler.lab.schema import Server
 
 MIB = 1 << 20
 MANIFEST_BYTES = 4 * MIB  # each server's manifest, as the response inlines it
-MANIFESTS = 6  # servers per response whose manifest is fetched: ~24 MiB, twice when encoded
+MANIFESTS = 8  # servers per response whose manifest is fetched: 32 MiB, twice when encoded
 MANIFEST_LATENCY = 0.3  # seconds per downstream call: about 2 s per response
 
 Db = Annotated[Session, Depends(held.get_db)]

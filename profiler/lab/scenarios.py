@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 from profiler.lab.settings import Mode
 
-MEMORY_LIMIT = 512 << 20
-"""The ``memory`` scenario's default limit on its workers' cgroup: two idle workers take
-about a third of it, a handful of responses in flight the rest."""
+MEMORY_LIMIT = 256 << 20
+"""The ``memory`` scenario's default limit on its workers' cgroup (two workers together):
+what they touch after the fork is charged to it, a handful of responses in flight."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +85,10 @@ SCENARIOS: dict[str, Scenario] = {
             "memory",
             "fresh",
             "oom-kill",
-            12,
+            16,
             "large responses built in memory while sessions are held, until the OOM kill",
             memory_limit=MEMORY_LIMIT,
-            mix={"servers": 0.5, "invoke": 0.5},
+            mix={"servers": 0.6, "invoke": 0.4},
         ),
         Scenario("fresh", "fresh", None, 24, "the fix: short sessions, nothing held"),
         Scenario(
