@@ -107,3 +107,30 @@ def test_no_writable_memory_cgroup_is_exit_8(tmp_path: Path) -> None:
     # THEN one line says why, with exit 8
     assert refused.value.exit_code == ExitCode.UNSUPPORTED
     assert "no memory cgroup hierarchy" in refused.value.message
+
+
+def test_a_v2_hierarchy_with_the_memory_controller_is_chosen_first(tmp_path: Path) -> None:
+    # GIVEN a unified hierarchy that has the memory controller, and a v1 one beside it
+    (tmp_path / "cgroup.controllers").write_text("cpu io memory pids\n")
+    (tmp_path / "cgroup.subtree_control").write_text("")
+    (tmp_path / "memory").mkdir()
+    (tmp_path / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    # WHEN a limit is asked for
+    made = memory_cgroup.create("profiler-lab-1", 300 * MIB, root=tmp_path)
+    # THEN the cgroup hangs from the v2 root, its memory.max set
+    assert (made.path, made.version) == (tmp_path / "profiler-lab-1", 2)
+    assert (made.path / "memory.max").read_text() == f"{300 * MIB}\n"
+    assert memory_cgroup.remove(made.path, timeout=0) is False  # our fake files: not empty
+    assert (tmp_path / "cgroup.subtree_control").read_text() == "+memory\n"
+
+
+def test_a_v1_hierarchy_is_used_without_a_v2_memory_controller(tmp_path: Path) -> None:
+    # GIVEN a hybrid host: the unified hierarchy has no memory controller
+    (tmp_path / "unified").mkdir()
+    (tmp_path / "unified" / "cgroup.controllers").write_text("hugetlb\n")
+    (tmp_path / "memory").mkdir()
+    (tmp_path / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    # WHEN / THEN v1, with memory.limit_in_bytes
+    made = memory_cgroup.create("profiler-lab-2", 64 * MIB, root=tmp_path)
+    assert made.version == 1 and made.path.name == "profiler-lab-2"
+    assert (made.path / "memory.limit_in_bytes").read_text() == f"{64 * MIB}\n"
