@@ -1,9 +1,11 @@
 """The Diagnosis against the lab's scenarios: expected cause vs diagnosed, one row each.
 
 Each scenario of :mod:`profiler.lab.scenarios` is brought up (2 workers, a pool
-of 6 + 0 per worker, 0.1 s pool timeout, a 2 s downstream), recorded by a
-session (task sampler, py-spy dumps, RSS, pg_stat_activity) while its users
-load it on loopback for ``--seconds``, brought down, and diagnosed. The table
+of 6 + 0 per worker, 0.1 s pool timeout, a 2 s downstream; ``memory``: its
+workers in a 256 MiB memory cgroup, which needs root), recorded by a
+session (task sampler, py-spy dumps, RSS, pg_stat_activity; memray too for
+``memory``) while its users load it on loopback for ``--seconds``, brought
+down, and diagnosed. The table
 says, per scenario, the cause expected first, the cause diagnosed first, every
 cause diagnosed, the critical findings, and a verdict: ``ok`` when the first
 cause is the expected one (a healthy scenario: no cause and no critical
@@ -34,14 +36,18 @@ from profiler.session.summary import summarize
 def run(scenario: Scenario, root: Path, *, seconds: float, dsn: str | None) -> dict[str, str]:
     folder = root / scenario.name
     folder.mkdir()
-    options = reference_options(scenario.mode, dsn, scenario=scenario.name)
+    options = reference_options(
+        scenario.mode, dsn, scenario=scenario.name, memory_limit=scenario.memory_limit
+    )
     started = time.monotonic()
     recorded = record_lab_session(
         options,
         folder,
         users=scenario.users,
         load_seconds=seconds,
-        settings=session_settings(seconds, cpu=False),
+        # memray where a scenario's cause is memory: its Diagnosis joins memray's peak
+        settings=session_settings(seconds, cpu=False, mem=scenario.memory_limit is not None),
+        mix=scenario.mix or None,
     )
     summary = summarize(open_session(folder))
     causes = [cause.cause for cause in summary.diagnosis]

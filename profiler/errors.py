@@ -22,6 +22,7 @@ class ExitCode(IntEnum):
     TOOL_MISSING = 5
     INTERRUPTED = 6
     BAD_INPUT = 7
+    UNSUPPORTED = 8
     INTERNAL = 70
 
 
@@ -70,6 +71,13 @@ class InputError(ProfilerError):
     """An input file (capture, session, report) is unreadable or corrupt."""
 
     exit_code = ExitCode.BAD_INPUT
+
+
+class UnsupportedHost(ProfilerError):
+    """This host lacks a kernel facility the command needs (a writable memory cgroup for
+    ``lab up --memory-limit``): nothing to install, another host or more privilege."""
+
+    exit_code = ExitCode.UNSUPPORTED
 
 
 class ChecksFailed(ProfilerError):

@@ -9,6 +9,9 @@ held each connection classified by what it was doing
 at once (:mod:`profiler.analysis.requests`), and returns at most
 :data:`MAX_CAUSES` :class:`Cause` records, ranked:
 
+0. a worker OOM-killed or near its memory limit (``oom-kill``, ``memory-growth``:
+   :mod:`profiler.analysis.memory_cause`): a killed worker is the worst harm, and
+   the cause names the endpoint whose memory it was;
 1. the causes that held connections (``session-held-across-await``,
    ``held-across-serialisation``, ``streaming-holds-session``,
    ``middleware-session-across-call-next``), by connection-seconds held;
@@ -32,6 +35,7 @@ from profiler.analysis.collapsed import split_label
 from profiler.analysis.findings.common import _number, _percent, _plural, _seconds
 from profiler.analysis.hold_classes import ClassHold, held_by_class
 from profiler.analysis.loop_waits import loop_database_waits
+from profiler.analysis.memory_cause import memory_cause
 from profiler.analysis.requests import EndpointConnections, connections_per_request
 
 if TYPE_CHECKING:
@@ -39,6 +43,7 @@ if TYPE_CHECKING:
 
     from profiler.analysis.findings import Finding
     from profiler.analysis.findings.pool import PoolFigures
+    from profiler.analysis.memory_cause import WorkerPeak
 
 MAX_CAUSES = 3
 MIN_HELD_SECONDS = 1.0  # a holding class below this many connection-seconds is no cause
@@ -107,6 +112,8 @@ class DiagnosisInput:
     served_rps: float | None = None
     load_errors: int | None = None
     wait_samples: pd.DataFrame | None = None  # py-spy thread samples
+    memory_peaks: list[WorkerPeak] = field(default_factory=list)  # memray, per worker
+    rss: pd.DataFrame | None = None  # the RSS timeline
 
 
 HOLDING = {
@@ -158,7 +165,8 @@ def diagnose(given: DiagnosisInput) -> list[Cause]:
             cause = _holding(cause_id, name, fix, hold, attributed, rules, requests, given)
             holding.append((seconds, cause))
     holding.sort(key=lambda item: (-item[0], item[1].cause))
-    causes = [cause for _, cause in holding]
+    memory = memory_cause(given.findings, given.memory_peaks, given.tasks, requests, given.rss)
+    causes = ([memory] if memory is not None else []) + [cause for _, cause in holding]
     multi = _two_connections(requests, rules, given)
     if multi is not None:
         causes.append(multi)

@@ -59,7 +59,15 @@ def up(
         None,
         "--scenario",
         help="One known cause switched on (sets the mode): held-await, held-serialise, "
-        "middleware, auth-second-session, sync-db, streaming, fresh, fresh-overload.",
+        "middleware, auth-second-session, sync-db, streaming, memory, fresh, fresh-overload.",
+    ),
+    memory_limit: str | None = typer.Option(
+        None,
+        "--memory-limit",
+        help="A memory limit on the workers' cgroup, together (e.g. 512MiB): the kernel "
+        "OOM-kills a worker that takes it past it. Needs root and a writable memory cgroup "
+        "(exit 8 otherwise). The memory scenario sets 256MiB by default.",
+        show_default=False,
     ),
 ) -> None:
     """Start the lab gateway (gunicorn, granian or uvicorn workers), its downstream and PostgreSQL.
@@ -71,6 +79,8 @@ def up(
     Example: profiler lab up --server granian --mode held --workers 2 --pool-size 4 --max-overflow 0
 
     Example: profiler lab up --scenario middleware --pool-size 6 --max-overflow 0
+
+    Example: profiler lab up --scenario memory --memory-limit 300MiB --workers 1
     """
     from profiler.errors import UsageError
     from profiler.lab.lifecycle import LabOptions
@@ -106,6 +116,15 @@ def up(
         if scenario not in SCENARIOS:
             raise UsageError(f"--scenario must be one of {', '.join(SCENARIOS)}, not {scenario!r}")
         mode = SCENARIOS[scenario].mode
+    limit = None
+    if memory_limit is not None:
+        from profiler.watch.settings import parse_size
+
+        limit = parse_size(memory_limit)
+        if limit <= 0:
+            raise UsageError(f"--memory-limit must be positive, not {memory_limit!r}")
+    elif scenario is not None:
+        limit = SCENARIOS[scenario].memory_limit
     options = LabOptions(
         mode=mode,  # checked against MODES above
         workers=workers,
@@ -120,6 +139,7 @@ def up(
         server=server,  # checked against SERVERS above
         unix_socket=unix_socket,
         scenario=scenario or "",
+        memory_limit=limit,
     )
     state = lab_up(options, step=console.info)
     console.info(

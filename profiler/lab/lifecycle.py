@@ -19,9 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from profiler.analysis.findings.common import _bytes
 from profiler.capture.processes import create_time, spawn_detached, stop_pid
 from profiler.errors import ProfilerError, UsageError
-from profiler.lab import downstream, servers
+from profiler.lab import downstream, memory_cgroup, servers
 from profiler.lab import state as lab_state
 from profiler.lab.servers import Server
 from profiler.lab.settings import GatewaySettings, Mode
@@ -53,6 +54,7 @@ class LabOptions:
     server: Server = "gunicorn"
     unix_socket: bool = False  # the gateway connects through PostgreSQL's Unix socket
     scenario: str = ""  # profiler.lab.scenarios: one cause switched on (mode from it)
+    memory_limit: int | None = None  # bytes, on the workers' cgroup (profiler.lab.memory_cgroup)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,8 @@ def up(options: LabOptions, *, step: Step = lambda _: None) -> LabState:
         unix_socket=options.unix_socket,
     )
     try:
+        if options.memory_limit is not None:  # first: a host without cgroups fails at once
+            state = _limit_memory(state, options, step)
         state, libpq_dsn = _start_postgres(state, options.dsn, step)
         if options.unix_socket:
             libpq_dsn = _through_socket(libpq_dsn, step)
@@ -254,8 +258,11 @@ def _start_gateway(state: LabState, options: LabOptions, libpq_dsn: str, step: S
         f"pool {options.pool_size}+{options.max_overflow} per worker"
     )
     log_dir = Path(state.log_dir)
+    env = settings.to_env()
+    if state.memory_cgroup is not None:
+        env[memory_cgroup.ENV] = state.memory_cgroup
     argv = servers.command(options.server, workers=options.workers, host=HOST, port=options.port)
-    proc = _spawn("gateway", argv, log_dir, env=settings.to_env())
+    proc = _spawn("gateway", argv, log_dir, env=env)
     state = replace(state, master=proc)
     lab_state.save(state)
     _wait_healthy("gateway", state.url, proc, log_dir / "gateway.log")
@@ -269,6 +276,17 @@ def _start_gateway(state: LabState, options: LabOptions, libpq_dsn: str, step: S
         time.sleep(0.1)
     workers = [OwnedProcess(pid, create_time(pid)) for pid in worker_pids(proc.pid)]
     state = replace(state, gateway_workers=workers)
+    lab_state.save(state)
+    return state
+
+
+def _limit_memory(state: LabState, options: LabOptions, step: Step) -> LabState:
+    """The workers' memory cgroup, made and recorded before any worker can join it."""
+    assert options.memory_limit is not None
+    made = memory_cgroup.create(f"profiler-lab-{options.port}", options.memory_limit)
+    size = _bytes(options.memory_limit)
+    step(f"workers' memory limit: {size} (cgroup v{made.version} {made.path})")
+    state = replace(state, memory_cgroup=str(made.path), memory_limit=options.memory_limit)
     lab_state.save(state)
     return state
 
@@ -335,6 +353,9 @@ def _stop_everything(state: LabState, *, step: Step = lambda _: None) -> list[st
             step(f"stopping PostgreSQL (PID {ours.pid})")
             stopped.append(f"postgres (PID {ours.pid})")
         embedded.stop(Path(state.pgdata), pid=ours.pid if ours else None)
+    if state.memory_cgroup is not None:
+        step(f"removing the workers' memory cgroup {state.memory_cgroup}")
+        memory_cgroup.remove(Path(state.memory_cgroup))
     shutil.rmtree(state.log_dir, ignore_errors=True)
     lab_state.clear()
     return stopped

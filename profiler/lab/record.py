@@ -22,7 +22,7 @@ from profiler.lab.settings import Mode
 from profiler.pg.embedded import free_port
 from profiler.session import load_record
 from profiler.session.manifest import SessionSettings
-from profiler.session.run import prepare_session, run_session
+from profiler.session.run import PreparedSession, prepare_session, run_session
 
 # The reference lab: what the demo, the acceptance tests, the recorder's tests and the
 # diagnosis benchmark run. A pool of 6 + 0 per worker, small enough to run dry. A checkout
@@ -59,6 +59,12 @@ def session_settings(load_seconds: float, **overrides: Any) -> SessionSettings:
     return SessionSettings(duration=duration, **overrides)
 
 
+def _wait_window(prepared: PreparedSession, recorder: threading.Thread) -> None:
+    """Until the session's window starts (every probe live, or declared degraded)."""
+    while prepared.manifest.window_started_at is None and recorder.is_alive():
+        time.sleep(0.1)
+
+
 def record_lab_session(
     options: LabOptions,
     directory: Path,
@@ -68,9 +74,13 @@ def record_lab_session(
     settings: SessionSettings,
     warn: Callable[[str], None] = lambda _: None,
     step: Callable[[str], None] = lambda _: None,
+    mix: dict[str, float] | None = None,
 ) -> LabSession:
     """Bring the lab up with ``options``, record ``directory`` around ``users`` users for
-    ``load_seconds``, bring the lab down. ``directory`` must exist and be empty."""
+    ``load_seconds`` (``mix``: the load's request mix, None for the default), bring the lab
+    down. ``directory`` must exist and be empty. With memray on (``settings.mem``) the load
+    waits for the window to start, every probe attached: memray takes seconds per worker,
+    and a scenario that OOM-kills a worker must be tracked before it grows."""
     from profiler.targets.discovery import TargetSpec, find_workers
 
     if settings.duration is None or settings.duration < load_seconds + WARMUP_SECONDS:
@@ -98,9 +108,11 @@ def record_lab_session(
         recorder = threading.Thread(target=record, name="lab-session")
         recorder.start()
         time.sleep(WARMUP_SECONDS)
+        if settings.mem:
+            _wait_window(prepared, recorder)
         step(f"load: {users} users for {load_seconds:g}s")
         started = time.time()
-        result = run_load(state.url, users=users, seconds=load_seconds)
+        result = run_load(state.url, users=users, seconds=load_seconds, mix=mix)
         loaded = load_record.from_result(
             result, url=state.url, started_at=started, ended_at=time.time()
         )

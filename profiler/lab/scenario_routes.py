@@ -15,7 +15,12 @@ pattern's doing:
   the event loop waits on the database;
 * ``streaming``: ``/servers``, ``/resources`` and ``/prompts`` stream their rows from
   a session held until the last chunk is sent (``/tools`` stays JSON: the load
-  generator reads tool ids from it).
+  generator reads tool ids from it);
+* ``memory``: ``/servers`` builds a large response in memory (each server's manifest,
+  fetched from the downstream one call at a time) on a ``Depends(get_db)`` session
+  held the whole time; requests pile up, and with ``lab up --memory-limit`` the
+  workers' cgroup reaches its limit and the kernel OOM-kills one (the seed incident's
+  end). :mod:`profiler.lab.memory_routes`.
 
 ``held-await`` is the ``held`` router itself; ``fresh`` and ``fresh-overload``
 the ``fresh`` router.
@@ -60,6 +65,10 @@ Row = dict[str, Any]
 
 def install(app: FastAPI, scenario: str) -> None:
     """Add ``scenario``'s routes (before the base router's, so they win) and middleware."""
+    if scenario == "memory":
+        from profiler.lab.memory_routes import memory
+
+        app.include_router(memory)
     router = ROUTERS.get(scenario)
     if router is not None:
         app.include_router(router)

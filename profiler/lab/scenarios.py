@@ -10,22 +10,30 @@ command line and the benchmark read this catalogue without the gateway.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from profiler.lab.settings import Mode
+
+MEMORY_LIMIT = 256 << 20
+"""The ``memory`` scenario's default limit on its workers' cgroup (two workers together):
+what they touch after the fork is charged to it, a handful of responses in flight."""
 
 
 @dataclass(frozen=True, slots=True)
 class Scenario:
     """``mode``: the base router (``held`` or ``fresh``); ``expected``: the cause the
     Diagnosis should name first (None: a healthy gateway); ``users``: the load the
-    benchmark drives; ``what``: one line for ``--help`` and the docs."""
+    benchmark drives; ``what``: one line for ``--help`` and the docs; ``memory_limit``:
+    bytes on the workers' cgroup when ``lab up`` is given none (the scenario needs one);
+    ``mix``: the load's request mix, when not the load generator's default."""
 
     name: str
     mode: Mode
     expected: str | None
     users: int
     what: str
+    memory_limit: int | None = None
+    mix: dict[str, float] = field(default_factory=dict)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -72,6 +80,15 @@ SCENARIOS: dict[str, Scenario] = {
             "streaming-holds-session",
             24,
             "list endpoints stream their rows from a session held for the whole response",
+        ),
+        Scenario(
+            "memory",
+            "fresh",
+            "oom-kill",
+            16,
+            "large responses built in memory while sessions are held, until the OOM kill",
+            memory_limit=MEMORY_LIMIT,
+            mix={"servers": 0.6, "invoke": 0.4},
         ),
         Scenario("fresh", "fresh", None, 24, "the fix: short sessions, nothing held"),
         Scenario(

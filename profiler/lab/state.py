@@ -53,6 +53,8 @@ class LabState:
     # The master's workers once it started them: stopped by PID even when the master is gone.
     gateway_workers: list[OwnedProcess] = field(default_factory=list)
     unix_socket: bool = False  # the gateway reaches PostgreSQL through its Unix socket
+    memory_cgroup: str | None = None  # the workers' cgroup with lab up --memory-limit
+    memory_limit: int | None = None  # its limit, bytes
 
     def processes(self) -> list[tuple[str, OwnedProcess]]:
         named = [

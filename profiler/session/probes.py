@@ -314,14 +314,30 @@ class MemProbe(Probe):
         finally:
             detach_all(captures)
         errors += [f"worker {c.pid}: {c.error}" for c in captures if c.error]
+        errors += self._record_peaks([c.capture for c in captures if c.capture.exists()])
         self.record.files = [
-            str(c.capture.relative_to(self.directory)) for c in captures if c.capture.exists()
+            str(path.relative_to(self.directory))
+            for c in captures
+            for path in (c.capture, c.capture.with_name(f"peak-{c.pid}.json"))
+            if path.exists()
         ]
         self.record.facts["workers"] = {str(c.pid): c.status for c in captures}
         if errors:
             self.record.error = "; ".join(errors)
         if not self.record.files:
             raise ProfilerError(self.record.error or "memray captured nothing")
+
+    def _record_peaks(self, captures: list[Path]) -> list[str]:
+        """Each capture's peak stacks for the Diagnosis (:mod:`profiler.session.memory_peaks`);
+        the errors of those that could not be read."""
+        from profiler.session.memory_peaks import record_peak
+
+        errors = []
+        for capture in captures:
+            written = record_peak(capture, self.directory / "tasks")
+            if written.error is not None:
+                errors.append(f"peak of {capture.name}: {written.error}")
+        return errors
 
     def progress(self) -> str:
         return f"mem {self.tracking} tracking"

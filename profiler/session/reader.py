@@ -45,6 +45,7 @@ from profiler.session.manifest import FORMAT, MANIFEST, VERSION
 if TYPE_CHECKING:
     import pandas as pd
 
+    from profiler.analysis.memory_cause import WorkerPeak
     from profiler.model import Gap
     from profiler.session.load_record import LoadRecord
 
@@ -253,6 +254,13 @@ class Session:
 
         path = self.path / WORKERS_NAME
         return membership.read(path) if path.exists() else membership.empty()
+
+    @cached_property
+    def memory_peaks(self) -> list[WorkerPeak]:
+        """memray at each worker's peak (``mem/peak-PID.json``); empty without memray."""
+        from profiler.session.memory_peaks import read_peaks
+
+        return read_peaks(self.path / "mem")
 
     @cached_property
     def load(self) -> LoadRecord | None:

@@ -190,6 +190,8 @@ def summarize(session: Session, thresholds: Thresholds | None = None) -> Summary
             served_rps=evidence.served_rps,
             load_errors=None if session.load is None else session.load.errors,
             wait_samples=session.stack_samples,
+            memory_peaks=session.memory_peaks,
+            rss=session.rss,
         )
     )
     return Summary(

@@ -16,6 +16,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from profiler.lab.gateway import fresh, held
 from profiler.lab.gateway.runtime import lifespan
+from profiler.lab.memory_cgroup import join_from_env
 from profiler.lab.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ _SQLALCHEMY_LINK = " (Background on this error"
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     """The gateway in ``settings.mode``; settings default to the ``PROFILER_LAB_*`` environment."""
     settings = GatewaySettings.from_env() if settings is None else settings
+    join_from_env()  # lab up --memory-limit: this worker into the limited cgroup
     app = FastAPI(
         title=f"profiler lab gateway ({settings.mode})",
         lifespan=lifespan(settings),
