@@ -22,7 +22,6 @@ class ExitCode(IntEnum):
     TOOL_MISSING = 5
     INTERRUPTED = 6
     BAD_INPUT = 7
-    UNSUPPORTED = 8
     INTERNAL = 70
 
 
@@ -75,9 +74,10 @@ class InputError(ProfilerError):
 
 class UnsupportedHost(ProfilerError):
     """This host lacks a kernel facility the command needs (a writable memory cgroup for
-    ``lab up --memory-limit``): nothing to install, another host or more privilege."""
+    ``lab up --memory-limit``): nothing to install, another host or more privilege. It
+    exits as a missing tool does (5, CLI.md's table): what the command needs is not here."""
 
-    exit_code = ExitCode.UNSUPPORTED
+    exit_code = ExitCode.TOOL_MISSING
 
 
 class ChecksFailed(ProfilerError):

@@ -99,13 +99,13 @@ def test_the_memory_scenario_is_oom_killed_and_diagnosed(postgres_dsn: str, tmp_
     assert json.loads(shown.stdout)["diagnosis"][0]["cause"] == "oom-kill"
 
 
-def test_no_writable_memory_cgroup_is_exit_8(tmp_path: Path) -> None:
+def test_no_writable_memory_cgroup_is_exit_5(tmp_path: Path) -> None:
     # GIVEN a cgroup root with no memory hierarchy (a container's read-only view, say)
     # WHEN the lab is asked for a memory limit there
     with pytest.raises(UnsupportedHost) as refused:
         memory_cgroup.create("profiler-lab-test", 64 * MIB, root=tmp_path)
-    # THEN one line says why, with exit 8
-    assert refused.value.exit_code == ExitCode.UNSUPPORTED
+    # THEN one line says why, with exit 5, as a missing tool
+    assert refused.value.exit_code == ExitCode.TOOL_MISSING
     assert "no memory cgroup hierarchy" in refused.value.message
 
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from profiler.analysis.code_paths import ENDPOINT_PREFIX, is_application_file
 from profiler.analysis.collapsed import split_label
-from profiler.analysis.episodes import _epoch
+from profiler.analysis.columns import epoch_seconds
 from profiler.analysis.findings.common import _bytes, _percent, _seconds
 from profiler.analysis.requests import EndpointConnections
 
@@ -289,7 +289,7 @@ def _rss_line(rss: pd.DataFrame | None, pid: int) -> str | None:
     mine = rss[(rss["worker_pid"] == pid).to_numpy(dtype=bool)]
     if len(mine) < 2:
         return None
-    taken = _epoch(mine["taken_at"])
+    taken = epoch_seconds(mine["taken_at"])
     values = mine["rss_bytes"].to_numpy(dtype=np.float64)
     order = np.argsort(taken, kind="stable")
     taken, values = taken[order], values[order]

@@ -66,7 +66,7 @@ def up(
         "--memory-limit",
         help="A memory limit on the workers' cgroup, together (e.g. 512MiB): the kernel "
         "OOM-kills a worker that takes it past it. Needs root and a writable memory cgroup "
-        "(exit 8 otherwise). The memory scenario sets 256MiB by default.",
+        "(exit 5 otherwise). The memory scenario sets 256MiB by default.",
         show_default=False,
     ),
 ) -> None:

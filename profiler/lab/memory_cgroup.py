@@ -13,7 +13,7 @@ with the memory controller) at its root, else v1 (``/sys/fs/cgroup/memory``,
 ``memory.limit_in_bytes``) under our own memory cgroup (so a limit above ours
 still holds), else at its root. Where none is writable
 (no root, a read-only ``/sys/fs/cgroup`` in a container) :class:`UnsupportedHost`
-(exit 8) says so in one line. The OOM evidence is read back by
+(exit 5, as a missing tool) says so in one line. The OOM evidence is read back by
 :mod:`profiler.targets.oom`, as for any worker.
 """
 

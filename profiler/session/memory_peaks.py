@@ -42,7 +42,8 @@ def record_peak(capture: Path, tasks_dir: Path) -> PeakFile:
     """Write ``peak-PID.json`` next to ``capture`` (``memray-PID.bin``); an unreadable capture
     is an error to note, not a failure of the session."""
     from profiler.errors import InputError
-    from profiler.memory.summary import lz4_frame_state, open_reader
+    from profiler.memory.lz4_frame import lz4_frame_state
+    from profiler.memory.reader import open_reader
 
     try:
         reader = open_reader(capture)
