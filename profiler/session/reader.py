@@ -12,7 +12,7 @@ asked for and kept:
 * ``rss``: one row per worker per RSS sample, the columns of
   :func:`profiler.memory.rss.to_dataframe`;
 * ``task_samples``: one row per asyncio task per round of the task sampler
-  injected into each worker (:mod:`profiler.capture.tasks`);
+  injected into each worker (:mod:`profiler.capture.task_log`);
 * ``pool_samples``: one row per SQLAlchemy pool per round of that sampler: the
   worker's real pool size, overflow, timeout, checked out and waiting
   (:mod:`profiler.capture.pool_log`);
@@ -215,13 +215,13 @@ class Session:
         that had one (``tasks/tasks-PID.jsonl``); empty (same columns) when none ran."""
         import pandas as pd
 
-        from profiler.capture import tasks
+        from profiler.capture import task_log
 
         paths = sorted((self.path / TASKS_DIR).glob("tasks-*.jsonl"))
-        frames = [tasks.read(path) for path in paths]
+        frames = [task_log.read(path) for path in paths]
         frames = [frame for frame in frames if not frame.empty]
         if not frames:
-            return tasks.empty()
+            return task_log.empty()
         combined: pd.DataFrame = pd.concat(frames, ignore_index=True)
         for name in ("task", "stack", "leaf"):
             combined[name] = combined[name].astype("category")
