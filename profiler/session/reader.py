@@ -39,7 +39,7 @@ from profiler.capture.stacks import Frame
 from profiler.errors import InputError
 from profiler.jsonl import LineStream
 from profiler.memory import rss as rss_log
-from profiler.session import activity_table, load_record
+from profiler.session import activity_schema, activity_table, load_record
 from profiler.session.manifest import FORMAT, MANIFEST, VERSION
 
 if TYPE_CHECKING:
@@ -156,9 +156,9 @@ class Session:
 
     @property
     def activity(self) -> pd.DataFrame:
-        """One row per backend per snapshot (see :mod:`profiler.session.activity_table`)."""
+        """One row per backend per snapshot (columns: :mod:`profiler.session.activity_schema`)."""
         if not self._has_activity():
-            return activity_table.empty()
+            return activity_schema.empty()
         return self._activity_table.frame
 
     @property
