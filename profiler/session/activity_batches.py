@@ -12,7 +12,6 @@ consumed, for :mod:`profiler.session.activity_table` to keep beside them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from profiler.errors import InputError
-from profiler.jsonl import LineStream
+from profiler.jsonl import LineStream, parse_line
 from profiler.model import ActivitySample, Gap
 from profiler.pg import recording
 from profiler.session.activity_schema import STRING_COLUMNS, schema
@@ -147,14 +146,7 @@ def _batches(
     taken: list[float] = []
     counts: list[int] = []
     for number, line in _chain(first, lines):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            record = None
-        if not isinstance(record, dict):
-            raise InputError(
-                f"{path} line {number} is corrupt", hint="the lines before it are intact"
-            )
+        record = parse_line(path, number, line)
         try:
             kind = record["kind"]
             if kind == "gap":
