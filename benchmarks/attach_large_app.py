@@ -26,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from profiler.capture import tasks
+from profiler.capture import task_control, task_inject
 from profiler.capture.processes import stop_pid
 
 APP = """
@@ -79,9 +79,9 @@ def main() -> None:
         for round_ in range(args.attaches):
             path = out / f"tasks-{round_}.jsonl"
             started = time.monotonic()
-            tasks.inject(app.pid, path, interval=0.2, duration=30, lease_seconds=None)
+            task_inject.inject(app.pid, path, interval=0.2, duration=30, lease_seconds=None)
             sampler.append(time.monotonic() - started)
-            tasks.request_stop(path)
+            task_control.request_stop(path)
             capture = out / f"memray-{round_}.bin"
             memray.append(lend(app.pid, "--output", str(capture), "--duration", "60"))
             lend(app.pid, "--detach")

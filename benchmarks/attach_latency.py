@@ -35,7 +35,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from profiler.capture import tasks
+from profiler.capture import task_control, task_inject
 from profiler.capture.channel import breakpoint_route_unsafe
 from profiler.lab import wedged
 from profiler.lab.state import LabState
@@ -47,7 +47,7 @@ Times = dict[tuple[str, str, int], list[float]]
 def attach_tasks(pid: int, out: Path) -> tuple[float, Path]:
     path = out / f"tasks-{pid}-{time.monotonic_ns()}.jsonl"
     started = time.monotonic()
-    tasks.inject(pid, path, interval=0.2, duration=60, lease_seconds=None)
+    task_inject.inject(pid, path, interval=0.2, duration=60, lease_seconds=None)
     return time.monotonic() - started, path
 
 
@@ -98,7 +98,7 @@ def one_round(
             times[(state, "tasks", pid)].append(seconds)
         paths = [path for _, path in done]
         for path in paths:
-            tasks.request_stop(path)
+            task_control.request_stop(path)
         memray = list(pool.map(lambda pid: attach_memray(pid, out), pids))
         for pid, (seconds, route) in zip(pids, memray, strict=True):
             times[(state, "memray", pid)].append(seconds)
@@ -111,7 +111,7 @@ def one_round(
             for pid, (seconds, _) in zip(pids, previous, strict=True):
                 times[(state, "memray (old route)", pid)].append(seconds)
             list(pool.map(still_tracking, pids))
-    assert tasks.wait_for_end(paths, timeout=10) == [], "a sampler did not stop"
+    assert task_control.wait_for_end(paths, timeout=10) == [], "a sampler did not stop"
 
 
 def run_state(

@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 
 from profiler import jsonl
-from profiler.capture import tasks as task_log
+from profiler.capture import task_log
 from profiler.capture.stack_log import StackLogWriter
 from profiler.capture.stacks import Frame, StackSample
 from profiler.memory import rss as rss_log

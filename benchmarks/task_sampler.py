@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from profiler.capture import tasks
+from profiler.capture import task_control, task_inject, task_log
 from profiler.capture.processes import spawn_python_until_ready, stop_pid
 
 WORKER = """
@@ -123,16 +123,18 @@ def measure(task_count: int, pause: float, window: float, cycles: int) -> list[R
                     base_n, base_s = base_n + n, base_s + s
                     path = Path(folder) / f"tasks-{hz}-{cycle}.jsonl"
                     began = time.monotonic()
-                    tasks.inject(child.pid, path, interval=1 / hz, duration=window + 30)
+                    task_inject.inject(child.pid, path, interval=1 / hz, duration=window + 30)
                     injections.append(time.monotonic() - began)
                     time.sleep(0.3)  # out of the debugger's stop
                     start = time.monotonic()
                     time.sleep(window)
                     n, s = reader.window(start, time.monotonic())
                     mode_n, mode_s = mode_n + n, mode_s + s
-                    tasks.request_stop(path)
-                    assert tasks.wait_for_end([path], timeout=30) == [], "sampler did not end"
-                    rounds = tasks.read_rounds(path)
+                    task_control.request_stop(path)
+                    assert task_control.wait_for_end([path], timeout=30) == [], (
+                        "sampler did not end"
+                    )
+                    rounds = task_log.read_rounds(path)
                     walls += rounds["seconds"].tolist()
                     cpus += rounds["cpu_seconds"].tolist()
                     counts += rounds["tasks"].tolist()

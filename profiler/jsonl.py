@@ -83,15 +83,21 @@ def read(path: Path, *, format: str, version: int, hint: str) -> JsonlFile:
 
 def _parse(path: Path, lines: list[str]) -> Iterator[dict[str, Any]]:
     for number, line in enumerate(lines, start=1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            record = None
-        if not isinstance(record, dict):
-            raise InputError(
-                f"{path} line {number} is corrupt", hint="the lines before it are intact"
-            ) from None
-        yield record
+        yield parse_line(path, number, line)
+
+
+def parse_line(path: Path, number: int, line: str) -> dict[str, Any]:
+    """Line ``number`` of ``path`` as a JSON object; an :class:`InputError` naming the line
+    when it is not one (for readers that stream a :class:`LineStream` themselves)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        record = None
+    if not isinstance(record, dict):
+        raise InputError(
+            f"{path} line {number} is corrupt", hint="the lines before it are intact"
+        ) from None
+    return record
 
 
 @dataclass

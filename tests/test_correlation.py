@@ -1,7 +1,7 @@
 """Correlation on hand-built frames: no PostgreSQL, no ptrace, just the arithmetic.
 
 Activity frames here have the activity table's columns that correlation
-reads (``profiler.session.activity_table``); times are small numbers so each
+reads (``profiler.session.activity_schema``); times are small numbers so each
 expected value can be worked out by hand in the comment above it.
 """
 

@@ -1,7 +1,7 @@
 """The Diagnosis on hand-built samples: each cause from the evidence that should make it,
 and nothing from a healthy session.
 
-Task rows are built as :func:`profiler.capture.tasks.read` gives them (``openers``:
+Task rows are built as :func:`profiler.capture.task_log.read` gives them (``openers``:
 ``(backend, function, file, line, via)``); held time per transaction as
 :class:`~profiler.analysis.attribution.TaskAttribution` gives it (``per_episode``).
 """

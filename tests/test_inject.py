@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from profiler.capture import channel, inject, tasks
+from profiler.capture import channel, inject, task_control, task_inject, task_log
 from profiler.capture.processes import stop_pid
 from profiler.errors import AttachError
 from profiler.memory.attach import still_tracking
@@ -92,13 +92,13 @@ def test_a_wedged_worker_gets_the_task_sampler_within_a_second(python_process, t
     path = tmp_path / "tasks.jsonl"
     # WHEN the task sampler is injected
     started = time.time()
-    route = tasks.inject(pid, path, interval=0.2, duration=5, lease_seconds=None)
+    route = task_inject.inject(pid, path, interval=0.2, duration=5, lease_seconds=None)
     # THEN it is sampling at once (memray's breakpoint route waits for the 30 s timeout)
     assert route == "fast"
-    header = retry(lambda: path.exists() and tasks.read_header(path), what="sampler header")
+    header = retry(lambda: path.exists() and task_log.read_header(path), what="sampler header")
     assert header["started_at"] - started < 2.0
-    tasks.request_stop(path)
-    assert tasks.wait_for_end([path], timeout=5) == []
+    task_control.request_stop(path)
+    assert task_control.wait_for_end([path], timeout=5) == []
     _check_healthy(pid, port, psutil.Process(pid).memory_info().rss)
 
 
@@ -190,7 +190,7 @@ def test_every_worker_of_the_wedged_lab_is_live_within_five_seconds(
             # WHEN the task sampler and memray are injected
             started = time.monotonic()
             path = tmp_path / f"tasks-{pid}.jsonl"
-            tasks.inject(pid, path, interval=0.2, duration=10, lease_seconds=None)
+            task_inject.inject(pid, path, interval=0.2, duration=10, lease_seconds=None)
             command = [sys.executable, "-m", "profiler.memory.lend", "--pid", str(pid)]
             command += ["--no-lend", "--output", str(tmp_path / f"memray-{pid}.bin")]
             command += ["--duration", "30", "--method", "gdb"]
@@ -199,6 +199,6 @@ def test_every_worker_of_the_wedged_lab_is_live_within_five_seconds(
             assert attached.returncode == 0, attached.stderr
             assert "breakpoint route" not in attached.stderr
             assert time.monotonic() - started < 5
-            assert tasks.read_header(path)["pid"] == pid
+            assert task_log.read_header(path)["pid"] == pid
             assert still_tracking(pid)  # and detach cleanly
-            tasks.request_stop(path)
+            task_control.request_stop(path)

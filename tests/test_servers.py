@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from profiler.capture import tasks
+from profiler.capture import task_log
 from profiler.lab.lifecycle import LabOptions, down, up, worker_pids
 from profiler.lab.load import run_load
 from profiler.lab.settings import api_token
@@ -204,8 +204,8 @@ def test_a_session_names_the_code_holding_connections_through_the_task_sampler(
     assert isinstance(manifest, dict)
     assert manifest["probes"]["tasks"]["status"] == "ok", manifest["probes"]["tasks"]
     paths = [out / "tasks" / f"tasks-{pid}.jsonl" for pid in workers]
-    assert all((tasks.read_end(path) or {}).get("reason") == "stopped" for path in paths)
-    frames = {path: tasks.read(path) for path in paths}
+    assert all((task_log.read_end(path) or {}).get("reason") == "stopped" for path in paths)
+    frames = {path: task_log.read(path) for path in paths}
     seen = {str(stack) for frame in frames.values() for stack in frame["stack"].unique()}
     assert any("call_tool" in stack for stack in seen), sorted(s[-300:] for s in seen)
     # AND the held connections are the invoke endpoint's, and (not yet under granian: rounds

@@ -29,7 +29,7 @@ from profiler.model import ActivitySample, Gap, Owner, Snapshot
 from profiler.pg import recording
 from profiler.pg.dsn import to_sqlalchemy
 from profiler.pg.recording import RecordingWriter
-from profiler.session import activity_table, reader
+from profiler.session import activity_schema, activity_table, reader
 from tests.helpers import client_backend, retry
 
 T0 = 1_750_000_000.0
@@ -185,7 +185,7 @@ def test_the_activity_table_matches_the_recording_reader(session_dir: Path) -> N
     table = activity_table.read_jsonl(session_dir / "activity.jsonl")
     frame = table.frame
     # THEN one row per backend per snapshot, every column, every value the same
-    assert list(frame.columns) == list(activity_table.COLUMNS)
+    assert list(frame.columns) == list(activity_schema.COLUMNS)
     expected = [(s, b) for s in rec.snapshots for b in s.backends]
     assert len(frame) == len(expected) == 7
     for (snap, sample), got in zip(expected, frame.itertuples(index=False), strict=True):
@@ -348,7 +348,7 @@ def test_missing_probes_give_empty_frames(tmp_path: Path) -> None:
     write_manifest(tmp_path, probes={})
     session = reader.open(tmp_path)
     assert session.activity.empty
-    assert list(session.activity.columns) == list(activity_table.COLUMNS)
+    assert list(session.activity.columns) == list(activity_schema.COLUMNS)
     assert session.stack_samples.empty
     assert list(session.stack_samples.columns) == list(reader.STACK_COLUMNS)
     assert session.rss.empty

@@ -40,8 +40,8 @@ import pytest
 from profiler import jsonl
 from profiler.capture.stack_log import StackLogWriter
 from profiler.capture.stacks import Frame, StackSample
-from profiler.capture.tasks import FORMAT as TASKS_FORMAT
-from profiler.capture.tasks import VERSION as TASKS_VERSION
+from profiler.capture.task_log import FORMAT as TASKS_FORMAT
+from profiler.capture.task_log import VERSION as TASKS_VERSION
 from profiler.errors import InputError, UsageError
 from profiler.memory import rss as rss_log
 from profiler.model import ActivitySample, Owner, Snapshot

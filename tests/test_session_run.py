@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from profiler.capture import stack_log, tasks
+from profiler.capture import stack_log, task_log
 from profiler.capture.processes import stop_pid
 from profiler.memory import rss
 from profiler.pg import recording
@@ -88,11 +88,11 @@ def test_a_session_holds_every_probe_in_one_folder(
     }
     # the task sampler ran in the worker (no event loop: rounds without tasks)
     assert probes["tasks"]["files"] == [f"tasks/tasks-{pid}.jsonl"]
-    assert tasks.read_end(out / "tasks" / f"tasks-{pid}.jsonl")["reason"] == "stopped"
+    assert task_log.read_end(out / "tasks" / f"tasks-{pid}.jsonl")["reason"] == "stopped"
     # the window started once every probe was live, and the task sampler had all 3 s of it
     window = datetime.fromisoformat(manifest["window_started_at"])
     assert all(datetime.fromisoformat(p["live_at"]) <= window for p in probes.values())
-    rounds = tasks.read_rounds(out / "tasks" / f"tasks-{pid}.jsonl")
+    rounds = task_log.read_rounds(out / "tasks" / f"tasks-{pid}.jsonl")
     assert rounds["taken_at"].iloc[0] <= window + timedelta(seconds=0.5)
     assert rounds["taken_at"].iloc[-1] >= window + timedelta(seconds=2.8)
     for probe in probes.values():

@@ -2,7 +2,7 @@
 
 Real attach tests start a Python target that prints ``ready``, inject the
 sampler through gdb (memray's channel) and read the file back through
-:func:`profiler.capture.tasks.read`. The unit tests drive a real event loop
+:func:`profiler.capture.task_log.read`. The unit tests drive a real event loop
 by hand and point the walk at real psycopg, psycopg2, asyncpg and SQLAlchemy (sync
 and async) connections.
 """
@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from profiler.capture import pool_log, task_payload, tasks
+from profiler.capture import pool_log, task_control, task_inject, task_log, task_payload
 from profiler.capture.processes import stop_pid
 from profiler.capture.stacks import Frame
 from profiler.errors import AttachError, InputError, UsageError
@@ -94,8 +94,8 @@ while True:
 
 
 def _inject_and_wait(pid: int, path: Path, **options: Any) -> None:
-    tasks.inject(pid, path, **options)
-    assert tasks.wait_for_end([path], timeout=20) == []
+    task_inject.inject(pid, path, **options)
+    assert task_control.wait_for_end([path], timeout=20) == []
 
 
 # -- real workers --------------------------------------------------------------------------
@@ -115,19 +115,19 @@ def test_tasks_holding_connections_name_their_backends(
     _inject_and_wait(child.pid, path, interval=0.1, duration=1.5)
 
     # THEN each holder's task names its own backend, every round
-    samples = tasks.read(path)
+    samples = task_log.read(path)
     assert (samples["worker_pid"] == child.pid).all()
     assert str(samples["taken_at"].dtype) == "datetime64[ns, UTC]"
     holder = samples[samples["task"] == "psycopg-holder"]
     session = samples[samples["task"] == "sqlalchemy-holder"]
-    rounds = tasks.read_rounds(path)
+    rounds = task_log.read_rounds(path)
     assert len(rounds) >= 10
     assert len(holder) == len(session) == len(rounds)
     assert holder["stack"].str.contains("hold_connection (<string>:", regex=False).all()
     assert set(holder["backends"]) == {(psycopg_pid,)}
     assert set(session["backends"]) == {(session_pid,)}
     assert set(samples.loc[samples["task"] == "Task-1", "backends"]) == {()}
-    assert tasks.read_end(path)["reason"] == "duration"  # type: ignore[index]
+    assert task_log.read_end(path)["reason"] == "duration"  # type: ignore[index]
 
 
 POOL_HOLDERS = """
@@ -162,15 +162,15 @@ def test_the_pools_of_a_worker_are_read_with_their_real_figures(
     # and an async engine's pool (4 + 3) it never used
     path = tmp_path / "tasks.jsonl"
     payload = tmp_path / "payload.py"
-    payload.write_text(tasks.payload_source(path, interval=0.1, duration=1.0))
+    payload.write_text(task_inject.payload_source(path, interval=0.1, duration=1.0))
     url = to_sqlalchemy(postgres_dsn)  # psycopg 3: sync and async alike
     # WHEN the payload runs in it: the exact source the injection sends (started by the
     # worker itself, so this holds wherever the debugger cannot attach)
     child = python_process(POOL_HOLDERS.format(url=url, payload=str(payload)))
-    assert tasks.wait_for_end([path], timeout=20) == []
+    assert task_control.wait_for_end([path], timeout=20) == []
     # THEN every round records both pools with their real figures
     figures = pool_log.read(path)
-    rounds = tasks.read_rounds(path)
+    rounds = task_log.read_rounds(path)
     assert len(figures) == 2 * len(rounds) and len(rounds) >= 5
     assert (figures["worker_pid"] == child.pid).all()
     by_class = figures.drop_duplicates("pool_class").set_index("pool_class")
@@ -180,7 +180,7 @@ def test_the_pools_of_a_worker_are_read_with_their_real_figures(
     spare = by_class.loc["AsyncAdaptedQueuePool"]
     assert (spare["size"], spare["max_overflow"], spare["checked_out"]) == (4, 3, 0)
     # AND the task file reads as before
-    assert tasks.read_end(path)["reason"] == "duration"  # type: ignore[index]
+    assert task_log.read_end(path)["reason"] == "duration"  # type: ignore[index]
 
 
 def test_a_worker_without_sqlalchemy_has_no_pools_and_costs_no_scan() -> None:
@@ -205,17 +205,17 @@ def test_a_stop_request_ends_sampling_at_the_next_round(
     # GIVEN a sampler injected for a minute
     child = python_process(SLEEPERS)
     path = tmp_path / "tasks.jsonl"
-    tasks.inject(child.pid, path, interval=0.1, duration=60)
-    retry(lambda: len(tasks.read_rounds(path)) >= 2, what="two rounds")
+    task_inject.inject(child.pid, path, interval=0.1, duration=60)
+    retry(lambda: len(task_log.read_rounds(path)) >= 2, what="two rounds")
 
     # WHEN we ask it to stop
-    tasks.request_stop(path)
+    task_control.request_stop(path)
 
     # THEN it ends within a round or two, says why, and the stop file is cleaned up
-    assert tasks.wait_for_end([path], timeout=5) == []
-    assert tasks.read_end(path)["reason"] == "stopped"  # type: ignore[index]
+    assert task_control.wait_for_end([path], timeout=5) == []
+    assert task_log.read_end(path)["reason"] == "stopped"  # type: ignore[index]
     assert not Path(f"{path}.stop").exists()
-    samples = tasks.read(path)
+    samples = task_log.read(path)
     markers = samples[samples["stack"].str.contains("sampler_test_marker")]
     assert markers["leaf"].astype(str).eq("sleep").all()
     assert markers["task_id"].nunique() == 3
@@ -234,12 +234,12 @@ def test_a_worker_without_an_event_loop_gives_empty_rounds(
     _inject_and_wait(child.pid, path, interval=0.1, duration=0.5)
 
     # THEN it wrote rounds of no task, and no error
-    assert tasks.read(path).empty
-    rounds = tasks.read_rounds(path)
+    assert task_log.read(path).empty
+    rounds = task_log.read_rounds(path)
     assert len(rounds) >= 3
     assert (rounds["tasks"] == 0).all()
-    assert tasks.read_end(path)["reason"] == "duration"  # type: ignore[index]
-    assert tasks.read_header(path)["pid"] == child.pid
+    assert task_log.read_end(path)["reason"] == "duration"  # type: ignore[index]
+    assert task_log.read_header(path)["pid"] == child.pid
 
 
 @pytest.mark.slow
@@ -251,9 +251,9 @@ def test_a_process_that_is_gone_or_not_python_cannot_be_injected(tmp_path: Path)
     try:
         # WHEN / THEN each is a one-line AttachError, and nothing is written
         with pytest.raises(AttachError, match=f"no process with PID {gone.pid}"):
-            tasks.inject(gone.pid, tmp_path / "gone.jsonl", interval=0.1, duration=1)
+            task_inject.inject(gone.pid, tmp_path / "gone.jsonl", interval=0.1, duration=1)
         with pytest.raises(AttachError, match="not a Python process") as raised:
-            tasks.inject(sleeper.pid, tmp_path / "sleep.jsonl", interval=0.1, duration=1)
+            task_inject.inject(sleeper.pid, tmp_path / "sleep.jsonl", interval=0.1, duration=1)
         assert raised.value.hint
         assert not list(tmp_path.iterdir())
     finally:
@@ -265,7 +265,7 @@ def test_an_existing_output_is_refused_before_anything_is_injected(tmp_path: Pat
     path = tmp_path / "tasks.jsonl"
     path.write_text("keep me\n")
     with pytest.raises(UsageError, match="already exists"):
-        tasks.inject(1, path, interval=0.1, duration=1)
+        task_inject.inject(1, path, interval=0.1, duration=1)
     assert path.read_text() == "keep me\n"
 
 
@@ -820,7 +820,7 @@ def test_the_sent_source_runs_in_a_bare_namespace_as_the_injector_runs_it(
 ) -> None:
     # GIVEN the exact source inject() sends, run with only __builtins__ (as memray's channel)
     path = tmp_path / "tasks.jsonl"
-    source = tasks.payload_source(path, interval=0.05, duration=30)
+    source = task_inject.payload_source(path, interval=0.05, duration=30)
     exec(compile(source, "<profiler-task-sampler>", "exec"), {"__builtins__": __builtins__})
     sampler = next(t for t in threading.enumerate() if t.name == task_payload.THREAD_NAME)
     assert sampler.daemon
@@ -832,13 +832,13 @@ def test_the_sent_source_runs_in_a_bare_namespace_as_the_injector_runs_it(
         timeout=30,
         what="two sampler rounds",
     )
-    tasks.request_stop(path)
+    task_control.request_stop(path)
     sampler.join(5)
 
     # THEN it ended cleanly; rounds were written and it measured itself
-    assert tasks.read_end(path)["reason"] == "stopped"  # type: ignore[index]
-    assert len(tasks.read_rounds(path)) >= 2
-    header = tasks.read_header(path)
+    assert task_log.read_end(path)["reason"] == "stopped"  # type: ignore[index]
+    assert len(task_log.read_rounds(path)) >= 2
+    header = task_log.read_header(path)
     assert header["format"] == "profiler-task-samples" and header["version"] == 1
 
 
@@ -852,20 +852,20 @@ def test_the_sampler_never_overwrites_and_says_so_to_the_injector(tmp_path: Path
 def test_an_expired_lease_stops_the_sampler(tmp_path: Path) -> None:
     # GIVEN a sampler with a 0.2 s lease, taken once and never renewed
     path = tmp_path / "tasks.jsonl"
-    tasks.Leases([path]).renew()
+    task_control.Leases([path]).renew()
     sampler = task_payload.start(str(path), 0.05, 30, lease_seconds=0.2)
 
     # WHEN the lease runs out, THEN the sampler ends by itself
     sampler.join(5)
     assert not sampler.is_alive()
-    assert tasks.read_end(path)["reason"] == "lease expired"  # type: ignore[index]
+    assert task_log.read_end(path)["reason"] == "lease expired"  # type: ignore[index]
 
 
 # -- the reader ----------------------------------------------------------------------------
 
 
 def _write(path: Path, *records: dict[str, Any], tail: str = "") -> None:
-    header = {"kind": "header", "format": tasks.FORMAT, "version": tasks.VERSION, "pid": 42}
+    header = {"kind": "header", "format": task_log.FORMAT, "version": task_log.VERSION, "pid": 42}
     lines = [json.dumps(record) for record in (header, *records)]
     path.write_text("\n".join(lines) + "\n" + tail)
 
@@ -889,7 +889,7 @@ ROUND = {"kind": "round", "taken_at": 1_700_000_000.5, "tasks": 1, "skipped": 0,
 def test_the_reader_types_columns_and_folds_stacks_as_py_spy_stacks(tmp_path: Path) -> None:
     path = tmp_path / "tasks.jsonl"
     _write(path, TASK, ROUND)
-    samples = tasks.read(path)
+    samples = task_log.read(path)
     row = samples.iloc[0]
     frames = [Frame("handler", "/srv/app.py", 12, None), Frame("sleep", "tasks.py", 649, None)]
     assert row["stack"] == ";".join(frame.label for frame in frames)
@@ -900,33 +900,33 @@ def test_the_reader_types_columns_and_folds_stacks_as_py_spy_stacks(tmp_path: Pa
     assert str(samples["taken_at"].dtype) == "datetime64[ns, UTC]"
     assert samples["stack"].dtype == "category"
     assert samples["task_id"].dtype == "int64"
-    assert tasks.read_end(path) is None
-    assert list(tasks.empty().columns) == list(samples.columns)
+    assert task_log.read_end(path) is None
+    assert list(task_log.empty().columns) == list(samples.columns)
 
 
 def test_a_torn_last_line_is_ignored(tmp_path: Path) -> None:
     path = tmp_path / "tasks.jsonl"
     _write(path, TASK, ROUND, tail='{"kind": "task", "taken_at": 17000')
-    assert len(tasks.read(path)) == 1
-    assert len(tasks.read_rounds(path)) == 1
+    assert len(task_log.read(path)) == 1
+    assert len(task_log.read_rounds(path)) == 1
 
 
 def test_a_corrupt_middle_line_is_an_input_error(tmp_path: Path) -> None:
     path = tmp_path / "tasks.jsonl"
     _write(path, TASK, {"kind": "task", "taken_at": 1.0}, ROUND)
     with pytest.raises(InputError, match="line 3 is corrupt"):
-        tasks.read(path)
+        task_log.read(path)
 
 
 def test_another_format_or_version_is_an_input_error(tmp_path: Path) -> None:
     path = tmp_path / "other.jsonl"
     path.write_text(json.dumps({"kind": "header", "format": "something-else", "version": 1}) + "\n")
     with pytest.raises(InputError, match="is not a profiler-task-samples file"):
-        tasks.read(path)
-    header = {"kind": "header", "format": tasks.FORMAT, "version": 99, "pid": 1}
+        task_log.read(path)
+    header = {"kind": "header", "format": task_log.FORMAT, "version": 99, "pid": 1}
     path.write_text(json.dumps(header) + "\n")
     with pytest.raises(InputError, match="format version 99"):
-        tasks.read(path)
+        task_log.read(path)
 
 
 @pytest.mark.postgres

@@ -29,7 +29,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from profiler.capture import tasks
+from profiler.capture import task_control, task_inject, task_log
 from profiler.capture.processes import stop_pid
 from tests.helpers import retry
 
@@ -133,20 +133,20 @@ def test_every_task_of_a_worker_of_another_python_is_named_with_its_stack(
     path = tmp_path / "tasks.jsonl"
 
     # WHEN the sampler runs in it for 1 s at 10 Hz
-    tasks.inject(child.pid, path, interval=0.1, duration=1.0)
-    assert tasks.wait_for_end([path], timeout=20) == []
+    task_inject.inject(child.pid, path, interval=0.1, duration=1.0)
+    assert task_control.wait_for_end([path], timeout=20) == []
 
     # THEN the header names the worker's Python and the registry it read
-    header = tasks.read_header(path)
+    header = task_log.read_header(path)
     assert header["pid"] == child.pid
     assert header["python"].startswith(f"{version}.")
     registry = "_scheduled_tasks+_eager_tasks" if eager else "_all_tasks"
     assert header["task_registry"] == registry
-    assert tasks.read_end(path)["reason"] == "duration"  # type: ignore[index]
+    assert task_log.read_end(path)["reason"] == "duration"  # type: ignore[index]
 
     # AND every round names every task once, each suspended one in the marker coroutine
-    rounds = tasks.read_rounds(path)
-    samples = tasks.read(path)
+    rounds = task_log.read_rounds(path)
+    samples = task_log.read(path)
     suspended = [*LAZY, "eager-suspended"] if eager else list(LAZY)
     first_step = samples[samples["leaf"] == "eager_first_step_marker"]
     named = samples.drop(first_step.index)

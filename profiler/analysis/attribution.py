@@ -2,7 +2,7 @@
 
 The task sampler records, per round, each asyncio task's frames and the
 backend PIDs its frames reach, with their client sockets' ports
-(:mod:`profiler.capture.tasks`). A task names a transaction by its backend
+(:mod:`profiler.capture.task_log`). A task names a transaction by its backend
 PID, or, through PgBouncer (where the PID a client sees is the pooler's
 cancel key), by the port of the socket the transaction's owner holds
 (:mod:`profiler.analysis.task_join`). A held transaction
@@ -135,7 +135,7 @@ def attribute_tasks(
     episodes: pd.DataFrame, tasks: pd.DataFrame, *, interval: float
 ) -> TaskAttribution:
     """Held time attributed from task samples (see the module docstring); ``tasks`` as
-    :func:`profiler.capture.tasks.read` gives them, ``interval`` the sampler's."""
+    :func:`profiler.capture.task_log.read` gives them, ``interval`` the sampler's."""
     import pandas as pd
 
     if episodes.empty or tasks.empty:

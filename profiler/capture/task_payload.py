@@ -2,7 +2,7 @@
 
 py-spy reads threads; a request coroutine suspended at ``await http.post(...)``
 is on no thread's stack, even while it holds a database connection. This
-module is injected into the live worker (see :mod:`profiler.capture.tasks`):
+module is injected into the live worker (see :mod:`profiler.capture.task_inject`):
 its whole source text plus one ``start(...)`` line is compiled and run there,
 so it must import nothing but the standard library, define no dataclasses
 (they need the module in ``sys.modules``) and read no ``__name__``.

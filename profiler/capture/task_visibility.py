@@ -44,10 +44,10 @@ def blind_spot(pid: int) -> str | None:
 
 def saw_no_task(path: Path) -> bool:
     """True when the sampler's file has rounds and none of them saw a task."""
-    from profiler.capture import tasks
+    from profiler.capture import task_log
 
     try:
-        rounds = tasks.read_rounds(path)
+        rounds = task_log.read_rounds(path)
     except (OSError, ValueError):
         return False
     return len(rounds) > 0 and int(rounds["tasks"].sum()) == 0

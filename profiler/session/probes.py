@@ -372,13 +372,13 @@ class TasksProbe(WorkerSamplingProbe):
     def capture(self) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        from profiler.capture import tasks
+        from profiler.capture import task_control, task_inject
         from profiler.capture.task_visibility import blind_spot, saw_no_task
 
         out = self.directory / "tasks"
         out.mkdir(exist_ok=True)
         paths = {pid: out.resolve() / f"tasks-{pid}.jsonl" for pid in self.pids}
-        limit = (self.duration or tasks.UNBOUNDED_SECONDS) + tasks.STOP_SLACK_SECONDS
+        limit = (self.duration or task_control.UNBOUNDED_SECONDS) + task_control.STOP_SLACK_SECONDS
         errors: dict[int, str] = {}
         routes: dict[str, str] = {}
 
@@ -388,7 +388,7 @@ class TasksProbe(WorkerSamplingProbe):
                 errors[pid] = blind
                 return
             try:
-                routes[str(pid)] = tasks.inject(
+                routes[str(pid)] = task_inject.inject(
                     pid, paths[pid], interval=self.interval, duration=limit
                 )
             except ProfilerError as exc:
@@ -402,12 +402,14 @@ class TasksProbe(WorkerSamplingProbe):
         self.sampling = [pid for pid in self.pids if pid not in errors]
         self.record.facts["routes"] = routes  # fast, or why memray's breakpoint route
         self.mark_live()
-        with tasks.Leases([paths[pid] for pid in self.sampling]) as leases:
-            while not self.stop_event.wait(tasks.LEASE_RENEW_SECONDS):
+        with task_control.Leases([paths[pid] for pid in self.sampling]) as leases:
+            while not self.stop_event.wait(task_control.LEASE_RENEW_SECONDS):
                 leases.renew()
         for pid in self.sampling:
-            tasks.request_stop(paths[pid])
-        tasks.wait_for_end([paths[pid] for pid in self.sampling], timeout=2 * self.interval + 2)
+            task_control.request_stop(paths[pid])
+        task_control.wait_for_end(
+            [paths[pid] for pid in self.sampling], timeout=2 * self.interval + 2
+        )
         self.record.files = [
             str(path.relative_to(self.directory.resolve()))
             for path in paths.values()

@@ -12,7 +12,7 @@ asked for and kept:
 * ``rss``: one row per worker per RSS sample, the columns of
   :func:`profiler.memory.rss.to_dataframe`;
 * ``task_samples``: one row per asyncio task per round of the task sampler
-  injected into each worker (:mod:`profiler.capture.tasks`);
+  injected into each worker (:mod:`profiler.capture.task_log`);
 * ``pool_samples``: one row per SQLAlchemy pool per round of that sampler: the
   worker's real pool size, overflow, timeout, checked out and waiting
   (:mod:`profiler.capture.pool_log`);
@@ -39,7 +39,7 @@ from profiler.capture.stacks import Frame
 from profiler.errors import InputError
 from profiler.jsonl import LineStream
 from profiler.memory import rss as rss_log
-from profiler.session import activity_table, load_record
+from profiler.session import activity_schema, activity_table, load_record
 from profiler.session.manifest import FORMAT, MANIFEST, VERSION
 
 if TYPE_CHECKING:
@@ -157,9 +157,9 @@ class Session:
 
     @property
     def activity(self) -> pd.DataFrame:
-        """One row per backend per snapshot (see :mod:`profiler.session.activity_table`)."""
+        """One row per backend per snapshot (columns: :mod:`profiler.session.activity_schema`)."""
         if not self._has_activity():
-            return activity_table.empty()
+            return activity_schema.empty()
         return self._activity_table.frame
 
     @property
@@ -216,13 +216,13 @@ class Session:
         that had one (``tasks/tasks-PID.jsonl``); empty (same columns) when none ran."""
         import pandas as pd
 
-        from profiler.capture import tasks
+        from profiler.capture import task_log
 
         paths = sorted((self.path / TASKS_DIR).glob("tasks-*.jsonl"))
-        frames = [tasks.read(path) for path in paths]
+        frames = [task_log.read(path) for path in paths]
         frames = [frame for frame in frames if not frame.empty]
         if not frames:
-            return tasks.empty()
+            return task_log.empty()
         combined: pd.DataFrame = pd.concat(frames, ignore_index=True)
         for name in ("task", "stack", "leaf"):
             combined[name] = combined[name].astype("category")

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from profiler.capture import tasks
+from profiler.capture import task_control, task_inject
 from profiler.capture.stacks import DumpFailure, StackSample, periodic_dumps
 from profiler.errors import ProfilerError
 from profiler.session.manifest import ProbeRecord
@@ -103,17 +103,17 @@ class TaskBurst:
         self.paths = {pid: self.directory / "tasks" / f"tasks-{pid}.jsonl" for pid in self.pids}
         self.sampling: list[int] = []
         self.errors: dict[int, str] = {}
-        self._leases: tasks.Leases | None = None
+        self._leases: task_control.Leases | None = None
 
     def start(self) -> None:
         """Inject into every worker at once (each ~0.5-2 s through gdb); returns when done."""
         (self.directory / "tasks").mkdir(exist_ok=True)
-        limit = self.seconds + tasks.STOP_SLACK_SECONDS
+        limit = self.seconds + task_control.STOP_SLACK_SECONDS
 
         def inject(pid: int) -> None:
             try:
                 with self.locks.of(pid):
-                    tasks.inject(pid, self.paths[pid], interval=self.interval, duration=limit)
+                    task_inject.inject(pid, self.paths[pid], interval=self.interval, duration=limit)
             except ProfilerError as exc:
                 self.errors[pid] = exc.message
 
@@ -121,7 +121,7 @@ class TaskBurst:
             list(pool.map(inject, self.pids))
         self.sampling = [pid for pid in self.pids if pid not in self.errors]
         # A lease: if we die (even SIGKILL), each sampler stops by itself within 30 s.
-        self._leases = tasks.Leases([self.paths[pid] for pid in self.sampling]).__enter__()
+        self._leases = task_control.Leases([self.paths[pid] for pid in self.sampling]).__enter__()
 
     def renew(self) -> None:
         if self._leases is not None:
@@ -129,8 +129,8 @@ class TaskBurst:
 
     def stop(self) -> None:
         for pid in self.sampling:
-            tasks.request_stop(self.paths[pid])
-        tasks.wait_for_end(
+            task_control.request_stop(self.paths[pid])
+        task_control.wait_for_end(
             [self.paths[pid] for pid in self.sampling], timeout=2 * self.interval + 2
         )
         if self._leases is not None:
