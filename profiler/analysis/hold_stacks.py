@@ -109,7 +109,7 @@ def hold_profile(
     count): a one-thread worker holding 4 connections while in stack S
     accrues 4x ``interval`` on S.
 
-    Task samples (:mod:`profiler.capture.tasks`: one row per asyncio task,
+    Task samples (:mod:`profiler.capture.task_log`: one row per asyncio task,
     with the ``backends`` its frames referenced) are samples too: a task
     is a "thread" of its round. When, in one round, some task names the
     episode's backend, the episode's time goes to those tasks alone (exact
