@@ -38,6 +38,14 @@ def _manifest(directory: Path) -> dict[str, Any]:
     return json.loads((directory / "manifest.json").read_text())
 
 
+def _live(directory: Path) -> bool:
+    """Whether the session in ``directory`` has opened its window (every probe live)."""
+    try:
+        return bool(_manifest(directory).get("window_started_at"))
+    except (OSError, ValueError):  # not written yet
+        return False
+
+
 def _recorded(path: Path, kind: str) -> bool:
     """Whether the JSON-lines file ``path`` holds a whole line of ``kind`` yet."""
     if not path.exists():
@@ -146,8 +154,7 @@ def test_ctrl_c_stops_every_probe_and_keeps_the_session(
         # (waited for, not timed: every probe live, and each has recorded something)
         retry(
             lambda: (
-                (out / "manifest.json").exists()
-                and _manifest(out).get("window_started_at")
+                _live(out)
                 and _recorded(out / "stacks.jsonl", "sample")
                 and _recorded(out / "activity.jsonl", "snapshot")
             ),
@@ -181,7 +188,16 @@ def test_a_worker_that_dies_is_recorded_and_the_others_go_on(
         "threading.Thread(target=wait, daemon=True).start()\n" + WORKER
     ).pid
     out = tmp_path / "session"
-    killer = threading.Timer(3.0, signal_file.touch)  # the CLI started, its probes running
+    done = threading.Event()
+
+    def kill_once_live() -> None:
+        """Tell the worker to die once the session's window is open and it has been dumped."""
+        while not done.wait(0.05):
+            if _live(out) and _recorded(out / "stacks.jsonl", "sample"):
+                signal_file.touch()
+                return
+
+    killer = threading.Thread(target=kill_once_live, daemon=True)
     killer.start()
     try:
         result = run_cli(
@@ -189,7 +205,8 @@ def test_a_worker_that_dies_is_recorded_and_the_others_go_on(
             "-d", "6", "--no-cpu", "-o", str(out), "--json",
         )  # fmt: skip
     finally:
-        killer.cancel()
+        done.set()
+        killer.join()
     assert result.exit_code == 0, result.output
     probes = _manifest(out)["probes"]
     assert probes["pg"]["status"] == "ok"
