@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
+import psutil
 import pytest
 
 from profiler.capture import task_log
@@ -22,6 +25,7 @@ from profiler.lab.load import run_load
 from profiler.lab.settings import api_token
 from profiler.lab.state import LabState
 from profiler.pg.embedded import free_port
+from tests.helpers import retry
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -233,15 +237,33 @@ def test_a_session_names_the_code_holding_connections_through_the_task_sampler(
 
 
 def test_load_ends_when_asked_before_its_bound(lab: LabState) -> None:
-    # GIVEN load bounded at a minute, and a stop asked for a second in
+    # GIVEN load bounded at a minute, asked to stop once its users are connected and have had a
+    # second of requests (connected: waited for, the catalogue fetch before them can be slow)
+    port = urlsplit(lab.url).port
     done = threading.Event()
-    timer = threading.Timer(1.0, done.set)
-    timer.start()
+
+    def stop_once_loaded() -> None:
+        retry(lambda: len(_clients_of(port)) >= 2, timeout=30, what="the users' connections")
+        time.sleep(1.0)
+        done.set()
+
+    stopper = threading.Thread(target=stop_once_loaded, daemon=True)
+    stopper.start()
     try:
         # WHEN it runs
         result = run_load(lab.url, users=4, seconds=60, stop=done)
     finally:
-        timer.cancel()
+        done.set()
+        stopper.join()
     # THEN it served requests and ended at the stop, not at its bound
     assert result.requests > 0, result
     assert result.seconds < 30, result
+
+
+def _clients_of(port: int | None) -> list[object]:
+    """Established TCP connections to the gateway's ``port`` from this machine's clients."""
+    return [
+        c
+        for c in psutil.net_connections(kind="tcp4")
+        if c.status == psutil.CONN_ESTABLISHED and c.raddr and c.raddr.port == port
+    ]
