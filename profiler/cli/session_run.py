@@ -6,6 +6,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from profiler import units
 from profiler.cli import console
 from profiler.errors import AttachError, InterruptedCapture, UsageError
 from profiler.session.manifest import SessionSettings
@@ -62,9 +63,13 @@ def run_session_command(
         with console.err.status("") as status:
 
             def tick(elapsed: float, running: list[Probe]) -> None:
-                left = f"{settings.duration - elapsed:.0f}s left" if settings.duration else ""
+                left = (
+                    f"{units.seconds(settings.duration - elapsed, 0)} left"
+                    if settings.duration
+                    else ""
+                )
                 parts = " · ".join(probe.progress() for probe in running)
-                status.update(f"{elapsed:.0f}s {left} · {parts} (Ctrl-C stops)")
+                status.update(f"{units.seconds(elapsed, 0)} {left} · {parts} (Ctrl-C stops)")
 
             result = run_session(directory, manifest, probes, stop, tick=tick)
     finally:
