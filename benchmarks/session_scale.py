@@ -24,11 +24,11 @@ Each phase then runs in its own child process, so its peak RSS
   does at the end);
 - ``jsonl``: loading the JSONL directly (what reading a killed session costs);
 - ``analyse``: ``profiler.session.open``, the activity table from Parquet, the
-  stack samples, RSS, task samples and worker events, then ``held_episodes``,
-  ``stacks_during``, the hold attribution (``summary.hold_profile``: task
-  samples for the asyncio worker, thread samples for the others),
-  ``connections_held``, ``memory_alignment`` and the findings
-  (``findings.evaluate``); TOTAL is the sum of these steps;
+  stack samples, RSS, task samples and worker events, each timed on its own, then
+  the real ``summarize`` on that loaded session (held episodes, the hold
+  attribution from task samples for the asyncio worker and thread samples for the
+  others, connections held, the findings and the diagnosis); TOTAL is the sum of
+  these steps;
 - ``summarize``: ``summarize(profiler.session.open(dir))`` end to end, as
   ``session show`` runs it, then ``Summary.to_json()`` (``--json``).
 
@@ -559,49 +559,23 @@ def phase_jsonl(directory: Path) -> dict[str, Any]:
 
 
 def phase_analyse(directory: Path) -> dict[str, Any]:
+    """The loads one by one, then the real :func:`summarize` on the loaded session: what
+    is left of its time is correlation, attribution, findings and the diagnosis."""
     import profiler.session
-    from profiler.analysis import episodes, held_counts, hold_stacks
-    from profiler.analysis.findings import Evidence, Thresholds, evaluate
-    from profiler.session import summary
+    from profiler.session.summary import summarize
 
     step = Steps()
     session = step("open", lambda: profiler.session.open(directory))
     activity = step("load activity (Parquet)", lambda: session.activity)
-    snapshots = session.snapshots
     samples = step("load stack samples (JSONL)", lambda: session.stack_samples)
-    rss = step("load RSS (JSONL)", lambda: session.rss)
+    step("load RSS (JSONL)", lambda: session.rss)
     tasks = step("load task samples (JSONL)", lambda: session.task_samples)
-    events = step("load worker events (JSONL)", lambda: session.worker_events)
-    end = session.end
-    held = step(
-        "held_episodes",
-        lambda: episodes.held_episodes(activity, session_end=end, snapshots=snapshots),
+    step("load worker events (JSONL)", lambda: session.worker_events)
+    result = step(
+        "summarize (episodes, attribution, findings, diagnosis)", lambda: summarize(session)
     )
-    during = step(
-        "stacks_during (thread samples)", lambda: hold_stacks.stacks_during(held, samples)
-    )
-    profile, owners, attribution = step(
-        "hold attribution (tasks + threads)", lambda: summary.hold_profile(session, held)
-    )
-    counts = step(
-        "connections_held", lambda: held_counts.connections_held(activity, snapshots=snapshots)
-    )
-    aligned = step("memory_alignment", lambda: held_counts.memory_alignment(counts, rss))
-    evidence = Evidence(
-        episodes=held,
-        held=counts,
-        hold_profile=profile,
-        hold_owners=owners,
-        wait_samples=samples,
-        rss=rss,
-        workers=events,
-        memory_limits=summary.memory_limits(session.manifest),
-        pool_capacity=summary.pool_capacity(session.settings),
-        session_start=session.start,
-        session_end=end,
-    )
-    found = step("findings (evaluate)", lambda: evaluate(evidence, Thresholds()))
-    idle = held["max_idle_age"] > Thresholds().idle_in_transaction_seconds
+    held, found = result.episodes, result.findings
+    idle = held["max_idle_age"] > result.thresholds.idle_in_transaction_seconds
     return {
         "steps": step.rows,
         "measures": {
@@ -614,14 +588,13 @@ def phase_analyse(directory: Path) -> dict[str, Any]:
             "open episodes": int(held["open"].sum()),
             "episodes idle in transaction > 1 s": int(idle.sum()),
             "episodes with no owner": int(held["owner_pid"].isna().sum()),
-            "stacks_during rows": len(during),
-            "hold profile stacks": len(profile),
-            "connection-seconds attributed": round(sum(profile.values()) / 1000),
-            "connections_held rows": len(counts),
-            "memory_alignment rows": len(aligned),
+            "hold profile stacks": len(result.hold_profile),
+            "connection-seconds attributed": round(sum(result.hold_profile.values()) / 1000),
+            "connections_held rows": len(result.held),
             "findings": len(found),
+            "diagnosis causes": len(result.diagnosis),
         },
-        "attribution": attribution,
+        "attribution": result.attribution,
         "findings": [f"{f.severity} {f.rule}: {f.title}" for f in found],
     }
 

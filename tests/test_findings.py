@@ -877,7 +877,7 @@ def test_rss_growth_is_the_least_squares_slope() -> None:
     assert finding.severity == "warning"
     assert (
         finding.title
-        == "worker 2001 RSS grew 20 MiB/min over 60 s (100 MiB → 120 MiB, peak 120 MiB)"
+        == "worker 2001 RSS grew 20.0 MiB/min over 60 s (100 MiB → 120 MiB, peak 120 MiB)"
     )
     assert (finding.evidence["start_bytes"], finding.evidence["peak_bytes"]) == (
         100 * MIB,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from profiler.analysis.code_paths import NO_FRAMES, describe
-from profiler.analysis.text import offset
+from profiler.units import offset
 
 DATA = Path(__file__).parent / "data"
 

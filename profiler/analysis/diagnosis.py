@@ -30,9 +30,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from profiler import units
 from profiler.analysis.code_paths import CodePath, describe, short_names
 from profiler.analysis.collapsed import split_label
-from profiler.analysis.findings.common import _number, _percent, _plural, _seconds
+from profiler.analysis.findings.common import _plural
 from profiler.analysis.hold_classes import ClassHold, held_by_class
 from profiler.analysis.loop_waits import loop_database_waits
 from profiler.analysis.memory_cause import memory_cause
@@ -216,8 +217,8 @@ def _holding(
     first = f"{what} ({short_names(path)})"
     if attributed:
         first += (
-            f": {_seconds(seconds)} of {_seconds(attributed)} connection-seconds held by "
-            f"requests ({_percent(seconds / attributed)})"
+            f": {units.seconds(seconds)} of {units.seconds(attributed)} connection-seconds held by "
+            f"requests ({units.percent(seconds / attributed)})"
         )
     where = [w for w in (handler, slow) if w is not None]
     where = _holders_where(requests, endpoint, where, name)
@@ -276,8 +277,8 @@ def _consequences(
         found = idle.evidence
         steps.append(
             f"{_plural(int(found['episodes']), 'transaction', 'transactions')} idle in "
-            f"transaction over {_seconds(float(found['threshold_seconds']))} "
-            f"(max {_seconds(float(found['max_idle_age']))})"
+            f"transaction over {units.seconds(float(found['threshold_seconds']))} "
+            f"(max {units.seconds(float(found['max_idle_age']))})"
         )
     pool = rules.get("pool-saturation")
     if pool is not None and not pool.evidence.get("inferred", False):
@@ -286,7 +287,7 @@ def _consequences(
         share = max(float(r.get("share_at_cap") or 0.0) for r in capped) if capped else 0.0
         steps.append(
             f"pool at its cap of {pool.evidence.get('cap')} on {len(capped)} of "
-            f"{max(len(given.pools), len(rows))} workers (up to {_percent(share)} of the time)"
+            f"{max(len(given.pools), len(rows))} workers (up to {units.percent(share)} of the time)"
         )
         evidence.append("pool-saturation")
     loop = rules.get("blocked-event-loop")
@@ -294,7 +295,7 @@ def _consequences(
         rows = loop.evidence.get("workers") or [loop.evidence]
         share = max(float(r.get("blocked_share") or 0.0) for r in rows)
         steps.append(
-            f"event loops wait in a pool checkout up to {_percent(share)} of the time "
+            f"event loops wait in a pool checkout up to {units.percent(share)} of the time "
             f"({_plural(len(rows), 'worker', 'workers')}): a sync session on the loop"
         )
         evidence.append("blocked-event-loop")
@@ -307,14 +308,14 @@ def _consequences(
 def _throughput(given: DiagnosisInput) -> str | None:
     if given.served_rps is None:
         return None
-    text = f"throughput {_number(given.served_rps)} req/s"
+    text = f"throughput {units.number(given.served_rps)} req/s"
     if given.load_errors:
         text += f", {given.load_errors} errors"
     ceilings = [
         p.max_rps for p in given.pools if p.max_rps is not None and p.hold_basis == "request"
     ]
     if ceilings:
-        text += f" (the pools allow at most {_number(sum(ceilings))} req/s at this hold time)"
+        text += f" (the pools allow at most {units.number(sum(ceilings))} req/s at this hold time)"
     return text
 
 
@@ -401,21 +402,21 @@ def _sync_db(rules: dict[str, Finding], given: DiagnosisInput) -> Cause | None:
         pid, share = worst
         mechanism.append(
             f"the event loop waited on the database in {waits.waiting[pid]} of "
-            f"{waits.loop_samples[pid]} loop samples of worker {pid} ({_percent(share)})"
+            f"{waits.loop_samples[pid]} loop samples of worker {pid} ({units.percent(share)})"
         )
-        title += f" ({_percent(share)} of loop samples waiting on a query)"
+        title += f" ({units.percent(share)} of loop samples waiting on a query)"
         top = min(waits.stacks.items(), key=lambda item: (-item[1], item[0]))[0]
         where = _path_where(describe(top))
     if blocked and loop is not None:
         rows = loop.evidence.get("workers") or [loop.evidence]
         share = max(float(r.get("blocked_share") or 0.0) for r in rows)
         mechanism.append(
-            f"with the pool empty, the loop sleeps in the checkout up to {_percent(share)} of "
+            f"with the pool empty, the loop sleeps in the checkout up to {units.percent(share)} of "
             "the time, and no request of that worker moves, not even those that would give a "
             "connection back"
         )
         if not waiting:
-            title += f" ({_percent(share)} of loop samples waiting in a pool checkout)"
+            title += f" ({units.percent(share)} of loop samples waiting in a pool checkout)"
         paths = loop.evidence.get("code_paths") or []
         if paths and not where:
             first = str(paths[0]["path"]).split(" → ")

@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from profiler import units
 from profiler.analysis.code_paths import ENDPOINT_PREFIX, is_application_file
 from profiler.analysis.collapsed import split_label
 from profiler.analysis.columns import epoch_seconds
-from profiler.analysis.findings.common import _bytes, _percent, _seconds
 from profiler.analysis.requests import EndpointConnections
 
 if TYPE_CHECKING:
@@ -195,7 +195,7 @@ def _held(
     line = f"{route} requests held a database connection in {found.rounds}"
     line += f" of {seen} sampled request rounds" if seen >= found.rounds else " sampled rounds"
     if seen:
-        line += f" ({_percent(min(1.0, found.rounds / seen))})"
+        line += f" ({units.percent(min(1.0, found.rounds / seen))})"
     if named:
         line += f", opened by {named}"
     line += (
@@ -256,11 +256,11 @@ def _first_line(symptom: Finding, pid: int, killed: list[Finding]) -> str:
     if killed:
         line = f"worker {pid} was killed by the OOM killer"
         if found.get("seconds_into_session") is not None:
-            line += f" {_seconds(float(found['seconds_into_session']))} into the session"
+            line += f" {units.seconds(float(found['seconds_into_session']))} into the session"
         if limit:
-            line += f", its cgroup at its {_bytes(int(limit))} memory limit"
+            line += f", its cgroup at its {units.size(int(limit))} memory limit"
         if found.get("last_rss_bytes"):
-            line += f" (last RSS seen {_bytes(int(found['last_rss_bytes']))})"
+            line += f" (last RSS seen {units.size(int(found['last_rss_bytes']))})"
         witness = _witness(str(found.get("oom_evidence") or ""))
         if witness:
             line += f"; {witness}"
@@ -276,7 +276,7 @@ def _witness(evidence: str) -> str | None:
     if "kernel:" in evidence:
         freed = _ANON_RSS.search(evidence)
         text = "the kernel log names it"
-        return text + (f" (anon-rss {_bytes(int(freed.group(1)) * 1024)})" if freed else "")
+        return text + (f" (anon-rss {units.size(int(freed.group(1)) * 1024)})" if freed else "")
     if "oom_kill" in evidence:
         return "its cgroup's oom_kill counter rose"
     return None
@@ -304,22 +304,22 @@ def _rss_line(rss: pd.DataFrame | None, pid: int) -> str | None:
         return None
     rate = (values[high] - values[low]) / span
     return (
-        f"RSS {_bytes(float(values[low]))} → {_bytes(float(values[high]))} over "
-        f"{_seconds(span)} (+{_bytes(rate)}/s)"
+        f"RSS {units.size(float(values[low]))} → {units.size(float(values[high]))} over "
+        f"{units.seconds(span)} (+{units.size(rate)}/s)"
     )
 
 
 def _memray_line(peak: WorkerPeak, share: MemoryShare) -> str:
     endpoint = _shown(share.endpoint) if share.endpoint else "other"
     line = (
-        f"memray: {_percent(share.endpoint_bytes / share.total)} of the "
-        f"{_bytes(share.total)} live at the worker's peak"
+        f"memray: {units.percent(share.endpoint_bytes / share.total)} of the "
+        f"{units.size(share.total)} live at the worker's peak"
     )
     line += " (its capture read up to the kill)" if not peak.closed else ""
     line += f" was allocated under {endpoint}"
     named = _named_sites(share)
     if named:
-        parts = [f"{label} {_percent(size / share.total)}" for label, size in named]
+        parts = [f"{label} {units.percent(size / share.total)}" for label, size in named]
         line += ": " + ", ".join(parts)
     return line
 
@@ -337,7 +337,7 @@ def _title(
     held: _Held | None,
 ) -> str:
     limit = symptom.evidence.get("memory_limit_bytes")
-    at = f" at its {_bytes(int(limit))} limit" if limit else ""
+    at = f" at its {units.size(int(limit))} limit" if limit else ""
     if killed:
         title = f"worker {pid} killed by the OOM killer{at}"
     else:
@@ -345,7 +345,7 @@ def _title(
     if share is not None and share.endpoint is not None and share.total:
         route = _route(share.endpoint)
         title += (
-            f": {_percent(share.endpoint_bytes / share.total)} of the growth allocated under "
+            f": {units.percent(share.endpoint_bytes / share.total)} of the growth allocated under "
             f"{route}"
         )
         if held is not None:

@@ -40,6 +40,7 @@ from typing import IO
 
 import psutil
 
+from profiler import units
 from profiler.capture.processes import is_running
 from profiler.capture.stacks import diagnose, resolve_pyspy
 from profiler.errors import AttachError
@@ -120,7 +121,7 @@ def plan(pids: Sequence[int], options: RecordOptions) -> list[WorkerPlan]:
                     rate=allowed,
                     reason=(
                         f"{_threads_text(threads)}: blocking sampling at {options.rate} Hz "
-                        f"would stop it ~{options.rate * pause:.1%} of the time; "
+                        f"would stop it ~{units.percent(options.rate * pause, 1)} of the time; "
                         f"sampling at {allowed} Hz"
                     ),
                 )
@@ -132,7 +133,8 @@ def plan(pids: Sequence[int], options: RecordOptions) -> list[WorkerPlan]:
                     nonblocking=True,
                     reason=(
                         f"{_threads_text(threads)}: even 1 Hz blocking would stop it "
-                        f"~{pause:.1%} of the time; sampling without pausing (--nonblocking)"
+                        f"~{units.percent(pause, 1)} of the time; "
+                        "sampling without pausing (--nonblocking)"
                     ),
                 )
             )
@@ -355,7 +357,7 @@ def _finish(
     elif "process exited" in said or not is_running(worker.pid):
         # py-spy failing because the worker went (mid-attach, mid-read) is the exit too
         worker.stopped = "exited"
-        worker.error = f"worker exited {worker.ended_after:.1f}s into the capture"
+        worker.error = f"worker exited {units.seconds(worker.ended_after, 1)} into the capture"
     elif worker.process.returncode != 0 or not counted:
         worker.stopped = "failed"
         worker.error = diagnose(worker.pid, said, worker.process.returncode).message

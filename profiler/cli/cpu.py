@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from profiler import units
 from profiler.cli import console
 from profiler.cli.options import (
     JSON_OPTION,
@@ -265,7 +266,7 @@ def record(
         _print_record_summary(manifest, output)
     if interrupted:
         raise InterruptedCapture(
-            f"capture interrupted after {manifest['seconds']:.1f}s",
+            f"capture interrupted after {units.seconds(manifest['seconds'], 1)}",
             hint=f"what was sampled is kept: {paths.manifest}",
         )
 
@@ -280,7 +281,7 @@ def _warn_about_cost(plans: list[WorkerPlan], gil_only: bool) -> None:
         cpu = worker_plan.predicted_cpu(gil_only=gil_only)
         if cpu >= NOTABLE_PYSPY_CPU:
             console.warn(
-                f"worker {worker_plan.pid}: py-spy will use ~{cpu:.0%} of a core "
+                f"worker {worker_plan.pid}: py-spy will use ~{units.percent(cpu)} of a core "
                 f"({worker_plan.threads} threads at {worker_plan.rate} Hz); "
                 "--gil or a lower --rate costs less"
             )
@@ -297,7 +298,11 @@ def _wait_for_window(recording: Recording, duration: float | None, warned: set[i
         for worker in ended:
             console.warn(f"worker {worker.pid}: {worker.error or 'py-spy stopped early'}")
             warned.add(worker.pid)
-        left = f"{duration - elapsed:.0f}s left" if duration else f"{elapsed:.0f}s"
+        left = (
+            f"{units.seconds(duration - elapsed, 0)} left"
+            if duration
+            else units.seconds(elapsed, 0)
+        )
         status.update(f"recording {len(recording.running)} worker(s): {left} (Ctrl-C stops)")
 
     try:

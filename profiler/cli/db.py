@@ -203,11 +203,11 @@ def watch(
     Example: profiler db watch -i 0.5 -d 600 -o activity.jsonl
     """
     import contextlib
-    import signal
     import threading
 
     from rich.live import Live
 
+    from profiler.cli.signals import stop_on_signals
     from profiler.errors import InterruptedCapture
     from profiler.model import Gap
     from profiler.pg.dsn import redact
@@ -218,16 +218,9 @@ def watch(
     resolved = _require_dsn(dsn)
     console_dsn = _console(pgbouncer)
     stop = threading.Event()
-    interrupted: list[str] = []
-
-    def on_signal(signum: int, _frame: object) -> None:
-        interrupted.append(signal.Signals(signum).name)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     sampler = ActivitySampler(resolved, interval=interval, warn=console.warn, pgbouncer=console_dsn)
     view = WatchView(interval=interval)
-    try:
+    with stop_on_signals(stop.set) as interrupted, contextlib.closing(sampler):
         sampler.open()
         writer_context = (
             RecordingWriter(
@@ -257,10 +250,6 @@ def watch(
                 else:
                     view.add(item)
                 live.update(view.render(), refresh=True)
-    finally:
-        sampler.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     if output is not None:
         console.info(f"wrote {view.snapshots} snapshots to {output}")
     if interrupted and duration is not None:

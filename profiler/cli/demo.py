@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from profiler import units
 from profiler.cli import console
 
 if TYPE_CHECKING:
@@ -18,7 +19,7 @@ TABLE = (
     ("idle_age_max", "idle-in-tx age (max)", "{:.1f} s"),
     ("throughput_rps", "throughput (successful)", "{:.1f} req/s"),
     ("load_errors", "load errors", "{:.0f}"),
-    ("peak_rss_bytes", "peak worker RSS", "MiB"),
+    ("peak_rss_bytes", "peak worker RSS", "bytes"),
 )
 
 
@@ -119,6 +120,6 @@ def _print(result: DemoResult) -> None:
 def _cell(value: Any, fmt: str) -> str:
     if value is None:
         return "-"
-    if fmt == "MiB":
-        return f"{value / 2**20:.0f} MiB"
+    if fmt == "bytes":
+        return units.size(value)
     return fmt.format(value)

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from profiler import units
 from profiler.capture.writable import check_writable
 from profiler.cli import console
 from profiler.cli.signals import Terminated, terminate_as_exception
@@ -103,7 +104,8 @@ def run_attach(
         )
     if interrupted:
         raise InterruptedCapture(
-            f"capture interrupted after {manifest['seconds']:.1f}s; every worker was detached",
+            f"capture interrupted after {units.seconds(manifest['seconds'], 1)}; "
+            "every worker was detached",
             hint=f"what was captured is kept: {manifest_path}",
         )
 
@@ -135,9 +137,13 @@ def _report_attach(captures: list[WorkerCapture], started: float) -> None:
         elif capture.route is not None:
             console.warn(f"worker {capture.pid}: {capture.route}")
         if capture.status != "failed" and capture.tracking_since is not None:
+            since = units.seconds(capture.tracking_since - started, 1)
+            took = (
+                "-" if capture.attach_seconds is None else units.seconds(capture.attach_seconds, 1)
+            )
             console.detail(
-                f"worker {capture.pid}: tracking {capture.tracking_since - started:.1f}s "
-                f"after the command started (attach took {capture.attach_seconds:.1f}s)"
+                f"worker {capture.pid}: tracking {since} after the command started "
+                f"(attach took {took})"
             )
 
 
@@ -160,7 +166,11 @@ def _wait(
             tracking = [c for c in captures if c.status == "tracking" and c.pid not in exited]
             if not tracking:
                 return False
-            left = f"{duration - elapsed:.0f}s left" if duration else f"{elapsed:.0f}s"
+            left = (
+                f"{units.seconds(duration - elapsed, 0)} left"
+                if duration
+                else units.seconds(elapsed, 0)
+            )
             status.update(f"memray tracking {len(tracking)} worker(s): {left} (Ctrl-C stops)")
             time.sleep(0.1)
 
@@ -228,22 +238,16 @@ def _print_summary(manifest: dict[str, Any], directory: Path) -> None:
         table.add_row(
             str(worker["pid"]),
             worker["status"],
-            _mib(worker["rss_first_bytes"]),
-            _mib(worker["rss_peak_bytes"]),
+            units.measure(worker["rss_first_bytes"], "bytes"),
+            units.measure(worker["rss_peak_bytes"], "bytes"),
             Path(worker["capture"]).name if worker["capture"] else "-",
-            _mib(worker["capture_bytes"]),
+            units.measure(worker["capture_bytes"], "bytes"),
         )
     keep_whole(table, "worker", "capture")
     console.out.print(table)
     captures = [w["capture"] for w in manifest["workers"] if w["capture"]]
     if captures:
         console.info("next: profiler mem report " + " ".join(captures))
-
-
-def _mib(value: int | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value / 2**20:.1f} MiB" if value >= 2**20 else f"{value / 2**10:.0f} KiB"
 
 
 def _iso(at: float) -> str:

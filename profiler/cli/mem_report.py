@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from profiler import units
 from profiler.cli import console
 from profiler.cli.options import JSON_OPTION
 
@@ -146,7 +147,7 @@ def _write_reports(
     console.info(f"writing {len(to_write)} report(s)")
     results = reports.write_reports(to_write, summaries, offline=offline)
     for result in results:
-        console.detail(f"{result.report.path}: {result.seconds:.2f}s")
+        console.detail(f"{result.report.path}: {units.seconds(result.seconds, 2)}")
     return results, skipped
 
 
@@ -217,17 +218,16 @@ def _print_capture(summary: CaptureSummary, results: list[ReportResult], top: in
     from rich.table import Table
     from rich.text import Text
 
-    from profiler.memory.reports import format_bytes
     from profiler.report.tables import keep_whole
 
-    facts = [f"pid {summary.pid}", f"peak {format_bytes(summary.peak_memory_bytes)}"]
+    facts = [f"pid {summary.pid}", f"peak {units.size(summary.peak_memory_bytes)}"]
     if summary.total_allocated_bytes is not None:
         facts.append(
-            f"{format_bytes(summary.total_allocated_bytes)} allocated "
+            f"{units.size(summary.total_allocated_bytes)} allocated "
             f"in {summary.total_allocations:,} allocations"
         )
     if summary.duration_seconds is not None:
-        facts.append(f"over {summary.duration_seconds:.1f}s")
+        facts.append(f"over {units.seconds(summary.duration_seconds, 1)}")
     if summary.aggregated:
         facts.append("aggregated")
     if not summary.complete:
@@ -257,7 +257,6 @@ def _print_sites(title: str, sites: tuple[Site, ...], whole: int) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from profiler.memory.reports import format_bytes
     from profiler.report.tables import keep_words
 
     table = Table(box=None, pad_edge=False, title=title, title_justify="left")
@@ -267,8 +266,8 @@ def _print_sites(title: str, sites: tuple[Site, ...], whole: int) -> None:
     table.add_column("called from", overflow="fold")
     for site in sites:
         table.add_row(
-            format_bytes(site.bytes),
-            f"{site.bytes / whole:.1%}" if whole else "-",
+            units.size(site.bytes),
+            units.percent(site.bytes / whole, 1) if whole else "-",
             f"{site.allocations:,}",
             Text(_where(site.frame)),
             Text(_callers(site.stack)),
@@ -281,7 +280,7 @@ def _print_pool(pool: PoolSummary, top: int) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from profiler.memory.reports import format_bytes, stem
+    from profiler.memory.reports import stem
     from profiler.report.tables import keep_whole, keep_words
 
     pids = [worker.pid for worker in pool.workers]
@@ -290,7 +289,7 @@ def _print_pool(pool: PoolSummary, top: int) -> None:
 
     console.out.print(
         f"[bold]pool of {len(pool.workers)} workers[/bold]: peaks sum to "
-        f"{format_bytes(pool.peak_memory_bytes)} (an upper bound: workers peak at different times)",
+        f"{units.size(pool.peak_memory_bytes)} (an upper bound: workers peak at different times)",
         highlight=False,
     )
     table = Table(box=None, pad_edge=False, title="workers", title_justify="left")
@@ -300,8 +299,8 @@ def _print_pool(pool: PoolSummary, top: int) -> None:
         allocated = worker.total_allocated_bytes
         table.add_row(
             labels[worker.path],
-            format_bytes(worker.peak_memory_bytes),
-            format_bytes(allocated) if allocated is not None else "-",
+            units.size(worker.peak_memory_bytes),
+            units.size(allocated) if allocated is not None else "-",
             Text(str(worker.path)),
         )
     keep_whole(table, "worker", "capture")
@@ -318,10 +317,10 @@ def _print_pool(pool: PoolSummary, top: int) -> None:
         table.add_column("per worker", overflow="fold")
         for site in sites[:top]:
             table.add_row(
-                format_bytes(site.bytes),
-                f"{site.bytes / whole:.1%}" if whole else "-",
+                units.size(site.bytes),
+                units.percent(site.bytes / whole, 1) if whole else "-",
                 Text(_where(site.frame)),
-                ", ".join(f"{labels[w.path]}: {format_bytes(w.bytes)}" for w in site.workers),
+                ", ".join(f"{labels[w.path]}: {units.size(w.bytes)}" for w in site.workers),
             )
         keep_words(table, "site", "per worker")
         console.out.print(table)

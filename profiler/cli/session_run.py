@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 from typing import Any
 
+from profiler import units
 from profiler.cli import console
+from profiler.cli.signals import stop_on_signals
 from profiler.errors import AttachError, InterruptedCapture, UsageError
 from profiler.session.manifest import SessionSettings
 from profiler.session.probes import Probe
@@ -51,25 +52,21 @@ def run_session_command(
     how_long = f"for {settings.duration:g}s" if settings.duration else "until Ctrl-C"
     console.info(f"session {directory}: {len(pids)} worker(s), {len(probes)} probes {how_long}")
 
-    signalled: list[str] = []
-
-    def on_signal(signum: int, _frame: object) -> None:
-        signalled.append(signal.Signals(signum).name)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with console.err.status("") as status:
+        with stop_on_signals(stop.set) as signalled, console.err.status("") as status:
 
             def tick(elapsed: float, running: list[Probe]) -> None:
-                left = f"{settings.duration - elapsed:.0f}s left" if settings.duration else ""
+                left = (
+                    f"{units.seconds(settings.duration - elapsed, 0)} left"
+                    if settings.duration
+                    else ""
+                )
                 parts = " · ".join(probe.progress() for probe in running)
-                status.update(f"{elapsed:.0f}s {left} · {parts} (Ctrl-C stops)")
+                status.update(f"{units.seconds(elapsed, 0)} {left} · {parts} (Ctrl-C stops)")
 
             result = run_session(directory, manifest, probes, stop, tick=tick)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        stop.set()  # a second signal interrupts run_session: its probes still wind down
     if "SIGTERM" in signalled:
         result["interrupted"] = manifest.interrupted = True
         manifest.write(directory)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from profiler.analysis.text import offset
+from profiler import units
 from profiler.cli import console
 from profiler.errors import ChecksFailed
 from profiler.session.compare import format_value
@@ -84,7 +84,7 @@ def _heading(summary: Summary) -> str:
     state = " [red](interrupted)[/]" if session.interrupted else ""
     return (
         f"[bold]session {session.name}[/]{state}  {session.started_at:%Y-%m-%d %H:%M:%S} UTC, "
-        f"{metrics.duration_seconds:.0f} s, {metrics.workers} worker(s), "
+        f"{units.seconds(metrics.duration_seconds, 0)}, {metrics.workers} worker(s), "
         f"{metrics.transactions} transactions seen, stacks from {summary.attribution}"
     )
 
@@ -167,7 +167,7 @@ def _paths_table(summary: Summary) -> Table:
     for held in summary.metrics.top_paths:
         table.add_row(
             f"{held.seconds:.2f}" if held.seconds < 0.1 else f"{held.seconds:.1f}",
-            f"{held.share:.0%}",
+            units.percent(held.share),
             " ".join(map(str, held.owner_pids)) or "-",
             held.path,
         )
@@ -194,7 +194,7 @@ def _held_table(summary: Summary) -> Table:
         table.add_row(
             str(row["backend_pid"]),
             _owner_cell(row),
-            offset(row["start_offset"]),
+            units.offset(row["start_offset"]),
             f"{row['duration']:.1f}{'+' if row['open'] else ''}",
             f"{row['idle_seconds']:.1f}",
             _one_line(row["last_query"]),

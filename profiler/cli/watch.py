@@ -142,10 +142,10 @@ def _run(
     metrics_address: str,
     duration: float | None,
 ) -> None:
-    import signal
     import threading
 
     from profiler.cli import console
+    from profiler.cli.signals import stop_on_signals
     from profiler.errors import AttachError, UsageError
     from profiler.outputs import prepare_directory
     from profiler.pg.dsn import resolve
@@ -182,29 +182,23 @@ def _run(
     if metrics_port is not None:
         server = MetricsServer(live, metrics_port, metrics_address)
         console.info(f"metrics on http://{metrics_address}:{server.port}/metrics")
-    stopped_by: list[str] = []
-
-    def on_signal(signum: int, _frame: object) -> None:
-        stopped_by.append(signal.Signals(signum).name)
-        recorder.stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    timer = None
-    if duration is not None:
-        timer = threading.Timer(duration, recorder.stop.set)
-        timer.daemon = True
-        timer.start()
-    console.info(f"watching {len(workers)} worker(s) into {root} (Ctrl-C or SIGTERM stops; exit 0)")
-    try:
-        stats = recorder.run()
-    finally:
-        recorder.stop.set()
-        if timer is not None:
-            timer.cancel()
-        if server is not None:
-            server.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with stop_on_signals(recorder.stop.set) as stopped_by:
+        timer = None
+        if duration is not None:
+            timer = threading.Timer(duration, recorder.stop.set)
+            timer.daemon = True
+            timer.start()
+        console.info(
+            f"watching {len(workers)} worker(s) into {root} (Ctrl-C or SIGTERM stops; exit 0)"
+        )
+        try:
+            stats = recorder.run()
+        finally:
+            recorder.stop.set()
+            if timer is not None:
+                timer.cancel()
+            if server is not None:
+                server.close()
     how = f"stopped by {stopped_by[0]}" if stopped_by else "stopped"
     console.info(
         f"watch {how}: {stats.snapshots} snapshots, {len(stats.incidents)} incident(s) in {root}"

@@ -6,6 +6,7 @@ import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
+from profiler import units
 from profiler.cli import console
 from profiler.cli.options import (
     JSON_OPTION,
@@ -68,10 +69,10 @@ def workers(
             str(worker.pid),
             f"{role} ({worker.server})" if worker.server and worker.role == "master" else role,
             worker.python_version or "?",
-            f"{worker.rss_bytes / 2**20:.0f}",
+            f"{worker.rss_bytes / units.MIB:.0f}",
             f"{worker.cpu_percent:.0f}",
             str(worker.threads),
-            _age(now - worker.started_at),
+            units.age(now - worker.started_at),
             str(worker.pg_connections),
             {True: "yes", False: "no", None: "?"}[worker.memray_importable],
             str(worker.ns_pid) + (f" in {worker.container}" if worker.container else ""),
@@ -95,14 +96,6 @@ def _tree_order(found: list[Worker]) -> list[Worker]:
         ordered.append(worker)
         ordered.extend(w for w in found if w.ppid == worker.pid)
     return ordered
-
-
-def _age(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
 
 
 def _short(text: str) -> str:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from profiler.analysis.findings.common import _bytes
+from profiler import units
 from profiler.capture.processes import create_time, spawn_detached, stop_pid
 from profiler.errors import ProfilerError, UsageError
 from profiler.lab import downstream, memory_cgroup, servers
@@ -284,7 +284,7 @@ def _limit_memory(state: LabState, options: LabOptions, step: Step) -> LabState:
     """The workers' memory cgroup, made and recorded before any worker can join it."""
     assert options.memory_limit is not None
     made = memory_cgroup.create(f"profiler-lab-{options.port}", options.memory_limit)
-    size = _bytes(options.memory_limit)
+    size = units.size(options.memory_limit)
     step(f"workers' memory limit: {size} (cgroup v{made.version} {made.path})")
     state = replace(state, memory_cgroup=str(made.path), memory_limit=options.memory_limit)
     lab_state.save(state)

@@ -17,8 +17,12 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from profiler.lab.lifecycle import LabOptions
-from profiler.lab.record import record_lab_session, session_settings
-from profiler.pg.embedded import free_port
+from profiler.lab.record import (
+    REFERENCE_LAB,
+    record_lab_session,
+    reference_options,
+    session_settings,
+)
 
 Topology = Literal["tcp", "unix-socket", "pgbouncer-session", "pgbouncer-transaction"]
 TOPOLOGIES: tuple[str, ...] = get_args(Topology)
@@ -34,16 +38,16 @@ IDLE_SECONDS = 1.0  # session show's idle-in-transaction threshold
 class CellLoad:
     """The lab and its load: small enough for CI, large enough to empty the pools in held mode.
 
-    A 2 s downstream call is twice the 1 s idle threshold, so 1 s snapshots always see a
-    hold beyond it; a 0.1 s ``pool_timeout`` fails a checkout fast instead of wedging the
-    event loop for 30 s (``profiler.lab`` explains both).
+    The reference lab (:data:`~profiler.lab.record.REFERENCE_LAB`: its 2 s downstream call
+    and 0.1 s ``pool_timeout``) with a lighter load: 16 users for 6 s instead of 24, so a
+    pool of 4 per worker, not 6, is what 16 users empty in held mode.
     """
 
-    workers: int = 2
+    workers: int = REFERENCE_LAB.workers
     pool_size: int = 4
-    max_overflow: int = 0
-    pool_timeout: float = 0.1
-    downstream_latency: float = 2.0
+    max_overflow: int = REFERENCE_LAB.max_overflow
+    pool_timeout: float = REFERENCE_LAB.pool_timeout
+    downstream_latency: float = REFERENCE_LAB.downstream_latency
     users: int = 16
     seconds: float = 6.0
 
@@ -81,16 +85,15 @@ def lab_options(server: str, topology: str, mode: str, dsn: str, load: CellLoad)
     if topology not in TOPOLOGIES:
         raise ValueError(f"unknown topology {topology!r}: one of {', '.join(TOPOLOGIES)}")
     via = "pgbouncer" if topology.startswith("pgbouncer-") else None
-    return LabOptions(
-        mode=mode,  # type: ignore[arg-type]
+    return reference_options(
+        mode,  # type: ignore[arg-type]
+        dsn,
         workers=load.workers,
         pool_size=load.pool_size,
         max_overflow=load.max_overflow,
         pool_timeout=load.pool_timeout,
         downstream_latency=load.downstream_latency,
-        port=free_port(),
-        dsn=dsn,
-        server=server,  # type: ignore[arg-type]
+        server=server,
         unix_socket=topology == "unix-socket",
         via=via,
         pool_mode=topology.removeprefix("pgbouncer-") if via else "session",

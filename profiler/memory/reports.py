@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from profiler import units
 from profiler.errors import InputError, UsageError
 from profiler.memory.reader import CaptureSummary
 from profiler.memory.stacks import Frame, StackUsage
@@ -268,12 +269,12 @@ def render_tree(summary: CaptureSummary, out: TextIO, *, stacks: int = TREE_STAC
     peak = summary.peak_memory_bytes
     out.write(
         f"Allocations live at the peak of {summary.path.name} (pid {summary.pid}): "
-        f"{format_bytes(peak)}, {_allocations(root.allocations)}\n"
+        f"{units.size(peak)}, {_allocations(root.allocations)}\n"
     )
     if elided:
         hidden = sum(usage.bytes for usage in elided)
         out.write(
-            f"{len(elided)} smaller stacks not shown ({format_bytes(hidden)}); "
+            f"{len(elided)} smaller stacks not shown ({units.size(hidden)}); "
             f"the biggest {stacks} are\n"
         )
     out.write("\n")
@@ -311,28 +312,12 @@ def _draw(root: _Node, out: TextIO, *, prefix: str, total: int) -> None:
             pending.append((text + ("    " if last else "│   "), child))
             pending.append(
                 (
-                    f"{text}{'└── ' if last else '├── '}{format_bytes(child.size)} "
-                    f"({child.size / total:.1%}, {_allocations(child.allocations)}) "
+                    f"{text}{'└── ' if last else '├── '}{units.size(child.size)} "
+                    f"({units.percent(child.size / total, 1)}, {_allocations(child.allocations)}) "
                     f"{frame.function} {frame.file}:{frame.line}\n",
                     None,
                 )
             )
-
-
-def format_bytes(size: float) -> str:
-    """Binary units, three significant digits: ``format_bytes(52428801) == '50.0 MiB'``.
-
-    >>> format_bytes(512), format_bytes(1536), format_bytes(5 * 2**30)
-    ('512 B', '1.50 KiB', '5.00 GiB')
-    """
-    if abs(size) < 1024:
-        return f"{size:.0f} B"
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        size /= 1024
-        if abs(size) < 1024 or unit == "TiB":
-            break
-    digits = 2 if abs(size) < 10 else 1 if abs(size) < 100 else 0
-    return f"{size:.{digits}f} {unit}"
 
 
 def _allocations(count: int) -> str:

@@ -24,6 +24,7 @@ import re
 import zlib
 from collections.abc import Mapping
 
+from profiler import units
 from profiler.analysis import collapsed
 
 FRAME_HEIGHT = 16
@@ -335,7 +336,7 @@ def _frames(placed: list[_Placed], total: int, unit: str, span: int, *, root_y: 
         y = root_y - depth * FRAME_HEIGHT
         lines.append(
             f'<g data-s="{start}" data-n="{count}">'
-            f"<title>{escaped} ({count:,} {unit_text}, {100 * count / total:.2f}%)</title>"
+            f"<title>{escaped} ({count:,} {unit_text}, {units.percent(count / total, 2)})</title>"
             f'<rect x="{x:.2f}" y="{y}" width="{frame_width:.2f}" height="{FRAME_HEIGHT - 1}"'
             f' fill="{fill}"/>'
             f'<text x="{x + TEXT_PAD:.2f}" y="{y + FRAME_HEIGHT - 4}">'

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timezone
 from typing import TYPE_CHECKING
 
+from profiler import units
 from profiler.report import markdown as md
 from profiler.report.redact import Redaction, inline
 from profiler.session.compare import format_value
@@ -78,7 +79,8 @@ def render(
             "|---:|---:|---:|---|",
         ]
         lines += [
-            f"| {b:.1f} s | {a:.1f} s | {_percent_change(b, a)} | {md.code(policy.text(path))} |"
+            f"| {units.seconds(b, 1)} | {units.seconds(a, 1)} | {units.change(b, a)} "
+            f"| {md.code(policy.text(path))} |"
             for path, (b, a) in paths
         ]
     else:
@@ -106,13 +108,15 @@ def _session_row(label: str, summary: Summary, policy: Redaction, link: str | No
         name = f"[{name}]({link})"
     load = session.load
     conditions = (
-        f"{load.users} users, {load.ended_at - load.started_at:.0f} s, {load.requests:,} requests"
+        f"{load.users} users, {units.seconds(load.ended_at - load.started_at, 0)}, "
+        f"{load.requests:,} requests"
         if load is not None
         else "not recorded"
     )
     return (
         f"| {label} | {name}{stopped} | {started} "
-        f"| {metrics.duration_seconds:.0f} s | {metrics.workers} | {metrics.transactions} "
+        f"| {units.seconds(metrics.duration_seconds, 0)} | {metrics.workers} "
+        f"| {metrics.transactions} "
         f"| {conditions} |"
     )
 
@@ -129,9 +133,9 @@ def _error_row(before: Summary, after: Summary) -> list[str]:
     rates = error_rate(before), error_rate(after)
     if rates == (None, None):
         return []
-    shown = ["-" if rate is None else f"{rate:.0%}" for rate in rates]
+    shown = ["-" if rate is None else units.percent(rate) for rate in rates]
     b, a = rates
-    change = _percent_change(b, a) if b is not None and a is not None else "-"
+    change = units.change(b, a)
     better = (
         "n/a" if b is None or a is None else ("better" if a < b else "same" if a == b else "worse")
     )
@@ -167,7 +171,7 @@ def verdict(comparison: Comparison) -> str:
             )
     rates = error_rate(comparison.before), error_rate(comparison.after)
     if rates[0] is not None and rates[1] is not None:
-        facts.append(f"errors {rates[0]:.0%} → {rates[1]:.0%} of requests")
+        facts.append(f"errors {units.percent(rates[0])} → {units.percent(rates[1])} of requests")
     facts.append(
         f"{len(comparison.resolved)} findings resolved, {len(comparison.appeared)} appeared"
     )
@@ -187,14 +191,6 @@ def by_function(comparison: Comparison) -> list[tuple[str, tuple[float, float]]]
     return [(key, (pair[0], pair[1])) for key, pair in ranked]
 
 
-def _percent_change(before: float | None, after: float | None) -> str:
-    if before is None or after is None:
-        return "-"
-    if before == 0:
-        return "0%" if after == 0 else "new"
-    return f"{(after - before) / abs(before):+.0%}"
-
-
 def _summary_sentence(comparison: Comparison) -> str:
     counts = {verdict: 0 for verdict in VERDICT_TEXT}
     for change in comparison.changes:
@@ -210,7 +206,7 @@ def _change_row(change: Change) -> str:
     unit = change.measure.unit
     return (
         f"| {change.measure.label} | {format_value(change.before, unit)} "
-        f"| {format_value(change.after, unit)} | {_percent_change(change.before, change.after)} "
+        f"| {format_value(change.after, unit)} | {units.change(change.before, change.after)} "
         f"| {VERDICT_TEXT[change.verdict]} |"
     )
 

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from profiler import units
 from profiler.report import markdown as md
 from profiler.report.fold import FOLDED_LABEL
 from profiler.report.held_section import held_section
@@ -19,16 +20,13 @@ from profiler.report.page_text import (
     RULE_HEADINGS,
     SKIPPED_EVIDENCE,
     cut,
-    duration,
     header,
     held_seconds,
     is_rows,
     measure_text,
     number_for,
-    percent_text,
     plural,
     singular,
-    size,
     utc,
 )
 from profiler.report.report_assets import ASSETS, MEMORY_FOLD_SHARE, Link, State
@@ -98,7 +96,7 @@ class Page:
         stopped = " It was stopped early." if session.interrupted else ""
         self.add(
             f"{plural(len(targets), 'worker', 'workers')} profiled from {utc(session.started_at)} "
-            f"for {duration(metrics.duration_seconds)}; "
+            f"for {units.duration(metrics.duration_seconds)}; "
             f"{plural(metrics.transactions, 'transaction', 'transactions')} seen in "
             f"`pg_stat_activity`.{stopped} {self.scrub.text(load_sentence(session.load))}",
             "",
@@ -123,7 +121,7 @@ class Page:
             f"Recorded{where}{against}. The code holding connections is attributed from "
             f"{source}.{self._attribution_split()} A transaction counts as held too long when "
             f"idle in transaction over "
-            f"{duration(self.summary.thresholds.idle_in_transaction_seconds)}.",
+            f"{units.duration(self.summary.thresholds.idle_in_transaction_seconds)}.",
             "",
         )
         targets = [t for t in manifest.get("targets", []) if isinstance(t, dict)]
@@ -159,7 +157,7 @@ class Page:
         if not total:
             return ""
         parts = [
-            f"{percent_text(millis[kind] / total)} {text}"
+            f"{units.percent(millis[kind] / total)} {text}"
             for kind, text in ATTRIBUTION_KINDS.items()
             if millis.get(kind)
         ]
@@ -278,7 +276,7 @@ class Page:
                 f"| {md.code(finding.handler)} "
                 f"| {md.code(finding.route) if finding.route else '-'} "
                 f"| {md.code(f'{finding.file}:{finding.line}')} | {finding.severity} | {reasons} "
-                f"| {duration(held_ms / 1000) if held_ms else 'no'} |"
+                f"| {units.duration(held_ms / 1000) if held_ms else 'no'} |"
             )
         self.add("")
 
@@ -345,7 +343,7 @@ class Page:
         for display, millis, _ in shown:
             workers = ", ".join(str(pid) for pid in sorted(owners.get(display, ()))) or "-"
             self.add(
-                f"| {held_seconds(millis / 1000)} | {percent_text(millis / total)} | {workers} "
+                f"| {held_seconds(millis / 1000)} | {units.percent(millis / total)} | {workers} "
                 f"| {md.code(self.scrub.text(display))} |"
             )
         self.add("")
@@ -384,7 +382,7 @@ class Page:
         if mem:
             self.add(
                 "**Memory** live at the peak (memray; frames under "
-                f"{percent_text(MEMORY_FOLD_SHARE)} of the peak folded into their parents): "
+                f"{units.percent(MEMORY_FOLD_SHARE)} of the peak folded into their parents): "
                 + ", ".join(f"[{link.label}]({link.asset.path}) ({link.detail})" for link in mem),
                 "",
             )
@@ -413,11 +411,11 @@ class Page:
             why = (
                 "as every memory flamegraph is"
                 if folded.reason == "default"
-                else f"to keep it under {size(state.cap)}"
+                else f"to keep it under {units.size(state.cap)}"
             )
             lines.append(
                 f"- [{folded.path}]({folded.path}): frames under "
-                f"{percent_text(folded.min_share)} of the total folded into their parents, "
+                f"{units.percent(folded.min_share)} of the total folded into their parents, "
                 f"{why}: {folded.folded_stacks} of {folded.stacks} stacks end in "
                 f"`{FOLDED_LABEL}`."
             )
@@ -437,5 +435,5 @@ class Page:
             return
         self.add("| file | size |", "|---|---:|")
         for asset in sorted(self.state.assets, key=lambda a: a.path):
-            self.add(f"| [{asset.path}]({asset.path}) | {size(asset.bytes)} |")
+            self.add(f"| [{asset.path}]({asset.path}) | {units.size(asset.bytes)} |")
         self.add("")

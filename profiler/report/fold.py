@@ -6,9 +6,9 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from profiler.report.page_text import percent_text
+from profiler import units
 
-SIZE_CAP = 50 * 2**20
+SIZE_CAP = 50 * units.MIB
 """Bytes any one published file may weigh."""
 FOLD_STEPS = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
 """The shares tried in turn when a flamegraph is over the cap."""
@@ -88,7 +88,7 @@ def capped_flamegraph(
     shares = [min_share, *(share for share in FOLD_STEPS if share > min_share)]
     for share in shares:
         folded, cut = fold_small_frames(profile, share)
-        note = f"frames under {percent_text(share)} folded into their parents" if cut else None
+        note = f"frames under {units.percent(share)} folded into their parents" if cut else None
         text = render_svg(
             folded,
             title=title,

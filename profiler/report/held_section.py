@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from profiler.analysis.text import offset
+from profiler import units
 from profiler.report import markdown as md
 from profiler.report.episode_stacks import attributed_stacks, stacks_during
 from profiler.report.page_text import ATTRIBUTION, cut, fenced, missing, plural
@@ -95,8 +95,9 @@ def held_section(summary: Summary, scrub: Scrub) -> list[str]:
     for group in ranked[:GROUPS_SHOWN]:
         workers = ", ".join(str(pid) for pid in sorted(group.workers)) or "-"
         lines.append(
-            f"| {len(group.durations)} | {sum(group.durations):.1f} s "
-            f"| {max(group.durations):.1f} s | {group.idle:.1f} s | {workers} "
+            f"| {len(group.durations)} | {units.seconds(sum(group.durations), 1)} "
+            f"| {units.seconds(max(group.durations), 1)} | {units.seconds(group.idle, 1)} "
+            f"| {workers} "
             f"| {md.code(group.holder) if group.holder else '-'} "
             f"| {md.code(gist(group.query)) if group.query else 'not seen'} |"
         )
@@ -149,12 +150,15 @@ def _each(
     queries: list[str] = []
     for row in rows:
         owner = _owner(row)
-        held = f"{row['duration']:.1f} s" + (" (still open)" if row["open"] else "")
-        longest_idle = "-" if missing(row["max_idle_age"]) else f"{row['max_idle_age']:.1f} s"
+        held = units.seconds(row["duration"], 1) + (" (still open)" if row["open"] else "")
+        longest_idle = (
+            "-" if missing(row["max_idle_age"]) else units.seconds(row["max_idle_age"], 1)
+        )
         holder = short(scrub.text(holders[int(row["episode_id"])]))
         lines.append(
-            f"| {int(row['pid'])} | {owner} | {offset(row['start'] - start, unit=' s')} "
-            f"| {held} | {row['idle_seconds']:.1f} s | {longest_idle} | {int(row['samples'])} "
+            f"| {int(row['pid'])} | {owner} | {units.offset(row['start'] - start, unit=' s')} "
+            f"| {held} | {units.seconds(row['idle_seconds'], 1)} | {longest_idle} "
+            f"| {int(row['samples'])} "
             f"| {md.code(holder) if holder else '-'} |"
         )
         query = row.get("last_query")

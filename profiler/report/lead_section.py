@@ -13,8 +13,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from profiler import units
 from profiler.report import markdown as md
-from profiler.report.page_text import RULE_HEADINGS, SEVERITY_ORDER, cut, duration, plural
+from profiler.report.page_text import RULE_HEADINGS, SEVERITY_ORDER, cut, plural
 
 if TYPE_CHECKING:
     from profiler.analysis.diagnosis import Cause
@@ -67,13 +68,13 @@ def load_sentence(load: LoadRecord | None) -> str:
     if load is None:
         return "No load was recorded with this session (`load.json`): traffic is unknown."
     seconds = max(load.ended_at - load.started_at, 0.0)
-    rate = f" ({min(load.errors / load.requests, 1.0):.0%})" if load.requests else ""
+    rate = f" ({units.percent(min(load.errors / load.requests, 1.0))})" if load.requests else ""
     p95 = f", p95 latency {load.p95_ms:.0f} ms" if load.p95_ms is not None else ""
     return (
         f"Load: {plural(load.users, 'concurrent user', 'concurrent users')} for "
-        f"{duration(seconds)}: {load.requests:,} requests finished, {load.rps:.2f} successful "
-        f"req/s{p95}; {load.errors:,} errors{rate}, each a status of 400 or over, a timeout or "
-        "a refused connection."
+        f"{units.duration(seconds)}: {load.requests:,} requests finished, "
+        f"{load.rps:.2f} successful req/s{p95}; {load.errors:,} errors{rate}, "
+        "each a status of 400 or over, a timeout or a refused connection."
     )
 
 
@@ -92,8 +93,9 @@ def lead(
     if not causes and not merged:
         thresholds = summary.thresholds
         lines += [
-            f"Healthy: in {duration(summary.metrics.duration_seconds)}, no transaction sat idle "
-            f"over {duration(thresholds.idle_in_transaction_seconds)} and no other finding "
+            f"Healthy: in {units.duration(summary.metrics.duration_seconds)}, "
+            "no transaction sat idle "
+            f"over {units.duration(thresholds.idle_in_transaction_seconds)} and no other finding "
             "crossed its threshold.",
             "",
         ]

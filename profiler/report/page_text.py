@@ -1,6 +1,7 @@
-"""Words and numbers as the findings page writes them: headings, units, shares, durations.
+"""Words as the findings page writes them: headings, cuts, evidence numbers by their key.
 
-One place, so the same value prints the same on every section of the page.
+Quantities (bytes, seconds, shares) come from :mod:`profiler.units`, so the same value prints
+the same on every section of the page and on every other page.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from profiler import units
 
 if TYPE_CHECKING:
     from profiler.session.reader import Session
@@ -70,12 +73,12 @@ def is_rows(value: Any) -> bool:
 def number_for(key: str, value: float) -> str:
     """A number as its key says: bytes, shares, seconds, or plain."""
     if key.endswith("bytes") or key.endswith("bytes_per_minute"):
-        text = size(value)
+        text = units.size(value)
         return f"{text}/min" if key.endswith("per_minute") else text
     if "share" in key:
-        return percent_text(value)
+        return units.percent(value)
     if "seconds" in key or key.endswith("_age") or key.endswith("age"):
-        return f"{plain_number(value)} s"
+        return f"{plain_number(value)} s"  # the evidence's own digits, as the JSON has them
     if "pid" in key:  # an identifier, not a quantity: no thousands separator
         return str(int(value))
     return plain_number(value)
@@ -89,38 +92,11 @@ def plain_number(value: float) -> str:
 
 def held_seconds(seconds: float) -> str:
     """``12.3 s``, and two decimals under a tenth (a healthy session's holds are short)."""
-    return f"{seconds:.2f} s" if seconds < 0.1 else f"{seconds:.1f} s"
-
-
-def percent_text(share: float) -> str:
-    """``0.1234`` -> ``12%``; small shares keep their digits: ``0.001`` -> ``0.1%``."""
-    percent = share * 100
-    if percent == 0 or percent >= 10:
-        return f"{percent:.0f}%"
-    if percent >= 1:
-        return f"{percent:.1f}%".replace(".0%", "%")
-    return f"{percent:.2g}%"
-
-
-def size(value: float) -> str:
-    from profiler.memory.reports import format_bytes
-
-    return format_bytes(value)
+    return units.seconds(seconds, 2 if seconds < 0.1 else 1)
 
 
 def measure_text(value: Any, unit: str) -> str:
-    if value is None or missing(value):
-        return "-"
-    if unit == "bytes":
-        return size(float(value))
-    text = f"{value:.2f}" if isinstance(value, float) else str(value)
-    return f"{text} {unit}".strip()
-
-
-def duration(seconds: float) -> str:
-    if seconds >= 120:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds:.1f} s".replace(".0 s", " s")
+    return "-" if missing(value) else units.measure(value, unit)
 
 
 def utc(moment: datetime) -> str:

@@ -30,6 +30,7 @@ import numpy as np
 
 from profiler.analysis.stats import percentile
 from profiler.model import IDLE_IN_TRANSACTION
+from profiler.units import MIB
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 MAX_POINTS = 2000
 """Points kept per line at most; more are thinned by buckets (:func:`thin`)."""
 FIGSIZE = (9.0, 3.4)
-MIB = 2**20
+
 LEGEND_ENTRIES = 12  # more workers than this: no legend (the page lists the workers)
 
 STATE_ORDER = (

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from profiler import units
 from profiler.errors import ProfilerError
 from profiler.report.fold import CappedFlamegraph, capped_flamegraph
-from profiler.report.page_text import percent_text, session_path, size
+from profiler.report.page_text import session_path
 from profiler.report.scrub import Scrub, mask_passwords
 
 if TYPE_CHECKING:
@@ -170,7 +171,7 @@ def plot_assets(
         if plot.path.stat().st_size > state.cap:
             plot.path.unlink()
             state.notes.append(
-                f"Plot “{plot.title}” left out: over {size(state.cap)} even with "
+                f"Plot “{plot.title}” left out: over {units.size(state.cap)} even with "
                 f"{PLOT_MIN_POINTS} points per line."
             )
             kept.append(plots.Plot(plot.name, plot.title, None, "over the size cap"))
@@ -219,8 +220,8 @@ def write_flamegraph(
     relative = state.relative(path)
     if capped.svg is None:
         state.notes.append(
-            f"The {label} flamegraph ({relative}) was left out: over {size(state.cap)} "
-            f"even with frames under {percent_text(capped.min_share)} folded."
+            f"The {label} flamegraph ({relative}) was left out: over {units.size(state.cap)} "
+            f"even with frames under {units.percent(capped.min_share)} folded."
         )
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -263,7 +264,7 @@ def cpu_flamegraphs(session: Session, directory: Path, scrub: Scrub, state: Stat
         if not stacks_file.is_file():
             state.notes.append(
                 f"CPU flamegraph {session_path(session, source)} left out: over "
-                f"{size(state.cap)} and no collapsed stacks beside it to fold."
+                f"{units.size(state.cap)} and no collapsed stacks beside it to fold."
             )
             continue
         profile, _ = collapsed.read_lenient(stacks_file)
@@ -338,7 +339,7 @@ def memory_flamegraphs(memory: list[MemoryProfile], directory: Path, state: Stat
         capped = capped_flamegraph(
             profile.profile,
             title=f"Memory live at the peak: worker {profile.pid}",
-            subtitle=f"{size(profile.peak_bytes)} at the peak (memray high-water mark)",
+            subtitle=f"{units.size(profile.peak_bytes)} at the peak (memray high-water mark)",
             unit="bytes",
             cap=state.cap,
             min_share=MEMORY_FOLD_SHARE,
@@ -353,7 +354,9 @@ def memory_flamegraphs(memory: list[MemoryProfile], directory: Path, state: Stat
             reason=reason,
         )
         if link is not None:
-            links.append(Link(link.label, link.asset, f"{size(profile.peak_bytes)} at the peak"))
+            links.append(
+                Link(link.label, link.asset, f"{units.size(profile.peak_bytes)} at the peak")
+            )
     return links
 
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from profiler import units
 from profiler.errors import UsageError
+from profiler.units import MIB
 
 if TYPE_CHECKING:
     from profiler.analysis.findings import Finding
@@ -21,7 +23,6 @@ if TYPE_CHECKING:
 
 Verdict = Literal["better", "worse", "same", "n/a"]
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
-MIB = 2**20
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,19 +116,13 @@ class Comparison:
 
 
 def format_value(value: Any, unit: str) -> str:
-    """A measure's value as the comparison shows it everywhere (terminal, page, docs).
+    """A measure's value as the comparison shows it everywhere (terminal, page, docs): as
+    :func:`profiler.units.measure` prints any measure.
 
-    >>> format_value(3 * 2**20, "bytes"), format_value(2.5, "req/s"), format_value(None, "")
-    ('3 MiB', '2.50 req/s', '-')
+    >>> format_value(3 * MIB, "bytes"), format_value(2.5, "req/s"), format_value(None, "")
+    ('3.00 MiB', '2.50 req/s', '-')
     """
-    if value is None:
-        return "-"
-    if unit == "bytes":
-        return f"{value / 2**20:.0f} MiB"
-    suffix = f" {unit}" if unit else ""
-    if isinstance(value, float):
-        return f"{value:.2f}{suffix}"
-    return f"{value}{suffix}"
+    return units.measure(value, unit)
 
 
 def rules(finding_rules: tuple[str, ...]) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ from typing import Any
 
 import psutil
 
+from profiler import units
 from profiler.analysis import collapsed
 from profiler.capture.record import Recording, RecordOptions, WorkerRecording
 from profiler.render.flamegraph import render_svg
@@ -248,7 +249,7 @@ def _sampling(worker: WorkerRecording, options: RecordOptions) -> str:
 
 def _window(start: float, end: float) -> str:
     begin = datetime.fromtimestamp(start, timezone.utc)
-    return f"{begin:%Y-%m-%d %H:%M:%S} UTC + {end - start:.1f}s"
+    return f"{begin:%Y-%m-%d %H:%M:%S} UTC + {units.seconds(end - start, 1)}"
 
 
 def _iso(at: float) -> str:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from profiler import units
 from profiler.errors import ProfilerError
 from profiler.session.manifest import ProbeRecord, SessionSettings, now
 
@@ -136,7 +137,9 @@ class PgProbe(Probe):
 
     def progress(self) -> str:
         idle = f", {self.idle_in_transaction} idle in tx" if self.idle_in_transaction else ""
-        oldest = f" (oldest {self.oldest_idle:.0f}s)" if self.idle_in_transaction else ""
+        oldest = (
+            f" (oldest {units.seconds(self.oldest_idle, 0)})" if self.idle_in_transaction else ""
+        )
         return f"pg {self.snapshots} snapshots{idle}{oldest}"
 
 

@@ -19,9 +19,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from profiler import units
 from profiler.watch.incident import PREFIX
 
-MIN_INCIDENT_BYTES = 4 * 1024 * 1024
+MIN_INCIDENT_BYTES = 4 * units.MIB
 FREE_RESERVE_FRACTION = 0.05
 
 
@@ -66,7 +67,7 @@ def room_for_one(root: Path, budget: int) -> str | None:
         )
     disk = shutil.disk_usage(root)
     if disk.free - typical < FREE_RESERVE_FRACTION * disk.total:
-        return f"the file system of {root} is {disk.used / disk.total:.0%} full"
+        return f"the file system of {root} is {units.percent(disk.used / disk.total)} full"
     return None
 
 

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from profiler import units
 from profiler.analysis.activity import client_backends, idle_in_transaction
 from profiler.analysis.stack_kinds import is_blocked_on_pool, is_event_loop
 from profiler.capture.stacks import StackSample
@@ -25,7 +26,6 @@ from profiler.watch.settings import (
     BLOCKED_LOOP,
     IDLE_IN_TRANSACTION,
     MEMORY_LIMIT,
-    MIB,
     POOL_AT_CAP,
     RSS_GROWTH,
     WORKER_VANISHED,
@@ -92,7 +92,8 @@ class LiveRules:
             IDLE_IN_TRANSACTION,
             at,
             tuple(pids),
-            f"{len(held)} transaction(s) idle longer than {threshold:g}s (oldest {oldest:.1f}s)",
+            f"{len(held)} transaction(s) idle longer than {units.seconds(threshold)} "
+            f"(oldest {units.seconds(oldest, 1)})",
             crossed,
             {
                 "backends": [b.pid for b in held],
@@ -122,7 +123,7 @@ class LiveRules:
                         at,
                         (pid,),
                         f"worker {pid} at its pool's cap ({count}/{capacity}) "
-                        f"for {at - since:.0f}s",
+                        f"for {units.seconds(at - since, 0)}",
                         since + self.settings.pool_at_cap_seconds,
                         {"worker_pid": pid, "checked_out": count, "capacity": capacity},
                     )
@@ -174,7 +175,7 @@ class LiveRules:
                     RSS_GROWTH,
                     at,
                     (pid,),
-                    f"worker {pid} grew {rate / MIB:.0f} MiB/min over {span:.0f}s",
+                    f"worker {pid} grew {units.size(rate)}/min over {units.seconds(span, 0)}",
                     None,
                     {"worker_pid": pid, "bytes_per_minute": round(rate), "rss_bytes": rss},
                 )
@@ -186,7 +187,7 @@ class LiveRules:
                     MEMORY_LIMIT,
                     at,
                     (pid,),
-                    f"worker {pid} at {rss / cap:.0%} of its {cap / MIB:.0f} MiB limit",
+                    f"worker {pid} at {units.percent(rss / cap)} of its {units.size(cap)} limit",
                     None,
                     {"worker_pid": pid, "rss_bytes": rss, "limit_bytes": cap},
                 )

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 
 from profiler.errors import UsageError
+from profiler.units import GIB, KIB, MIB
 
 IDLE_IN_TRANSACTION = "idle-in-transaction"
 POOL_AT_CAP = "pool-saturation"
@@ -24,9 +25,8 @@ RULES = (
     WORKER_VANISHED,
 )
 MEMORY_RULES = frozenset({RSS_GROWTH, MEMORY_LIMIT, WORKER_VANISHED})
-MIB = 1024 * 1024
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1024, "m": MIB, "g": 1024 * MIB, "t": 1024 * 1024 * MIB}
+_UNITS = {"": 1, "k": KIB, "m": MIB, "g": GIB, "t": KIB * GIB}
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +56,7 @@ class WatchSettings:
     burst_seconds: float = 20.0
     cooldown_seconds: float = 600.0
     max_incidents: int = 50
-    max_disk_bytes: int = 1024 * MIB
+    max_disk_bytes: int = GIB
     mem_on: frozenset[str] = frozenset()
     tasks: bool = True  # inject the asyncio task sampler into the burst's workers
     rediscover_seconds: float = 300.0  # new servers; a master's new workers are seen at once

@@ -42,7 +42,6 @@ from profiler.analysis.findings.pool import pool_saturation
 from profiler.analysis.findings.records import (
     DEFAULT_THRESHOLDS,
     LISTED,
-    MIB,
     QUERY_CHARS,
     RULES,
     SEVERITIES,
@@ -54,6 +53,7 @@ from profiler.analysis.findings.records import (
 )
 from profiler.analysis.findings.workers import worker_vanished
 from profiler.analysis.stack_kinds import is_blocked_on_pool, is_event_loop, is_pool_wait
+from profiler.units import MIB
 
 __all__ = [
     "DEFAULT_THRESHOLDS",

@@ -12,7 +12,7 @@ import numpy as np
 
 from profiler.analysis.code_paths import CodePath, describe
 from profiler.analysis.columns import epoch_seconds, floats
-from profiler.analysis.findings.records import MIB, QUERY_CHARS, TITLE_QUERY_CHARS, Finding
+from profiler.analysis.findings.records import QUERY_CHARS, TITLE_QUERY_CHARS, Finding
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -213,31 +213,6 @@ def _int(value: Any) -> int | None:
 
 def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(float(value), digits)
-
-
-def _number(value: float) -> str:
-    """``0.25`` -> ``0.25``, ``3.21`` -> ``3.2``, ``42.4`` -> ``42``."""
-    if abs(value) >= 10:
-        return f"{value:.0f}"
-    if abs(value) >= 1:
-        return f"{value:.1f}".removesuffix(".0")
-    return f"{value:.2f}".rstrip("0").rstrip(".") or "0"
-
-
-def _seconds(value: float) -> str:
-    return f"{_number(value)} s"
-
-
-def _percent(share: float) -> str:
-    return f"{share * 100:.0f}%"
-
-
-def _bytes(value: float) -> str:
-    if abs(value) >= 2**30:
-        return f"{value / 2**30:.1f} GiB"
-    if abs(value) >= MIB:
-        return f"{_number(value / MIB)} MiB"
-    return f"{value / 1024:.0f} KiB"
 
 
 def _plural(count: int, one: str, many: str) -> str:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from profiler.analysis.findings.common import _finding, _percent, _workers
+from profiler import units
+from profiler.analysis.findings.common import _finding, _workers
 from profiler.analysis.findings.records import SEVERITIES, Finding
 
 FOLDED = ("pool-saturation", "blocked-event-loop")
@@ -59,5 +60,5 @@ def _shares(rule: str, rows: list[dict[str, Any]]) -> str:
     else:
         shares = [row.get("share_at_cap") for row in rows]
         what = "of the time at the pool's cap"
-    known = [_percent(float(share)) for share in shares if share is not None]
+    known = [units.percent(float(share)) for share in shares if share is not None]
     return f"{', '.join(known)} {what}" if known else "each its own"

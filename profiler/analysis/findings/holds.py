@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from profiler import units
 from profiler.analysis.code_paths import CodePath, short_names
 from profiler.analysis.findings.common import (
     _by_code_path,
@@ -12,11 +13,8 @@ from profiler.analysis.findings.common import (
     _EpisodeRow,
     _finding,
     _idle_beyond,
-    _number,
-    _percent,
     _plural,
     _round,
-    _seconds,
     _short_query,
     _unknown_owner,
     _workers,
@@ -80,23 +78,23 @@ def held_code_path(evidence: Evidence, thresholds: Thresholds) -> list[Finding]:
     endpoints = _by_endpoint(paths, millis, owners, base_ms)
     top_display, top_ms = kept[0]
     share = top_ms / base_ms
-    of = f"of {_seconds(base_ms / 1000)}" + (
-        f" attributed ({_seconds(fallback_ms / 1000)} more by the worker fallback)"
+    of = f"of {units.seconds(base_ms / 1000)}" + (
+        f" attributed ({units.seconds(fallback_ms / 1000)} more by the worker fallback)"
         if fallback_ms and not only_fallback
         else ""
     )
     top_owners = sorted(owners[top_display])
-    title = f"{short_names(paths[top_display])} held connections {_percent(share)} {of}"
+    title = f"{short_names(paths[top_display])} held connections {units.percent(share)} {of}"
     if top_owners:
         title += f" ({_workers(top_owners)})"
     if endpoints and endpoints[0]["share"] >= share:
         top = endpoints[0]
         share, top_ms = top["share"], top["seconds_held"] * 1000
         title = (
-            f"{top['endpoint']} held connections {_percent(share)} {of}"
+            f"{top['endpoint']} held connections {units.percent(share)} {of}"
             + (f" ({_workers(top['owner_pids'])})" if top["owner_pids"] else "")
             + ": "
-            + "; ".join(f"{_percent(p['share'])} {p['names']}" for p in top["paths"][:3])
+            + "; ".join(f"{units.percent(p['share'])} {p['names']}" for p in top["paths"][:3])
         )
     elif kinds.get(top_display) == "threads":  # worker-level, as the fallback is: say so
         title += "; from py-spy thread dumps (no task sampler): the worker's threads meanwhile"
@@ -220,7 +218,7 @@ def idle_in_transaction(evidence: Evidence, thresholds: Thresholds) -> list[Find
 
     title = (
         f"{_plural(count, 'transaction', 'transactions')} idle in transaction over "
-        f"{_seconds(limit)} (p95 {_seconds(p95 or 0.0)}, max {_seconds(longest)})"
+        f"{units.seconds(limit)} (p95 {units.seconds(p95 or 0.0)}, max {units.seconds(longest)})"
     )
     if known:
         title += f" on {_plural(len(by_owner), 'worker', 'workers')}"
@@ -274,9 +272,9 @@ def stuck_query(evidence: Evidence, thresholds: Thresholds) -> list[Finding]:
         unknown = sum(row.owner_pid is None for row in group)
         low, high = min(ages), max(ages)
         span = (
-            _seconds(high)
+            units.seconds(high)
             if round(low) == round(high)
-            else f"{_number(low)}\N{EN DASH}{_seconds(high)}"
+            else f"{units.number(low)}\N{EN DASH}{units.seconds(high)}"
         )
         title = (
             f"{_short_query(query)} held idle in transaction {span} in "

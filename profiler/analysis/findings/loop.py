@@ -6,16 +6,15 @@ from collections import Counter
 
 import numpy as np
 
+from profiler import units
 from profiler.analysis.code_paths import short_names
 from profiler.analysis.findings.common import (
     _by_code_path,
     _finding,
     _held_series,
     _latest,
-    _percent,
     _plural,
     _sample_kinds,
-    _seconds,
 )
 from profiler.analysis.findings.records import Evidence, Finding, Thresholds
 from profiler.analysis.stack_kinds import is_blocked_on_pool, is_event_loop
@@ -57,8 +56,8 @@ def blocked_event_loop(evidence: Evidence, thresholds: Thresholds) -> list[Findi
         top = [(paths[display], n) for display, n in ranked[:3]]
         title = (
             f"worker {pid}'s event loop waited for a pool connection in {count} of "
-            f"{rows.size} loop samples ({_percent(share)}, about "
-            f"{_seconds(share * session_seconds)} of {_seconds(session_seconds)})"
+            f"{rows.size} loop samples ({units.percent(share)}, about "
+            f"{units.seconds(share * session_seconds)} of {units.seconds(session_seconds)})"
         )
         if held_max:
             title += f" while holding up to {_plural(held_max, 'transaction', 'transactions')}"

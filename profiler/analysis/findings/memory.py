@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from profiler import units
 from profiler.analysis.columns import epoch_seconds, floats
-from profiler.analysis.findings.common import _bytes, _finding, _percent, _seconds
+from profiler.analysis.findings.common import _finding
 from profiler.analysis.findings.records import Evidence, Finding, Thresholds
 
 if TYPE_CHECKING:
@@ -33,11 +34,11 @@ def rss_growth(evidence: Evidence, thresholds: Thresholds) -> list[Finding]:
         limit = evidence.memory_limits.get(pid)
         near = bool(limit) and peak >= thresholds.memory_limit_share * (limit or 0)
         title = (
-            f"worker {pid} RSS grew {_bytes(slope)}/min over {_seconds(span)} "
-            f"({_bytes(float(rss[0]))} → {_bytes(float(rss[-1]))}, peak {_bytes(peak)})"
+            f"worker {pid} RSS grew {units.size(slope)}/min over {units.seconds(span)} "
+            f"({units.size(float(rss[0]))} → {units.size(float(rss[-1]))}, peak {units.size(peak)})"
         )
         if near and limit:
-            title += f", {_percent(peak / limit)} of its {_bytes(limit)} memory limit"
+            title += f", {units.percent(peak / limit)} of its {units.size(limit)} memory limit"
         found.append(
             _finding(
                 "rss-growth",
@@ -76,8 +77,8 @@ def memory_limit(evidence: Evidence, thresholds: Thresholds) -> list[Finding]:
             _finding(
                 "memory-limit",
                 "critical",
-                f"worker {pid} peaked at {_bytes(peak)} RSS, {_percent(share)} of its "
-                f"{_bytes(limit)} memory limit",
+                f"worker {pid} peaked at {units.size(peak)} RSS, {units.percent(share)} of its "
+                f"{units.size(limit)} memory limit",
                 {
                     "worker_pid": pid,
                     "peak_bytes": int(peak),

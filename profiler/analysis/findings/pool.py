@@ -24,16 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from profiler import units
 from profiler.analysis.columns import floats
 from profiler.analysis.findings.common import (
     _finding,
     _held_series,
     _latest,
-    _number,
-    _percent,
     _plural,
     _sample_kinds,
-    _seconds,
 )
 from profiler.analysis.findings.records import Evidence, Finding, Thresholds
 from profiler.analysis.stack_kinds import is_pool_wait
@@ -99,12 +97,12 @@ class PoolFigures:
             pool += " (told)" if self.source == "told" else ""
         if self.hold_seconds is None:
             return pool
-        text = f"{pool}, mean hold {_seconds(self.hold_seconds)} per {self.hold_basis}"
+        text = f"{pool}, mean hold {units.seconds(self.hold_seconds)} per {self.hold_basis}"
         if self.max_rps is not None:
             unit = "req/s" if self.hold_basis == "request" else "transactions/s"
-            text += f" → at most {_number(self.max_rps)} {unit} per worker"
+            text += f" → at most {units.number(self.max_rps)} {unit} per worker"
         if self.served_rps is not None:
-            text += f"; served {_number(self.served_rps)} req/s per worker"
+            text += f"; served {units.number(self.served_rps)} req/s per worker"
         return text
 
 
@@ -282,7 +280,7 @@ def _read_pool(
     title = (
         f"worker {worker.worker_pid}'s {rounds.classes} at its cap of {worker.capacity} "
         f"({worker.size} + {worker.max_overflow} overflow, read in the worker) for "
-        f"{_percent(share)} of rounds ({_seconds(seconds_at_cap)})"
+        f"{units.percent(share)} of rounds ({units.seconds(seconds_at_cap)})"
     )
     if waiting_rounds:
         title += (
@@ -346,14 +344,14 @@ def _held_pool(
     pid = worker.worker_pid
     if inferred:
         title = (
-            f"worker {pid} held {cap} transactions at once (its most) for {_percent(share)} "
-            f"of snapshots ({_seconds(seconds_at_cap)}); pool size unknown, so not a cap"
+            f"worker {pid} held {cap} transactions at once (its most) for {units.percent(share)} "
+            f"of snapshots ({units.seconds(seconds_at_cap)}); pool size unknown, so not a cap"
         )
         severity = "warning" if waiting else "info"
     else:
         title = (
-            f"worker {pid} at its pool cap of {cap} (told) for {_percent(share)} of snapshots "
-            f"({_seconds(seconds_at_cap)})"
+            f"worker {pid} at its pool cap of {cap} (told) for {units.percent(share)} of snapshots "
+            f"({units.seconds(seconds_at_cap)})"
         )
         severity = "critical" if waiting else "warning"
     if waiting:

@@ -7,6 +7,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from profiler.units import MIB
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -26,7 +28,6 @@ RULES = (
 QUERY_CHARS = 200  # a normalised query text is cut to this many characters
 TITLE_QUERY_CHARS = 60
 LISTED = 20  # entries kept in by-owner / by-query lists (the rest are counted)
-MIB = 2**20
 
 
 STUCK_QUERIES_LISTED = 10

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from profiler.analysis.findings.common import _bytes, _finding, _int, _seconds, _text
+from profiler import units
+from profiler.analysis.findings.common import _finding, _int, _text
 from profiler.analysis.findings.records import Evidence, Finding, Thresholds
 
 EXIT_TEXT = {"oom-killed": "OOM-killed", "killed": "killed", "exited": "exited"}
@@ -27,10 +28,11 @@ def worker_vanished(evidence: Evidence, thresholds: Thresholds) -> list[Finding]
         details = EXIT_TEXT.get(exit_kind, f"exit {exit_kind}")
         if oom:
             details += f", {oom}"
-        title = f"worker {pid} vanished at +{_seconds(when - evidence.session_start)} ({details})"
+        at = units.offset(when - evidence.session_start, unit=" s", digits=None)
+        title = f"worker {pid} vanished at {at} ({details})"
         title += f"; replaced by {replacement}" if replacement is not None else "; not replaced"
         if last_rss is not None:
-            title += f"; last RSS {_bytes(last_rss)}"
+            title += f"; last RSS {units.size(last_rss)}"
         found.append(
             _finding(
                 "worker-vanished",
