@@ -94,7 +94,7 @@ def test_an_oom_kill_is_the_first_cause_naming_the_endpoint_sites_and_holder() -
         "worker 101 was killed by the OOM killer 8.1 s into the session, its cgroup at its "
         "256 MiB memory limit (last RSS seen 300 MiB); the kernel log names it "
         "(anon-rss 310 MiB)",
-        "RSS 80 MiB → 300 MiB over 3 s (+73 MiB/s)",
+        "RSS 80.0 MiB → 300 MiB over 3 s (+73.3 MiB/s)",
         "memray: 70% of the 200 MiB live at the worker's peak (its capture read up to the "
         "kill) was allocated under GET /servers (list_servers): with_manifest "
         "(app/catalogue.py:61) 50%, list_servers (app/catalogue.py:44) 20%",
