@@ -103,6 +103,12 @@ class Browser:
     def mouse(self, x: float, y: float) -> None:
         self.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y, session=True)
 
+    def paste(self, text: str) -> None:
+        """``text`` into the focused element as one input, then a key release: one value
+        change, so a page that answers every keyup (Material's search) answers it once."""
+        self.call("Input.insertText", text=text, session=True)
+        self.call("Input.dispatchKeyEvent", type="keyUp", key="End", code="End", session=True)
+
     def screenshot(self, path: Path, *, full: bool = False) -> Path:
         import base64
 

@@ -15,6 +15,7 @@ Screenshots and measures.json go to test-artifacts/screenshots/.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import time
@@ -164,6 +165,28 @@ def test_hovering_a_timeline_point_shows_its_value(base: str, browser: Browser) 
     _wait(shown, timeout=10)
     _shot(browser, "findings-held-hover.png")
     assert f"{point['value']:g} transactions at" in hover, (hover, point)
+
+
+def test_the_held_pages_work_only_cpu_flamegraph_leads_to_the_checkout(
+    base: str, browser: Browser
+) -> None:
+    # GIVEN the held page's CPU flamegraph links, in page order
+    browser.open(f"{base}/findings/held/")
+    links = browser.evaluate(
+        "[...document.querySelectorAll('article a')]"
+        ".filter(a => /assets\\/cpu\\//.test(a.getAttribute('href')))"
+        ".map(a => ({text: a.textContent, href: a.href}))"
+    )
+    # THEN the work-only one comes first
+    assert links and links[0]["text"] == "CPU, work only", links
+    # AND opened, it says what it left out and keeps the loop asleep in a pool checkout
+    browser.open(links[0]["href"])
+    text = browser.evaluate("document.documentElement.textContent")
+    share = re.search(r"waiting threads left out: (\d+)% of", text)
+    assert share is not None, text[:500]
+    assert int(share[1]) >= 50  # idle AnyIO threads and the loop in select: most of py-spy's
+    assert "QueuePool._do_get" in text
+    _shot(browser, "findings-held-cpu-work-only.png")
 
 
 def test_the_comparison_shows_the_verdict_and_overlaid_plots(base: str, browser: Browser) -> None:

@@ -269,9 +269,33 @@ CPU_FLAMEGRAPH = "cpu/flamegraph-2001-20250615T150640Z.svg"
 CPU_COLLAPSED = "cpu/collapsed-2001-20250615T150640Z.txt"
 
 
+IDLE_WORKER_THREAD = (
+    "Thread._bootstrap (threading.py:1002);WorkerThread.run (anyio/_backends/_asyncio.py:1113);"
+    "Queue.get (queue.py:171);Condition.wait (threading.py:327)"
+)
+IDLE_LOOP = (
+    "serve (uvicorn/server.py:63);BaseEventLoop._run_once (asyncio/base_events.py:1884);"
+    "EpollSelector.select (selectors.py:468)"
+)
+POOL_WAIT_THREAD = (
+    "Thread._bootstrap (threading.py:1002);WorkerThread.run (anyio/_backends/_asyncio.py:1124);"
+    "get_db (app/deps.py:12);QueuePool._do_get (sqlalchemy/pool/impl.py:155);"
+    "Queue.get (sqlalchemy/util/queue.py:199);Condition.wait (threading.py:331)"
+)
+
+
 def write_cpu(directory: Path) -> None:
-    """A py-spy flamegraph as ``session run`` leaves it: its subtitle names the command line."""
-    stacks = Counter({"serve (uvicorn/server.py:63);invoke_tool (app/handlers.py:120)": 40})
+    """A py-spy flamegraph as ``session run`` leaves it: its subtitle names the command line.
+    Recorded with ``--idle``: most samples are threads waiting (an AnyIO worker thread, the
+    loop in ``select``); one thread waits for a pool connection."""
+    stacks = Counter(
+        {
+            "serve (uvicorn/server.py:63);invoke_tool (app/handlers.py:120)": 40,
+            IDLE_WORKER_THREAD: 120,
+            IDLE_LOOP: 40,
+            POOL_WAIT_THREAD: 20,
+        }
+    )
     (directory / "cpu").mkdir()
     (directory / CPU_COLLAPSED).write_text(
         "".join(f"{stack} {count}\n" for stack, count in stacks.items())
@@ -457,6 +481,53 @@ def test_the_hold_flamegraph_is_rooted_at_the_endpoint(
     assert "endpoint POST /tools/{tool_id}/invoke (invoke_tool)" in svg
     assert "ms held" in svg
     assert kinds["cpu-flamegraph"] == "assets/cpu/flamegraph-2001-20250615T150640Z.svg"
+
+
+def test_the_work_only_cpu_flamegraph_leaves_the_waiting_threads_out(
+    report: tuple[Path, session_report.ReportManifest],
+) -> None:
+    out, manifest = report
+    kinds = {asset.kind: asset.path for asset in manifest.assets}
+    assert kinds["cpu-work-flamegraph"] == "assets/cpu/work-only.svg"
+    svg = (out / "assets/cpu/work-only.svg").read_text()
+    ET.fromstring(svg)
+    # the idle worker thread and the loop in select are left out, and the subtitle says so
+    assert "Queue.get (queue.py:171)" not in svg
+    assert "EpollSelector.select (selectors.py:468)" not in svg
+    assert "waiting threads left out: 73% of 220 samples" in svg
+    # the work and the thread asleep in a pool checkout stay
+    assert "invoke_tool (app/handlers.py:120)" in svg
+    assert "QueuePool._do_get (sqlalchemy/pool/impl.py:155)" in svg
+    # THEN the page links it first, the full py-spy ones after it
+    page = (out / "index.md").read_text()
+    flamegraphs = page.split("## Flamegraphs")[1]
+    work_at = flamegraphs.index("[CPU, work only](assets/cpu/work-only.svg)")
+    assert work_at < flamegraphs.index("(assets/cpu/flamegraph-2001-20250615T150640Z.svg)")
+    assert "left out, 73% of 220 samples" in flamegraphs
+
+
+def test_a_real_held_sessions_work_only_flamegraph_shows_the_blocked_loop(
+    session_dir: Path, tmp_path: Path
+) -> None:
+    # GIVEN a session whose cpu/ holds py-spy's merged stacks of a real held session
+    # (uvicorn, 2 workers, --idle): 93% of them idle threads, the loop asleep in a checkout
+    real = Path(__file__).parent / "data" / "pyspy" / "uvicorn-held-merged.txt"
+    merged = session_dir / "cpu" / "collapsed-merged-20250615T150640Z.txt"
+    merged.write_text(real.read_text())
+    manifest = json.loads((session_dir / "manifest.json").read_text())
+    manifest["probes"]["cpu"]["files"].append(f"cpu/{merged.name}")
+    (session_dir / "manifest.json").write_text(json.dumps(manifest))
+    # WHEN reported
+    write_report(session_dir, tmp_path / "out")
+    # THEN the merged file is its source (not added to worker 2001's), idle threads left out
+    svg = (tmp_path / "out" / "assets/cpu/work-only.svg").read_text()
+    assert "waiting threads left out: 93% of 9,717 samples" in svg
+    assert "invoke_tool (app/handlers.py:120)" not in svg
+    assert "WorkerThread.run (anyio/_backends/_asyncio.py:1113)" not in svg
+    assert "Process.pong (uvicorn/supervisors/multiprocess.py:59)" not in svg
+    # AND the blocked tower, 658 of the 701 samples left, is the widest thing in it
+    tower = re.search(r"<title>list_resources \(profiler/lab/gateway/held.py:95\) \(([\d,]+) ", svg)
+    assert tower is not None and tower[1] == "658"
 
 
 def test_no_password_reaches_any_output_file(

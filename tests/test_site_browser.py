@@ -10,6 +10,10 @@ subprocess stopped by its PID), and each page is opened with::
 The DOM must hold the expected headings (home page, findings index, the
 session's page) and frame names (the hold flamegraph SVG).
 
+Search is tried on the repository's own site (``mkdocs build --strict`` of mkdocs.yml),
+driven over the DevTools protocol (tests/cdp.py): a query is entered into Material's
+search box and the results are polled until the search worker has answered it.
+
 Console errors: Chromium writes every console message of the page to stderr
 as one line ``[pid:tid:time:INFO:CONSOLE:line] "message", source: URL (line)``,
 with the level always ``INFO`` whatever the page used (``console.log`` and
@@ -30,6 +34,7 @@ skipped, saying so, when it is not installed.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -45,6 +50,7 @@ import pytest
 from profiler.report.publish import publish_comparison, publish_session
 from profiler.report.redact import Redaction
 from profiler.report.site_build import build_site as build_mkdocs_site
+from tests.cdp import Browser
 from tests.helpers import retry
 from tests.test_publish import build_session, build_site
 
@@ -267,3 +273,57 @@ def test_screenshot_of_each_page_shows_its_content(
     assert size == (1280, 900), name
     assert colours > 20, (name, colours)
     assert (ARTIFACTS / shot.name).is_file()
+
+
+# -- search, on the repository's own site ---------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def docs_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The repository's site (its guides, its search index), built and served."""
+    _chromium()
+    built = tmp_path_factory.mktemp("docs-site") / "site"
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(built)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    with serve(built) as base:
+        yield base
+
+
+def test_searching_an_option_as_typed_finds_the_cpu_guide(docs_site: str, tmp_path: Path) -> None:
+    # GIVEN the site's home page in a browser
+    browser = Browser(_chromium(), tmp_path / "chromium", width=1400, height=900)
+    try:
+        browser.open(docs_site + "/")
+        # WHEN a reader enters a py-spy option in the search box
+        browser.evaluate("document.querySelector('input.md-search__input').focus()")
+        browser.paste("py-spy --idle")
+
+        def answered() -> str:
+            meta = browser.evaluate(
+                "(document.querySelector('.md-search-result__meta') || {}).textContent || ''"
+            )
+            return str(meta) if "matching document" in str(meta) else ""
+
+        # THEN, once the search worker has answered that query (the only one sent), the
+        # CPU guide is among the results
+        meta = retry(answered, timeout=30, what="search results for `py-spy --idle`")
+        found = browser.evaluate(
+            "[...document.querySelectorAll('.md-search-result__list a')]"
+            ".map(a => new URL(a.href).pathname)"
+        )
+        assert "/guide/cpu-profiling/" in found, (meta, found)
+        # AND the box still shows the query as typed
+        typed = browser.evaluate("document.querySelector('input.md-search__input').value")
+        assert typed == "py-spy --idle"
+    finally:
+        browser.close()

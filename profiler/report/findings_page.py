@@ -68,6 +68,8 @@ class Page:
         cpu: list[Link],
         mem: list[Link],
         timelines: set[str] | frozenset[str] = frozenset(),
+        *,
+        cpu_work: Link | None = None,
     ) -> str:
         self._title()
         self.add(*lead(self.summary, plot_list, self.scrub, ASSETS, self.docs_prefix, timelines))
@@ -77,7 +79,7 @@ class Page:
         self._measures()
         self._plots([p for p in plot_list if p.name not in LEAD_PLOTS])
         self._paths()
-        self._flamegraphs(hold, cpu, mem)
+        self._flamegraphs(hold, cpu, mem, cpu_work)
         self.add(*held_section(self.summary, self.scrub))
         self._details()
         text = "\n".join(self.lines).rstrip("\n") + "\n"
@@ -348,7 +350,9 @@ class Page:
             )
         self.add("")
 
-    def _flamegraphs(self, hold: Link | None, cpu: list[Link], mem: list[Link]) -> None:
+    def _flamegraphs(
+        self, hold: Link | None, cpu: list[Link], mem: list[Link], cpu_work: Link | None
+    ) -> None:
         self.add("## Flamegraphs", "")
         self.add(
             "The x axis is not time: a code path is one tower, its width its weight. "
@@ -367,17 +371,31 @@ class Page:
             )
         else:
             self.add("No connection-hold flamegraph: nothing was attributed.", "")
+        if cpu_work is not None:
+            self.add(
+                f"**[CPU, work only]({cpu_work.asset.path})** (py-spy, all workers merged; "
+                f"samples per stack). The threads that were only waiting are left out, "
+                f"{cpu_work.detail}: AnyIO worker threads idle in `wait`, the event loop in "
+                "`select`, any thread asleep on a lock, a queue, a pipe or a sleep. A thread "
+                "waiting for a pool connection or for a query's result stays: that wait is "
+                "the request's time" + self._blocked_tower() + ".",
+                "",
+            )
         if cpu:
             self.add(
-                "**CPU** (py-spy, wall clock, idle included; samples per stack): "
+                "**CPU, everything** (py-spy, wall clock, idle included; samples per stack): "
                 + ", ".join(f"[{link.label}]({link.asset.path})" for link in cpu)
                 + ". Most of their width is threads waiting: AnyIO worker threads idle in "
-                "`wait`, the event loop in `select`. The work is in the thin towers beside them"
-                + self._blocked_tower()
+                "`wait`, the event loop in `select`. "
+                + (
+                    "The work-only flamegraph is what remains without them"
+                    if cpu_work is not None
+                    else "The work is in the thin towers beside them" + self._blocked_tower()
+                )
                 + ".",
                 "",
             )
-        else:
+        elif cpu_work is None:
             self.add("No CPU flamegraph: py-spy did not run in this session (`--cpu`).", "")
         if mem:
             self.add(

@@ -28,6 +28,8 @@ MEMORY_FOLD_SHARE = 0.001
 """Memory flamegraphs always fold frames under 0.1% of the peak: noise, and the bulk of a
 big capture's stacks."""
 HOLD_FLAMEGRAPH = "hold-flamegraph.svg"
+CPU_WORK_FLAMEGRAPH = "work-only.svg"
+MERGED = "merged"  # py-spy's files of all workers: collapsed-merged-<stamp>.txt
 PLOT_MIN_POINTS = 50  # a plot over the cap is redrawn with fewer points, down to this
 
 
@@ -37,7 +39,7 @@ class Asset:
 
     path: str
     bytes: int
-    kind: str  # plot, hold-flamegraph, cpu-flamegraph, memory-flamegraph
+    kind: str  # plot, timeline, or a flamegraph: hold-, cpu-work-, cpu-, memory-flamegraph
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "bytes": self.bytes, "kind": self.kind}
@@ -280,6 +282,68 @@ def cpu_flamegraphs(session: Session, directory: Path, scrub: Scrub, state: Stat
         if link is not None:
             links.append(link)
     return links
+
+
+def cpu_work_flamegraph(session: Session, directory: Path, state: State) -> Link | None:
+    """All workers' CPU samples merged, with the threads only waiting left out
+    (:func:`~profiler.analysis.stack_kinds.work_only`): with ``--idle`` they are most of
+    py-spy's width and the work hides in thin towers. Waits for a pool connection stay."""
+    from profiler.analysis import collapsed
+    from profiler.analysis.stack_kinds import work_only
+
+    sources = cpu_collapsed_files(session)
+    if not sources:
+        if cpu_files(session):
+            state.notes.append(
+                "No work-only CPU flamegraph: no collapsed stacks in cpu/ to build it from."
+            )
+        return None
+    stacks = collapsed.merge(collapsed.read_lenient(path)[0] for path in sources)
+    work, waiting = work_only(stacks)
+    total = collapsed.total(stacks)
+    if not work:
+        state.notes.append(
+            f"No work-only CPU flamegraph: all {total:,} CPU samples were threads only waiting."
+        )
+        return None
+    share = units.percent(waiting / total)
+    capped = capped_flamegraph(
+        work,
+        title="CPU, work only: all workers merged",
+        subtitle=(
+            f"waiting threads left out: {share} of {total:,} samples; "
+            "waits for a pool connection and database calls kept"
+        ),
+        unit="samples",
+        cap=state.cap,
+    )
+    link = write_flamegraph(
+        capped,
+        directory / "cpu" / CPU_WORK_FLAMEGRAPH,
+        "cpu-work-flamegraph",
+        "work-only CPU",
+        state,
+    )
+    if link is None:
+        return None
+    return Link("CPU, work only", link.asset, f"{share} of {total:,} samples")
+
+
+def cpu_collapsed_files(session: Session) -> list[Path]:
+    """The collapsed stacks the cpu probe wrote: its merged file(s), else every worker's."""
+    probe = session.manifest.get("probes", {}).get("cpu") or {}
+    listed = [
+        session.path / name
+        for name in probe.get("files", []) or []
+        if isinstance(name, str) and Path(name).name.startswith("collapsed-")
+    ]
+    found = [
+        path
+        for path in listed or sorted((session.path / "cpu").glob("collapsed-*.txt"))
+        if path.is_file() and path.suffix == ".txt"
+    ]
+    merged = [path for path in found if path.name.startswith(f"collapsed-{MERGED}-")]
+    return sorted(merged or found, key=lambda path: path.name)
 
 
 def cpu_files(session: Session) -> list[Path]:

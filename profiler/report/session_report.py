@@ -3,10 +3,11 @@
 :func:`write_report` reads a session folder, analyses it with
 :func:`profiler.session.summary.summarize` (the same numbers ``session show``
 prints) and writes ``OUT/index.md`` plus ``OUT/assets/``: plots
-(:mod:`profiler.report.plots`), the connection-hold flamegraph, the py-spy
-flamegraphs of ``cpu/`` and a memory flamegraph per memray capture of
-``mem/``. The page links its assets relatively, so the folder can be moved,
-published into a site, or read on GitHub as it is.
+(:mod:`profiler.report.plots`), the connection-hold flamegraph, a work-only
+CPU flamegraph (threads only waiting left out), the py-spy flamegraphs of
+``cpu/`` and a memory flamegraph per memray capture of ``mem/``. The page
+links its assets relatively, so the folder can be moved, published into a
+site, or read on GitHub as it is.
 
 Why things are the way they are:
 
@@ -51,6 +52,7 @@ from profiler.report.report_assets import (
     State,
     ThinnedSeries,
     cpu_flamegraphs,
+    cpu_work_flamegraph,
     hold_flamegraph,
     memory_flamegraphs,
     memory_profiles,
@@ -140,11 +142,12 @@ def write_report(
     plot_list = plot_assets(summary, memory, assets_dir, state, max_points or plots.MAX_POINTS)
     timeline_files = write_timelines(summary, assets_dir, state)
     hold = hold_flamegraph(summary, assets_dir, scrub, state)
+    cpu_work = cpu_work_flamegraph(session, assets_dir, state)
     cpu = cpu_flamegraphs(session, assets_dir, scrub, state)
     mem = memory_flamegraphs(memory, assets_dir, state)
 
     page = Page(summary, scrub, state, linted, docs_prefix)
-    text = page.render(plot_list, hold, cpu, mem, timeline_files)
+    text = page.render(plot_list, hold, cpu, mem, timeline_files, cpu_work=cpu_work)
     path = out / PAGE
     path.write_text(text, encoding="utf-8")
     return ReportManifest(
