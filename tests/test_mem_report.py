@@ -539,3 +539,12 @@ def test_memray_missing_exits_5(
     # THEN the tool is reported missing
     assert_one_error_line(result, 5, "memray")
     assert "pip install memray" in result.stderr
+
+
+def test_the_stack_modules_doctests_pass() -> None:
+    import doctest
+
+    from profiler.memory import stacks
+
+    result = doctest.testmod(stacks)
+    assert result.attempted and not result.failed

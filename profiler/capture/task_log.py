@@ -88,6 +88,17 @@ def read_header(path: Path) -> dict[str, Any]:
     return _parse(path).header
 
 
+def sys_path_prefixes(header: Any) -> list[str]:
+    """The worker's absolute ``sys.path`` entries from a task log's header, each ending in
+    ``/``, longest first: the first a file lies under is the one to strip from it."""
+    entries = header.get("sys_path") if isinstance(header, dict) else None
+    return sorted(
+        (e.rstrip("/") + "/" for e in entries or [] if isinstance(e, str) and e.startswith("/")),
+        key=len,
+        reverse=True,
+    )
+
+
 def endpoint_label(endpoint: Any) -> str | None:
     """``endpoint POST /tools/{tool_id}/invoke (invoke_tool)``: a task's request, as the root
     frame of its hold stacks (:data:`ENDPOINT_PREFIX`); None when unknown."""
@@ -149,12 +160,7 @@ class _TaskLog:
         """``filename`` without the longest ``sys.path`` entry of the worker it lies under,
         as py-spy's ``short_filename`` is, so task and thread stacks share labels."""
         if self.prefixes is None:
-            entries = self.header.get("sys_path") or []
-            self.prefixes = sorted(
-                (e.rstrip("/") + "/" for e in entries if isinstance(e, str) and e.startswith("/")),
-                key=len,
-                reverse=True,
-            )
+            self.prefixes = sys_path_prefixes(self.header)
         for prefix in self.prefixes:
             if filename.startswith(prefix):
                 return filename[len(prefix) :]

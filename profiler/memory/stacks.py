@@ -11,7 +11,8 @@ the reader (:mod:`profiler.memory.reader`) builds the stacks, the pool
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,3 +125,46 @@ def sites(stacks: Iterable[StackUsage]) -> tuple[Site, ...]:
         for site, entry in totals.items()
     ]
     return tuple(sorted(result, key=lambda s: (-s.bytes, s.frame.file, s.frame.line)))
+
+
+_PACKAGES_ROOT = re.compile(r"^.*/(?:site-packages|dist-packages)/")
+_STDLIB_ROOT = re.compile(r"^.*?/lib(?:64)?/python\d+\.\d+t?/")
+
+
+def short_file(filename: str, prefixes: Sequence[str] = ()) -> str:
+    """The file as a reader wants it: without the longest of ``prefixes`` (a worker's
+    ``sys.path``, longest first) it lies under, else the part after ``site-packages/`` or
+    the stdlib folder.
+
+    >>> short_file("/venv/lib/python3.12/site-packages/sqlalchemy/engine/base.py")
+    'sqlalchemy/engine/base.py'
+    >>> short_file("/usr/lib/python3.12/json/decoder.py")
+    'json/decoder.py'
+    >>> short_file("/srv/app/main.py")
+    '/srv/app/main.py'
+    >>> short_file("/srv/app/main.py", ["/srv/app/"])
+    'main.py'
+    """
+    path = filename.replace("\\", "/")
+    for prefix in prefixes:
+        if path.startswith(prefix):
+            return path[len(prefix) :]
+    shorter = _PACKAGES_ROOT.sub("", path, count=1)
+    return shorter if shorter != path else _STDLIB_ROOT.sub("", path, count=1)
+
+
+def frame_label(
+    frame: tuple[str, str, int],
+    cache: dict[tuple[str, str, int], str],
+    prefixes: Sequence[str] = (),
+) -> str:
+    """A memray frame ``(function, file, line)`` as a collapsed-stack label,
+    ``function (short file:line)``; ``cache`` keeps each frame's label (a capture repeats
+    its frames millions of times)."""
+    label = cache.get(frame)
+    if label is None:
+        function, filename, line = frame
+        # ";" separates frames in collapsed stacks: never inside a label
+        label = f"{function} ({short_file(str(filename), prefixes)}:{line})".replace(";", ",")
+        cache[frame] = label
+    return label

@@ -15,20 +15,18 @@ report does not show the build machine's paths and labels stay short.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from profiler.errors import InputError
+from profiler.memory.stacks import frame_label
 
 if TYPE_CHECKING:
     from profiler.memory.rss import HeapPoint
 
 NO_PYTHON_FRAME = "[no Python frame]"
-_PACKAGES_ROOT = re.compile(r"^.*/(?:site-packages|dist-packages)/")
-_STDLIB_ROOT = re.compile(r"^.*?/lib(?:64)?/python\d+\.\d+t?/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +55,7 @@ def read_memory_profile(path: Path) -> MemoryProfile:
             labels: dict[tuple[str, str, int], str] = {}
             for record in reader.get_high_watermark_allocation_records(merge_threads=True):
                 frames = record.stack_trace()  # innermost first
-                stack = ";".join(_label(frame, labels) for frame in reversed(frames))
+                stack = ";".join(frame_label(frame, labels) for frame in reversed(frames))
                 profile[stack or NO_PYTHON_FRAME] += int(record.size)
     except InputError:
         raise
@@ -67,28 +65,3 @@ def read_memory_profile(path: Path) -> MemoryProfile:
             hint="a capture cut short may be unreadable; the rest of the session still is",
         ) from exc
     return MemoryProfile(path, pid, profile, peak, from_capture(path))
-
-
-def short_file(filename: str) -> str:
-    """The file as a reader wants it: the part after ``site-packages/`` or the stdlib folder.
-
-    >>> short_file("/venv/lib/python3.12/site-packages/sqlalchemy/engine/base.py")
-    'sqlalchemy/engine/base.py'
-    >>> short_file("/usr/lib/python3.12/json/decoder.py")
-    'json/decoder.py'
-    >>> short_file("/srv/app/main.py")
-    '/srv/app/main.py'
-    """
-    path = filename.replace("\\", "/")
-    shorter = _PACKAGES_ROOT.sub("", path, count=1)
-    return shorter if shorter != path else _STDLIB_ROOT.sub("", path, count=1)
-
-
-def _label(frame: tuple[str, str, int], cache: dict[tuple[str, str, int], str]) -> str:
-    label = cache.get(frame)
-    if label is None:
-        function, filename, line = frame
-        # ";" separates frames in collapsed stacks: never inside a label
-        label = f"{function} ({short_file(filename)}:{line})".replace(";", ",")
-        cache[frame] = label
-    return label

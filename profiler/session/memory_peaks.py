@@ -16,18 +16,17 @@ Only the high-water mark is read (one pass), not the totals a report adds.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from profiler.analysis.memory_cause import WorkerPeak
+from profiler.capture.task_log import sys_path_prefixes
+from profiler.memory.stacks import frame_label
 
 PEAK_GLOB = "peak-*.json"
 TOP_STACKS = 200
 FORMAT = "profiler-memory-peak"
-_LIBRARY_ROOT = re.compile(r"^.*?/(?:site|dist)-packages/")
-_STDLIB_ROOT = re.compile(r"^.*?/lib/python\d+(?:\.\d+)?t?/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +54,7 @@ def record_peak(capture: Path, tasks_dir: Path) -> PeakFile:
             labels: dict[tuple[str, str, int], str] = {}
             for record in reader.get_high_watermark_allocation_records(merge_threads=True):
                 frames = record.stack_trace()  # innermost first
-                key = ";".join(_label(f, prefixes, labels) for f in reversed(frames))
+                key = ";".join(frame_label(f, labels, prefixes) for f in reversed(frames))
                 entry = stacks.setdefault(key, [0, 0])
                 entry[0] += int(record.size)
                 entry[1] += int(record.n_allocations)
@@ -108,30 +107,4 @@ def _sys_path(tasks_file: Path) -> list[str]:
             header = json.loads(handle.readline())
     except (OSError, ValueError):
         return []
-    entries = header.get("sys_path") if isinstance(header, dict) else None
-    return sorted(
-        (e.rstrip("/") + "/" for e in entries or [] if isinstance(e, str) and e.startswith("/")),
-        key=len,
-        reverse=True,
-    )
-
-
-def _label(
-    frame: tuple[str, str, int], prefixes: list[str], cache: dict[tuple[str, str, int], str]
-) -> str:
-    label = cache.get(frame)
-    if label is None:
-        function, filename, line = frame
-        label = f"{function} ({_short(str(filename), prefixes)}:{line})".replace(";", ",")
-        cache[frame] = label
-    return label
-
-
-def _short(filename: str, prefixes: list[str]) -> str:
-    """Without the worker's longest ``sys.path`` entry it lies under, else without the
-    site-packages or stdlib folder: ``profiler/lab/memory_routes.py``, ``json/encoder.py``."""
-    for prefix in prefixes:
-        if filename.startswith(prefix):
-            return filename[len(prefix) :]
-    shorter = _LIBRARY_ROOT.sub("", filename, count=1)
-    return shorter if shorter != filename else _STDLIB_ROOT.sub("", filename, count=1)
+    return sys_path_prefixes(header)
