@@ -124,3 +124,15 @@ def run_in_terminal(
         child.wait(10)
     shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode())
     return child.returncode, shown.replace("\r\n", "\n")
+
+
+def connections_to(port: int | None, status: str) -> list[object]:
+    """The TCP sockets on this machine's ``port`` (the server's side) in ``status``
+    (``psutil.CONN_ESTABLISHED``, ``CONN_TIME_WAIT``...): one per client connection."""
+    import psutil
+
+    return [
+        c
+        for c in psutil.net_connections(kind="tcp4")
+        if c.status == status and c.laddr and c.laddr.port == port
+    ]

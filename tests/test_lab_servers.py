@@ -16,7 +16,7 @@ from profiler.capture.processes import is_running
 from profiler.lab.load import run_load
 from profiler.pg.embedded import free_port
 from profiler.pg.unix_socket import with_socket
-from tests.helpers import retry
+from tests.helpers import connections_to, retry
 
 
 def _one_error_line(stderr: str) -> str:
@@ -103,11 +103,11 @@ def test_up_right_after_a_loaded_lab_is_down_reuses_the_port(run_cli, postgres_d
     loader = threading.Thread(target=run_load, args=(url,), kwargs={"users": 4, "seconds": 3})
     loader.start()
     try:
-        retry(lambda: _connections(port, psutil.CONN_ESTABLISHED), what="load on the gateway")
+        retry(lambda: connections_to(port, psutil.CONN_ESTABLISHED), what="load on the gateway")
     finally:
         assert run_cli("lab", "down").exit_code == 0
         loader.join()
-    waiting = _connections(port, psutil.CONN_TIME_WAIT)
+    waiting = connections_to(port, psutil.CONN_TIME_WAIT)
     assert waiting, "no TIME_WAIT connection on the port: the test would prove nothing"
     # WHEN the lab is started again at once on the same port
     second = run_cli(*args)
@@ -116,11 +116,3 @@ def test_up_right_after_a_loaded_lab_is_down_reuses_the_port(run_cli, postgres_d
         assert second.exit_code == 0, second.output
     finally:
         run_cli("lab", "down")
-
-
-def _connections(port: int, status: str) -> list[object]:
-    return [
-        c
-        for c in psutil.net_connections(kind="tcp4")
-        if c.status == status and c.laddr and c.laddr.port == port
-    ]

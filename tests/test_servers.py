@@ -25,7 +25,7 @@ from profiler.lab.load import run_load
 from profiler.lab.settings import api_token
 from profiler.lab.state import LabState
 from profiler.pg.embedded import free_port
-from tests.helpers import retry
+from tests.helpers import connections_to, retry
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -243,7 +243,11 @@ def test_load_ends_when_asked_before_its_bound(lab: LabState) -> None:
     done = threading.Event()
 
     def stop_once_loaded() -> None:
-        retry(lambda: len(_clients_of(port)) >= 2, timeout=30, what="the users' connections")
+        retry(
+            lambda: len(connections_to(port, psutil.CONN_ESTABLISHED)) >= 2,
+            timeout=30,
+            what="the users' connections",
+        )
         time.sleep(1.0)
         done.set()
 
@@ -258,12 +262,3 @@ def test_load_ends_when_asked_before_its_bound(lab: LabState) -> None:
     # THEN it served requests and ended at the stop, not at its bound
     assert result.requests > 0, result
     assert result.seconds < 30, result
-
-
-def _clients_of(port: int | None) -> list[object]:
-    """Established TCP connections to the gateway's ``port`` from this machine's clients."""
-    return [
-        c
-        for c in psutil.net_connections(kind="tcp4")
-        if c.status == psutil.CONN_ESTABLISHED and c.raddr and c.raddr.port == port
-    ]
