@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
@@ -136,3 +137,14 @@ def connections_to(port: int | None, status: str) -> list[object]:
         for c in psutil.net_connections(kind="tcp4")
         if c.status == status and c.laddr and c.laddr.port == port
     ]
+
+
+def lines_of_kind(path: Path, kind: str) -> int:
+    """How many whole JSON lines of ``kind`` the file a probe is writing holds yet (a line
+    still being written, with no newline, is not counted)."""
+    import json
+
+    if not path.exists():
+        return 0
+    lines = path.read_text().splitlines(keepends=True)
+    return sum(line.endswith("\n") and json.loads(line).get("kind") == kind for line in lines)

@@ -14,7 +14,7 @@ import pytest
 
 from profiler.pg import embedded, recording
 from profiler.pg.dsn import build
-from tests.helpers import retry
+from tests.helpers import lines_of_kind, retry
 
 
 def _backend_age(dsn: str, pid: int) -> float:
@@ -207,7 +207,7 @@ def _start_watch(dsn: str, output: Path, *, interval: str, duration: str) -> sub
 
 def _wait_for_snapshots(output: Path, count: int) -> None:
     retry(
-        lambda: output.exists() and output.read_text().count('"kind":"snapshot"') >= count,
+        lambda: lines_of_kind(output, "snapshot") >= count,
         timeout=20,
         what=f"{count} recorded snapshots",
     )

@@ -30,7 +30,7 @@ from profiler.pg import recording
 from profiler.pg.dsn import to_sqlalchemy
 from profiler.pg.recording import RecordingWriter
 from profiler.session import activity_schema, activity_table, reader
-from tests.helpers import client_backend, retry
+from tests.helpers import client_backend, lines_of_kind, retry
 
 T0 = 1_750_000_000.0
 LAG = 0.25  # the server's clock runs this far behind ours
@@ -438,9 +438,7 @@ def test_pool_samples_are_read_from_the_task_sampler_files(
             # WHEN the task sampler runs here for three rounds, writing the session's file (waited
             # for, not timed: its first round scans this long-lived process's heap for pools)
             sampler = task_payload.start(str(path), 0.05, 60)
-            retry(
-                lambda: path.read_text().count('"kind": "round"') >= 3, timeout=60, what="3 rounds"
-            )
+            retry(lambda: lines_of_kind(path, "round") >= 3, timeout=60, what="3 rounds")
             task_payload.request_stop(str(path))
             sampler.join(10)
     finally:

@@ -17,7 +17,7 @@ from profiler.capture import stack_log, task_log
 from profiler.capture.processes import stop_pid
 from profiler.memory import rss
 from profiler.pg import recording
-from tests.helpers import retry
+from tests.helpers import lines_of_kind, retry
 
 WORKER = """
 import threading, time
@@ -44,14 +44,6 @@ def _live(directory: Path) -> bool:
         return bool(_manifest(directory).get("window_started_at"))
     except (OSError, ValueError):  # not written yet
         return False
-
-
-def _recorded(path: Path, kind: str) -> bool:
-    """Whether the JSON-lines file ``path`` holds a whole line of ``kind`` yet."""
-    if not path.exists():
-        return False
-    lines = path.read_text().splitlines(keepends=True)
-    return any(line.endswith("\n") and json.loads(line).get("kind") == kind for line in lines)
 
 
 @pytest.mark.slow
@@ -155,8 +147,8 @@ def test_ctrl_c_stops_every_probe_and_keeps_the_session(
         retry(
             lambda: (
                 _live(out)
-                and _recorded(out / "stacks.jsonl", "sample")
-                and _recorded(out / "activity.jsonl", "snapshot")
+                and lines_of_kind(out / "stacks.jsonl", "sample")
+                and lines_of_kind(out / "activity.jsonl", "snapshot")
             ),
             timeout=60,
             what="a live session with a stack sample and a snapshot",
@@ -193,7 +185,7 @@ def test_a_worker_that_dies_is_recorded_and_the_others_go_on(
     def kill_once_live() -> None:
         """Tell the worker to die once the session's window is open and it has been dumped."""
         while not done.wait(0.05):
-            if _live(out) and _recorded(out / "stacks.jsonl", "sample"):
+            if _live(out) and lines_of_kind(out / "stacks.jsonl", "sample"):
                 signal_file.touch()
                 return
 

@@ -25,7 +25,7 @@ from profiler.capture.processes import stop_pid
 from profiler.capture.stacks import Frame
 from profiler.errors import AttachError, InputError, UsageError
 from profiler.pg.dsn import to_sqlalchemy
-from tests.helpers import retry
+from tests.helpers import lines_of_kind, retry
 
 HOLDERS = """
 import asyncio
@@ -828,7 +828,7 @@ def test_the_sent_source_runs_in_a_bare_namespace_as_the_injector_runs_it(
     # WHEN it is asked to stop once it has written two rounds (the first round scans the heap
     # for pools: in a pytest process hundreds of tests old that alone can take a second)
     retry(
-        lambda: path.read_text().count('"kind": "round"') >= 2,
+        lambda: lines_of_kind(path, "round") >= 2,
         timeout=30,
         what="two sampler rounds",
     )
