@@ -22,6 +22,7 @@ from profiler.analysis import episodes as ep
 from profiler.analysis import held_counts, hold_stacks
 from profiler.analysis.attribution import attribute_tasks, observed_windows
 from profiler.analysis.code_paths import FALLBACK_ROOT, describe
+from profiler.analysis.sample_pairs import window_pairs
 from profiler.errors import UsageError
 
 IDLE_TX = "idle in transaction"
@@ -759,3 +760,51 @@ def test_the_holder_task_extends_what_was_seen_but_not_into_the_next_transaction
     # transaction's), and the second is as seen
     assert list(windows["duration"]) == pytest.approx([2.0, 0.5])
     assert list(held["duration"]) == pytest.approx([1.0, 0.5])
+
+
+# -- the window join of sightings ------------------------------------------------------------
+
+
+@st.composite
+def windows_and_sightings(draw: st.DrawFn) -> tuple[Any, ...]:
+    """Episodes keyed (worker, value) with windows that may overlap, touch or be NaN, and
+    sightings on a small grid of times so that boundaries coincide often."""
+    grid = st.integers(0, 12).map(float)
+    key = st.tuples(st.integers(-1, 2), st.integers(-1, 3))
+    episodes = draw(
+        st.lists(st.tuples(key, grid, st.one_of(grid, st.just(math.nan))), min_size=0, max_size=12)
+    )
+    sightings = draw(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 3), grid), max_size=20))
+    worker = np.array([k[0] for k, _, _ in episodes], dtype=np.int64)
+    value = np.array([k[1] for k, _, _ in episodes], dtype=np.int64)
+    low = np.array([lo for _, lo, _ in episodes], dtype=np.float64)
+    high = np.array([lo + hi for _, lo, hi in episodes], dtype=np.float64)
+    named = pd.DataFrame(
+        {
+            "worker_pid": pd.array([s[0] for s in sightings], dtype="Int64"),
+            "taken_at": np.array([s[2] for s in sightings], dtype=np.float64),
+            "task_id": np.arange(len(sightings), dtype=np.int64),
+            "value": np.array([s[1] for s in sightings], dtype=np.int64),
+        }
+    )
+    return (worker, value), low, high, named
+
+
+@settings(max_examples=200, deadline=None)
+@given(windows_and_sightings())
+def test_window_pairs_match_every_pair_tested(case: tuple[Any, ...]) -> None:
+    """The ranked searchsorted join gives exactly the pairs a test of every (episode,
+    sighting) keeps: same key, no -1 in it, ``low <= taken_at <= high``, NaN never."""
+    (worker, value), low, high, named = case
+    episode, row = window_pairs((worker, value), low, high, named)
+    expected = sorted(
+        (i, j)
+        for i in range(worker.size)
+        for j in range(len(named))
+        if worker[i] >= 0
+        and value[i] >= 0
+        and worker[i] == named["worker_pid"].iloc[j]
+        and value[i] == named["value"].iloc[j]
+        and low[i] <= named["taken_at"].iloc[j] <= high[i]
+    )
+    assert sorted(zip(episode.tolist(), row.tolist(), strict=True)) == expected

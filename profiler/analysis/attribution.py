@@ -38,7 +38,7 @@ import numpy as np
 from profiler.analysis import task_join
 from profiler.analysis.code_paths import FALLBACK_ROOT
 from profiler.analysis.columns import floats
-from profiler.analysis.sample_pairs import Pairs, pair_samples
+from profiler.analysis.sample_pairs import Pairs, pair_samples, window_pairs
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -82,20 +82,28 @@ def observed_windows(episodes: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFram
     by_port = task_join.named_long(tasks, "ports")
     if named.empty and by_port.empty:
         return episodes
-    frame = episodes[["episode_id", "pid", "backend_start", "owner_pid", "start"]].copy()
-    frame["owner_port"] = pd.array(task_join.episode_ports(episodes), dtype="Int64")
-    frame["seen"] = frame["start"] + floats(episodes["duration"])
-    frame["limit"] = np.minimum(
-        frame["start"] + floats(episodes["duration_max"]), _next_start(episodes)
-    )
-    merged = pd.concat(
-        [
-            frame.merge(named, left_on=["owner_pid", "pid"], right_on=["worker_pid", "value"]),
-            frame[task_join.episode_ports(episodes) >= 0].merge(
-                by_port, left_on=["owner_pid", "owner_port"], right_on=["worker_pid", "value"]
-            ),
-        ],
-        ignore_index=True,
+    owner = episodes["owner_pid"].to_numpy(dtype=np.int64, na_value=-1)
+    ports = task_join.episode_ports(episodes)
+    start = floats(episodes["start"])
+    seen = start + floats(episodes["duration"])
+    limit = np.minimum(start + floats(episodes["duration_max"]), _next_start(episodes))
+    # Only a sighting inside [start, max(seen, limit)] can count; pairing just those keeps
+    # memory to the sightings, not every episode x every sample of its backend.
+    last = np.fmax(seen, limit)
+    by_backend = window_pairs((owner, episodes["pid"].to_numpy(dtype=np.int64)), start, last, named)
+    by_client = window_pairs((np.where(ports >= 0, owner, -1), ports), start, last, by_port)
+    episode = np.concatenate([by_backend[0], by_client[0]])
+    sample = np.concatenate([by_backend[1], by_client[1] + len(named)])
+    sightings = pd.concat([named, by_port], ignore_index=True)
+    merged = pd.DataFrame(
+        {
+            "episode_id": episodes["episode_id"].to_numpy(dtype=np.int64)[episode],
+            "start": start[episode],
+            "seen": seen[episode],
+            "limit": limit[episode],
+            "taken_at": sightings["taken_at"].to_numpy(dtype=np.float64)[sample],
+            "task_id": sightings["task_id"].to_numpy(dtype=np.int64)[sample],
+        }
     )
     when = merged["taken_at"].to_numpy(dtype=np.float64)
     inside = (when >= merged["start"].to_numpy()) & (when <= merged["seen"].to_numpy())
@@ -106,8 +114,8 @@ def observed_windows(episodes: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFram
         return episodes
     latest = later.groupby("episode_id")["taken_at"].max().astype("float64")
     result: pd.DataFrame = episodes.copy()
-    seen = result["episode_id"].map(latest).to_numpy(dtype=np.float64, na_value=np.nan)
-    extended = seen - floats(result["start"])
+    last_seen = result["episode_id"].map(latest).to_numpy(dtype=np.float64, na_value=np.nan)
+    extended = last_seen - floats(result["start"])
     current = floats(result["duration"])
     result["duration"] = np.where(np.isnan(extended), current, np.maximum(current, extended))
     return result

@@ -114,6 +114,55 @@ def pair_samples(
     )
 
 
+def window_pairs(
+    keys: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]],
+    low: npt.NDArray[np.float64],
+    high: npt.NDArray[np.float64],
+    named: pd.DataFrame,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Every (episode, sighting) whose keys match and whose time is in the episode's window:
+    the episode's positions and the sighting's rows in ``named``.
+
+    ``keys`` is per episode (worker, value), -1 for none; ``named`` comes from
+    :func:`profiler.analysis.task_join.named_long` (``worker_pid``, ``value``,
+    ``taken_at``); the window is ``low <= taken_at <= high`` (NaN: none). Keys and
+    times become ranks, so one sorted int64 array orders the sightings by (key,
+    time) and two ``searchsorted`` find each window's run: memory and time follow
+    the pairs, never episodes x sightings of the same key.
+    """
+    none = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    worker, value = keys
+    usable = np.flatnonzero((worker >= 0) & (value >= 0) & ~np.isnan(low) & ~np.isnan(high))
+    if named.empty or usable.size == 0:
+        return none
+    seen_worker = named["worker_pid"].to_numpy(dtype=np.int64)
+    seen_value = named["value"].to_numpy(dtype=np.int64)
+    when = named["taken_at"].to_numpy(dtype=np.float64)
+    pair_keys = np.concatenate(
+        [(worker[usable] << 32) | value[usable], (seen_worker << 32) | seen_value]
+    )
+    key_ranks = np.unique(pair_keys, return_inverse=True)[1].astype(np.int64)
+    episode_key, sighting_key = key_ranks[: usable.size], key_ranks[usable.size :]
+    times = np.unique(np.concatenate([low[usable], high[usable], when]))
+    span = np.int64(times.size + 1)
+    ordered = sighting_key * span + np.searchsorted(times, when)
+    order = np.argsort(ordered, kind="stable")
+    ordered = ordered[order]
+    first = np.searchsorted(
+        ordered, episode_key * span + np.searchsorted(times, low[usable]), side="left"
+    )
+    after = np.searchsorted(
+        ordered, episode_key * span + np.searchsorted(times, high[usable]), side="right"
+    )
+    counts = np.maximum(after - first, 0)
+    total = int(counts.sum())
+    if total == 0:
+        return none
+    episode = np.repeat(usable, counts)
+    run = np.arange(total, dtype=np.int64) + np.repeat(first - (np.cumsum(counts) - counts), counts)
+    return episode.astype(np.int64), order[run].astype(np.int64)
+
+
 def _dump_ids(dump_start: npt.NDArray[np.int64], size: int) -> npt.NDArray[np.int64]:
     """Each sorted sample's dump number, from the positions where dumps start."""
     first_of_dump = np.zeros(size, dtype=np.int64)
