@@ -317,11 +317,9 @@ def _wait_for_window(recording: Recording, duration: float | None, warned: set[i
 
 def _print_record_summary(manifest: dict[str, Any], directory: Path) -> None:
     """One row per worker; file names only (the directory is said once), so nothing truncates."""
-    from rich.table import Table
-
     from profiler.report.tables import keep_whole
 
-    table = Table(box=None, pad_edge=False, title=f"in {directory}/", title_justify="left")
+    table = console.listing(f"in {directory}/")
     for column in ("worker", "rate", "samples", "errors", "status", "flamegraph"):
         table.add_column(column, overflow="fold")
     rows = [*manifest["workers"], {"pid": "merged", **(manifest["merged"] or {"artifacts": None})}]

@@ -227,11 +227,9 @@ def _manifest(
 
 
 def _print_summary(manifest: dict[str, Any], directory: Path) -> None:
-    from rich.table import Table
-
     from profiler.report.tables import keep_whole
 
-    table = Table(box=None, pad_edge=False, title=f"in {directory}/", title_justify="left")
+    table = console.listing(f"in {directory}/")
     for column in ("worker", "status", "RSS first", "RSS peak", "capture", "size"):
         table.add_column(column, overflow="fold")
     for worker in manifest["workers"]:
