@@ -35,6 +35,7 @@ def report(
         help="Reports to write: flamegraph, table, tree, stats, summary, all or none. "
         "Repeatable, or comma-separated.",
     ),
+    # typer declarations alike in shape to mem attach's and report's (-o): each its own help
     temporal: bool = typer.Option(
         False,
         "--temporal",

@@ -12,6 +12,9 @@ import typer
 if TYPE_CHECKING:
     from profiler.targets.discovery import TargetSpec
 
+# typer.Option declarations are alike in shape (flag, default, help) by nature, here and in
+# each command's signature; the logic is typer's. What is declared here is one flag with one
+# meaning in several commands.
 DSN_OPTION = typer.Option(
     None,
     "--dsn",

@@ -11,6 +11,8 @@ from profiler.cli.options import IDLE_THRESHOLD_OPTION, JSON_OPTION
 
 
 def report(
+    # typer declarations, alike in shape to other commands' (lint's PATH, mem report's -o):
+    # each with the help of this command
     directory: Path = typer.Argument(
         ..., help="A session folder (from session run -o DIR).", show_default=False
     ),

@@ -46,6 +46,8 @@ def run(
     lend_memray: bool = typer.Option(
         False, "--lend-memray", help="With --mem: lend our memray to workers that have none."
     ),
+    # --tasks and --pool-capacity are `watch` options too, alike in shape; each command's help
+    # says what the flag does there (here a session's probe; in watch a burst's, a rule's).
     tasks: bool = typer.Option(
         True,
         "--tasks/--no-tasks",
@@ -98,6 +100,8 @@ def run(
 def show(
     directory: Path = typer.Argument(..., help="A session folder (from session run -o DIR)."),
     idle_threshold: float = IDLE_THRESHOLD_OPTION,
+    # alike in shape to other commands' folder options (report's --source, lab load's
+    # --record-into): typer declarations, each with its own help
     source: Path | None = typer.Option(
         None,
         "--source",

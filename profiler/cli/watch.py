@@ -37,6 +37,8 @@ def watch(
         "worker-vanished). Repeatable.",
         show_default=False,
     ),
+    # --tasks and --pool-capacity as in `session run`, with help for the recorder; then one
+    # option per rule threshold and interval: typer declarations, alike in shape by nature.
     tasks: bool = typer.Option(
         True,
         "--tasks/--no-tasks",
@@ -105,6 +107,7 @@ def watch(
     """
     from profiler.watch.settings import RuleSettings, WatchSettings, parse_size
 
+    # each option to its field by keyword: the records' construction, alike others in shape only
     rules = RuleSettings(
         idle_in_tx_seconds=idle_threshold,
         pool_capacity=pool_capacity,
