@@ -36,6 +36,8 @@ class ProfilerError(Exception):
         self.hint = hint
 
 
+# One class per kind of failure, alike on purpose: each only names its exit code, so a
+# caller raises the kind and the code follows.
 class UsageError(ProfilerError):
     """A bad option or value, or a command that makes no sense in this state."""
 

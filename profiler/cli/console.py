@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 _no_color = bool(os.environ.get("NO_COLOR"))
 
@@ -67,6 +70,17 @@ def print_lines(lines: list[str]) -> None:
     """Plain lines on stdout, as they are: no markup, no wrapping, whatever the width."""
     sys.stdout.write("".join(f"{line}\n" for line in lines))
     sys.stdout.flush()
+
+
+def listing(title: str | None = None) -> Table:
+    """A table for ``out``: no box, no edge padding, its title (if any) flush left.
+
+    Each listing command adds its columns (``profiler.report.tables`` keeps copied
+    ones whole) and prints it on ``out``.
+    """
+    from rich.table import Table
+
+    return Table(box=None, pad_edge=False, title=title, title_justify="left")
 
 
 def print_json(data: Any) -> None:

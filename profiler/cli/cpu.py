@@ -31,7 +31,8 @@ app = typer.Typer(
 
 SHOWN_FRAMES = 12
 
-# py-spy's sampling options, shared by `record` and `top`.
+# py-spy's sampling options, shared by `record` and `top`, which both list all six: typer
+# reads each command's own signature, so those parameter lines repeat on purpose.
 RATE_OPTION = typer.Option(100, "--rate", min=1, max=1000, help="Samples per second per worker.")
 IDLE_OPTION = typer.Option(False, "--idle", help="Include threads that are waiting, not running.")
 GIL_OPTION = typer.Option(False, "--gil", help="Only samples of threads holding the GIL.")
@@ -200,6 +201,7 @@ def _dump_json(
 def record(
     target: TargetSpec,
     duration: float | None = duration_option("Seconds to record; without it, record until Ctrl-C."),
+    # the sampling options, as in `top` (declared once above)
     rate: int = RATE_OPTION,
     idle: bool = IDLE_OPTION,
     gil: bool = GIL_OPTION,
@@ -317,11 +319,9 @@ def _wait_for_window(recording: Recording, duration: float | None, warned: set[i
 
 def _print_record_summary(manifest: dict[str, Any], directory: Path) -> None:
     """One row per worker; file names only (the directory is said once), so nothing truncates."""
-    from rich.table import Table
-
     from profiler.report.tables import keep_whole
 
-    table = Table(box=None, pad_edge=False, title=f"in {directory}/", title_justify="left")
+    table = console.listing(f"in {directory}/")
     for column in ("worker", "rate", "samples", "errors", "status", "flamegraph"):
         table.add_column(column, overflow="fold")
     rows = [*manifest["workers"], {"pid": "merged", **(manifest["merged"] or {"artifacts": None})}]
@@ -345,6 +345,7 @@ def _print_record_summary(manifest: dict[str, Any], directory: Path) -> None:
 @app.command()
 def top(
     pid: int = typer.Option(..., "--pid", help="The worker to watch.", show_default=False),
+    # the sampling options, as in `record` (declared once above)
     rate: int = RATE_OPTION,
     idle: bool = IDLE_OPTION,
     gil: bool = GIL_OPTION,

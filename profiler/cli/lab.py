@@ -20,6 +20,8 @@ app = typer.Typer(
 
 @app.command()
 def up(
+    # typer declarations, alike in shape to watch's (whose --memory-limit assumes the limit that
+    # this one sets): each its own flag, default and help
     mode: str = typer.Option(
         "held", "--mode", help="Session strategy: held (Depends(get_db)) or fresh."
     ),
@@ -199,6 +201,7 @@ def load(
         10.0, "--seconds", "-s", help="How long to run; the run stops itself."
     ),
     url: str | None = typer.Option(None, "--url", help="Gateway URL; default: the running lab's."),
+    # a folder option alike in shape to session show's --source: a typer declaration
     record_into: Path | None = typer.Option(
         None,
         "--record-into",

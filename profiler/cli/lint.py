@@ -26,6 +26,7 @@ class Format(str, Enum):
 
 
 def lint(
+    # typer declarations, alike in shape to other commands' (report's DIR and -o): own help each
     path: Path = typer.Argument(
         ..., help="The FastAPI app's folder (or one file); never imported.", show_default=False
     ),
@@ -49,6 +50,7 @@ def lint(
         help="Exit 1 when more than N handlers are flagged; without it, report only (exit 0).",
         show_default=False,
     ),
+    # two repeatable lists alike in shape, each adding to its own built-in set
     session_dependency: list[str] | None = typer.Option(
         None,
         "--session-dependency",

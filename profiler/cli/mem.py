@@ -34,6 +34,7 @@ def attach(
         "Seconds to track; without it, until Ctrl-C (memray stops by itself after 1 h).",
         minimum=1.0,
     ),
+    # memray's flags, typer declarations alike in shape to mem report's: each its own help
     aggregate: bool = typer.Option(
         False,
         "--aggregate",

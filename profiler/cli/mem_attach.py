@@ -22,9 +22,8 @@ from profiler.memory.attach import (
     MemOptions,
     WorkerCapture,
     attach_all,
-    attach_command,
     detach_all,
-    safety_seconds,
+    plan_captures,
 )
 from profiler.memory.rss import RssSampler
 from profiler.outputs import prepare_directory, refuse_to_clobber
@@ -47,19 +46,7 @@ def run_attach(
     ready = _ready_workers(spec, lend=lend)
     directory = prepare_directory(output).resolve()  # the worker has its own cwd
     when = stamp(started)
-    captures = [
-        WorkerCapture(
-            ready=worker,
-            capture=directory / f"memray-{worker.pid}-{when}.bin",
-            command=attach_command(
-                worker,
-                directory / f"memray-{worker.pid}-{when}.bin",
-                options,
-                safety_seconds(duration, len(ready)),
-            ),
-        )
-        for worker in ready
-    ]
+    captures = plan_captures(ready, directory, options, duration, stamp=when)
     rss_path = directory / f"rss-{when}.jsonl"
     manifest_path = directory / f"mem-attach-{when}.json"
     paths = [*(c.capture for c in captures), rss_path, manifest_path]
@@ -227,11 +214,9 @@ def _manifest(
 
 
 def _print_summary(manifest: dict[str, Any], directory: Path) -> None:
-    from rich.table import Table
-
     from profiler.report.tables import keep_whole
 
-    table = Table(box=None, pad_edge=False, title=f"in {directory}/", title_justify="left")
+    table = console.listing(f"in {directory}/")
     for column in ("worker", "status", "RSS first", "RSS peak", "capture", "size"):
         table.add_column(column, overflow="fold")
     for worker in manifest["workers"]:

@@ -35,6 +35,7 @@ def report(
         help="Reports to write: flamegraph, table, tree, stats, summary, all or none. "
         "Repeatable, or comma-separated.",
     ),
+    # typer declarations alike in shape to mem attach's and report's (-o): each its own help
     temporal: bool = typer.Option(
         False,
         "--temporal",
@@ -215,7 +216,6 @@ def _callers(stack: tuple[Frame, ...]) -> str:
 
 
 def _print_capture(summary: CaptureSummary, results: list[ReportResult], top: int) -> None:
-    from rich.table import Table
     from rich.text import Text
 
     from profiler.report.tables import keep_whole
@@ -241,7 +241,7 @@ def _print_capture(summary: CaptureSummary, results: list[ReportResult], top: in
     for title, sites, whole in rankings:
         _print_sites(f"top sites {title}", sites[:top], whole or 0)
     if results:
-        table = Table(box=None, pad_edge=False, title="reports", title_justify="left")
+        table = console.listing("reports")
         table.add_column("report")
         table.add_column("file", overflow="fold")
         for result in results:
@@ -254,12 +254,11 @@ def _print_capture(summary: CaptureSummary, results: list[ReportResult], top: in
 
 
 def _print_sites(title: str, sites: tuple[Site, ...], whole: int) -> None:
-    from rich.table import Table
     from rich.text import Text
 
     from profiler.report.tables import keep_words
 
-    table = Table(box=None, pad_edge=False, title=title, title_justify="left")
+    table = console.listing(title)
     for column, justify in (("bytes", "right"), ("share", "right"), ("allocs", "right")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     table.add_column("site", overflow="fold")
@@ -277,7 +276,6 @@ def _print_sites(title: str, sites: tuple[Site, ...], whole: int) -> None:
 
 
 def _print_pool(pool: PoolSummary, top: int) -> None:
-    from rich.table import Table
     from rich.text import Text
 
     from profiler.memory.reports import stem
@@ -292,7 +290,7 @@ def _print_pool(pool: PoolSummary, top: int) -> None:
         f"{units.size(pool.peak_memory_bytes)} (an upper bound: workers peak at different times)",
         highlight=False,
     )
-    table = Table(box=None, pad_edge=False, title="workers", title_justify="left")
+    table = console.listing("workers")
     for column in ("worker", "peak", "allocated", "capture"):
         table.add_column(column, justify="left" if column in ("worker", "capture") else "right")
     for worker in pool.workers:
@@ -310,7 +308,7 @@ def _print_pool(pool: PoolSummary, top: int) -> None:
         whole = pool.total_allocated_bytes or 0
         rankings.append(("by total allocated, summed over the pool", pool.by_total, whole))
     for title, sites, whole in rankings:
-        table = Table(box=None, pad_edge=False, title=f"top sites {title}", title_justify="left")
+        table = console.listing(f"top sites {title}")
         table.add_column("bytes", justify="right")
         table.add_column("share", justify="right")
         table.add_column("site", overflow="fold")

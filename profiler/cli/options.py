@@ -12,6 +12,9 @@ import typer
 if TYPE_CHECKING:
     from profiler.targets.discovery import TargetSpec
 
+# typer.Option declarations are alike in shape (flag, default, help) by nature, here and in
+# each command's signature; the logic is typer's. What is declared here is one flag with one
+# meaning in several commands.
 DSN_OPTION = typer.Option(
     None,
     "--dsn",
@@ -34,6 +37,16 @@ PID_OPTION = typer.Option(
 )
 MATCH_OPTION = typer.Option(
     None, "--match", help="Every Python process whose command line matches this regex."
+)
+# The threshold a session is read with (session show/compare, report); `watch` fires on its own.
+IDLE_THRESHOLD_OPTION = typer.Option(
+    1.0,
+    "--idle-threshold",
+    min=0.0,
+    help="Seconds idle in transaction before a transaction counts as held too long.",
+)
+PG_INTERVAL_OPTION = typer.Option(
+    1.0, "--pg-interval", min=0.1, help="Seconds between pg_stat_activity snapshots."
 )
 
 

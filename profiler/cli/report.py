@@ -7,10 +7,12 @@ from pathlib import Path
 import typer
 
 from profiler.cli import console
-from profiler.cli.options import JSON_OPTION
+from profiler.cli.options import IDLE_THRESHOLD_OPTION, JSON_OPTION
 
 
 def report(
+    # typer declarations, alike in shape to other commands' (lint's PATH, mem report's -o):
+    # each with the help of this command
     directory: Path = typer.Argument(
         ..., help="A session folder (from session run -o DIR).", show_default=False
     ),
@@ -22,12 +24,7 @@ def report(
         help="Folder for index.md and assets/; default: DIR/report.",
         show_default=False,
     ),
-    idle_threshold: float = typer.Option(
-        1.0,
-        "--idle-threshold",
-        min=0.0,
-        help="Seconds idle in transaction before a transaction counts as held too long.",
-    ),
+    idle_threshold: float = IDLE_THRESHOLD_OPTION,
     force: bool = typer.Option(
         False, "--force", help="Replace the report in a non-empty OUT (its index.md and assets/)."
     ),

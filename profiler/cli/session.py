@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 
 from profiler.cli.options import (
     DSN_OPTION,
+    IDLE_THRESHOLD_OPTION,
     JSON_OPTION,
+    PG_INTERVAL_OPTION,
     PGBOUNCER_OPTION,
     duration_option,
     target_options,
@@ -34,9 +36,7 @@ def run(
     duration: float | None = duration_option("Seconds; without it, until Ctrl-C.", minimum=1.0),
     cpu: bool = typer.Option(True, "--cpu/--no-cpu", help="py-spy flamegraphs of every worker."),
     mem: bool = typer.Option(False, "--mem/--no-mem", help="memray on every worker (costly)."),
-    pg_interval: float = typer.Option(
-        1.0, "--pg-interval", min=0.1, help="Seconds between pg_stat_activity snapshots."
-    ),
+    pg_interval: float = PG_INTERVAL_OPTION,
     dump_interval: float = typer.Option(
         1.0, "--dump-interval", min=0.1, help="Seconds between timestamped stack dumps."
     ),
@@ -46,6 +46,8 @@ def run(
     lend_memray: bool = typer.Option(
         False, "--lend-memray", help="With --mem: lend our memray to workers that have none."
     ),
+    # --tasks and --pool-capacity are `watch` options too, alike in shape; each command's help
+    # says what the flag does there (here a session's probe; in watch a burst's, a rule's).
     tasks: bool = typer.Option(
         True,
         "--tasks/--no-tasks",
@@ -94,19 +96,12 @@ def run(
     )
 
 
-def _idle_threshold() -> Any:
-    return typer.Option(
-        1.0,
-        "--idle-threshold",
-        min=0.0,
-        help="Seconds idle in transaction before a transaction counts as held too long.",
-    )
-
-
 @app.command()
 def show(
     directory: Path = typer.Argument(..., help="A session folder (from session run -o DIR)."),
-    idle_threshold: float = _idle_threshold(),
+    idle_threshold: float = IDLE_THRESHOLD_OPTION,
+    # alike in shape to other commands' folder options (report's --source, lab load's
+    # --record-into): typer declarations, each with its own help
     source: Path | None = typer.Option(
         None,
         "--source",
@@ -139,7 +134,7 @@ def compare(
         help="Exit 1 when AFTER is worse on this rule (repeatable): any, idle-in-transaction, "
         "held-connections, throughput, peak-rss, vanished-workers, or a finding's rule.",
     ),
-    idle_threshold: float = _idle_threshold(),
+    idle_threshold: float = IDLE_THRESHOLD_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Before/after: idle-in-transaction count and age, connections held, throughput, RSS.

@@ -101,11 +101,9 @@ def _report(result: dict[str, Any], directory: Path, as_json: bool) -> None:
     if as_json:
         console.print_json(result)
         return
-    from rich.table import Table
-
     from profiler.report.tables import keep_words
 
-    table = Table(box=None, pad_edge=False, title=f"session {directory}/", title_justify="left")
+    table = console.listing(f"session {directory}/")
     for column in ("probe", "status", "files"):
         table.add_column(column, overflow="fold")
     for name, probe in result["probes"].items():

@@ -122,11 +122,9 @@ def _finding_line(finding: Finding) -> str:
 
 
 def _metrics_table(summary: Summary) -> Table:
-    from rich.table import Table
-
     from profiler.session.compare import MEASURES
 
-    table = Table(box=None, pad_edge=False, title="measures", title_justify="left")
+    table = console.listing("measures")
     table.add_column("measure")
     table.add_column("value", justify="right")
     for measure in MEASURES:
@@ -136,14 +134,7 @@ def _metrics_table(summary: Summary) -> Table:
 
 
 def _pools_table(summary: Summary) -> Table:
-    from rich.table import Table
-
-    table = Table(
-        box=None,
-        pad_edge=False,
-        title="pools: what each worker's pool can serve",
-        title_justify="left",
-    )
+    table = console.listing("pools: what each worker's pool can serve")
     table.add_column("worker", justify="right", no_wrap=True)
     table.add_column("capacity", overflow="fold")
     for pool in summary.pools:
@@ -152,16 +143,9 @@ def _pools_table(summary: Summary) -> Table:
 
 
 def _paths_table(summary: Summary) -> Table:
-    from rich.table import Table
-
     from profiler.report.tables import keep_words
 
-    table = Table(
-        box=None,
-        pad_edge=False,
-        title="code paths by connection-seconds held",
-        title_justify="left",
-    )
+    table = console.listing("code paths by connection-seconds held")
     for column in ("held s", "share", "workers", "path"):
         table.add_column(column, justify="right" if column != "path" else "left", overflow="fold")
     for held in summary.metrics.top_paths:
@@ -176,18 +160,11 @@ def _paths_table(summary: Summary) -> Table:
 
 
 def _held_table(summary: Summary) -> Table:
-    from rich.table import Table
-
     from profiler.report.tables import keep_whole
     from profiler.session.summary import held_connections
 
     rows = held_connections(summary.episodes, summary.session.start, limit=HELD_ROWS)
-    table = Table(
-        box=None,
-        pad_edge=False,
-        title=f"longest transactions ({len(rows)} of {len(summary.episodes)})",
-        title_justify="left",
-    )
+    table = console.listing(f"longest transactions ({len(rows)} of {len(summary.episodes)})")
     for column in ("backend", "owner", "start", "held s", "idle s", "query"):
         table.add_column(column, justify="left" if column == "query" else "right", overflow="fold")
     for row in rows[:HELD_ROWS]:
@@ -211,8 +188,6 @@ def _owner_cell(row: dict[str, Any]) -> str:
 
 
 def _print_comparison(comparison: Comparison) -> None:
-    from rich.table import Table
-
     from profiler.report.tables import keep_words
 
     out = console.out
@@ -220,7 +195,7 @@ def _print_comparison(comparison: Comparison) -> None:
         f"[bold]before[/] {comparison.before.session.name}   [bold]after[/] "
         f"{comparison.after.session.name}"
     )
-    table = Table(box=None, pad_edge=False)
+    table = console.listing()
     for column in ("measure", "before", "after", "change"):
         table.add_column(column, justify="left" if column == "measure" else "right")
     for change in comparison.changes:
@@ -232,12 +207,7 @@ def _print_comparison(comparison: Comparison) -> None:
         )
     out.print(table)
     if comparison.paths:
-        paths = Table(
-            box=None,
-            pad_edge=False,
-            title="connection-seconds held by code path",
-            title_justify="left",
-        )
+        paths = console.listing("connection-seconds held by code path")
         for column in ("before s", "after s", "path"):
             paths.add_column(
                 column, justify="left" if column == "path" else "right", overflow="fold"

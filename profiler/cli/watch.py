@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from profiler.cli.options import DSN_OPTION, target_options
+from profiler.cli.options import DSN_OPTION, PG_INTERVAL_OPTION, target_options
 
 if TYPE_CHECKING:
     from profiler.targets.discovery import TargetSpec
@@ -37,6 +37,8 @@ def watch(
         "worker-vanished). Repeatable.",
         show_default=False,
     ),
+    # --tasks and --pool-capacity as in `session run`, with help for the recorder; then one
+    # option per rule threshold and interval: typer declarations, alike in shape by nature.
     tasks: bool = typer.Option(
         True,
         "--tasks/--no-tasks",
@@ -81,9 +83,7 @@ def watch(
     ring: float = typer.Option(
         300.0, "--ring", min=1.0, help="Seconds of history prepended to an incident."
     ),
-    pg_interval: float = typer.Option(
-        1.0, "--pg-interval", min=0.1, help="Seconds between pg_stat_activity snapshots."
-    ),
+    pg_interval: float = PG_INTERVAL_OPTION,
     stack_interval: float = typer.Option(
         5.0, "--stack-interval", min=0.5, help="Seconds between stack dumps outside bursts."
     ),
@@ -107,6 +107,7 @@ def watch(
     """
     from profiler.watch.settings import RuleSettings, WatchSettings, parse_size
 
+    # each option to its field by keyword: the records' construction, alike others in shape only
     rules = RuleSettings(
         idle_in_tx_seconds=idle_threshold,
         pool_capacity=pool_capacity,

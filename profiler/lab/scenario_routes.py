@@ -43,7 +43,7 @@ from profiler.lab.gateway import fresh, held, queries
 from profiler.lab.gateway.auth import bearer_token, unauthorized
 from profiler.lab.gateway.queries import Listed
 from profiler.lab.gateway.runtime import RuntimeDep
-from profiler.lab.gateway.schemas import (
+from profiler.lab.gateway.schemas import (  # held.py's and fresh.py's: these routes replace theirs
     InvokeRequest,
     PageQuery,
     PromptRead,
@@ -86,6 +86,8 @@ def _many(rows: Sequence[Listed]) -> list[Listed]:
     return list(rows) * max(1, SERIALISED_ROWS // max(len(rows), 1))
 
 
+# One handler a route, alike on purpose, as in held.py and fresh.py: the stacks, and so the
+# Diagnosis, name the route's own function.
 @serialise.get("/tools", response_model=list[ToolRead])
 def list_tools_serialised(user: fresh.CurrentUser, db: Db, page: Page) -> list[Tool]:
     """ORM rows out of a session FastAPI closes only after serialising them."""

@@ -46,6 +46,8 @@ class Base(DeclarativeBase):
     }
 
 
+# One mapped class a table, alike in shape as declarations are (id, server_id, tags,
+# created_at...): the columns, not logic, are what repeats, and each table keeps its own.
 class Server(Base):
     __tablename__ = "servers"
 

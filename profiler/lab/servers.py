@@ -50,6 +50,8 @@ def command(server: Server, *, workers: int, host: str, port: int) -> list[str]:
             "--log-level",
             "warning",
         ]
+    # Each server's command line spelled out whole, as its docs show it: --workers, --host and
+    # --port read alike in granian's and uvicorn's, but they are two CLIs' flags.
     if server == "granian":
         return [
             python,

@@ -131,6 +131,26 @@ def safety_seconds(duration: float | None, workers: int) -> int:
     return math.ceil(duration) + SAFETY_MARGIN_SECONDS + 2 * workers
 
 
+def plan_captures(
+    ready: Sequence[Ready],
+    directory: Path,
+    options: MemOptions,
+    duration: float | None,
+    *,
+    stamp: str = "",
+) -> list[WorkerCapture]:
+    """One capture per ready worker, ``memray-PID.bin`` in ``directory`` (``memray-PID-STAMP.bin``
+    with a ``stamp``), its attach command carrying :func:`safety_seconds` for all of them."""
+    safety = safety_seconds(duration, len(ready))
+    captures = []
+    for worker in ready:
+        name = f"memray-{worker.pid}-{stamp}.bin" if stamp else f"memray-{worker.pid}.bin"
+        capture = directory / name
+        command = attach_command(worker, capture, options, safety)
+        captures.append(WorkerCapture(ready=worker, capture=capture, command=command))
+    return captures
+
+
 def attach_all(captures: Sequence[WorkerCapture]) -> None:
     """Attach every worker concurrently; each one's status and timing are filled in."""
 

@@ -280,14 +280,7 @@ class MemProbe(Probe):
 
     def capture(self) -> None:
         from profiler.memory import preflight
-        from profiler.memory.attach import (
-            MemOptions,
-            WorkerCapture,
-            attach_all,
-            attach_command,
-            detach_all,
-            safety_seconds,
-        )
+        from profiler.memory.attach import MemOptions, attach_all, detach_all, plan_captures
 
         out = self.directory / "mem"
         out.mkdir(exist_ok=True)
@@ -296,15 +289,7 @@ class MemProbe(Probe):
         ready, failed = preflight.check_all(self.pids, lend=self.settings.lend_memray)
         errors = [f"worker {pid}: {error.message}" for pid, error in failed.items()]
         options = MemOptions(self.settings.mem_aggregate, self.settings.mem_native)
-        safety = safety_seconds(self.settings.duration, len(ready))
-        captures = [
-            WorkerCapture(
-                ready=worker,
-                capture=out / f"memray-{worker.pid}.bin",
-                command=attach_command(worker, out / f"memray-{worker.pid}.bin", options, safety),
-            )
-            for worker in ready
-        ]
+        captures = plan_captures(ready, out, options, self.settings.duration)
         try:
             attach_all(captures)
             self.tracking = sum(c.status == "tracking" for c in captures)

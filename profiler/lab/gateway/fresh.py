@@ -38,7 +38,7 @@ from profiler.lab.gateway.schemas import (
 from profiler.lab.gateway.tool_calls import call_tool
 from profiler.lab.schema import Prompt, Resource, Server, Tool
 
-router = APIRouter()
+router = APIRouter()  # held.py's imports, routes and models: only the session lifetime differs
 
 Row = dict[str, Any]
 
@@ -64,7 +64,7 @@ CurrentUser = Annotated[Row, Depends(authenticate)]
 Page = Annotated[PageQuery, Query()]
 
 
-@router.get("/tools", response_model=list[ToolRead])
+@router.get("/tools", response_model=list[ToolRead])  # one per route as held.py's: compared by name
 async def list_tools(user: CurrentUser, runtime: RuntimeDep, page: Page) -> list[Row]:
     with fresh_db_session(runtime.sessions) as db:
         rows = queries.page(db, Tool, limit=page.limit, offset=page.offset)
@@ -113,6 +113,7 @@ async def invoke_tool(
     return {"tool": tool, "invocation": invocation}
 
 
+# held.py's, but returning a dict, built inside the block: nothing can lazy-load after it.
 def _tool_or_404(db: Session, tool_id: int) -> Row:
     tool = queries.get_tool(db, tool_id)
     if tool is None:

@@ -40,7 +40,7 @@ from profiler.lab.gateway.schemas import (
 from profiler.lab.gateway.tool_calls import call_tool
 from profiler.lab.schema import Prompt, Resource, Server, Tool, User
 
-router = APIRouter()
+router = APIRouter()  # fresh.py's imports, routes and models: only the session lifetime differs
 
 
 def get_db(runtime: RuntimeDep) -> Iterator[Session]:
@@ -80,7 +80,7 @@ CurrentUser = Annotated[User, Depends(authenticate)]
 Page = Annotated[PageQuery, Query()]
 
 
-@router.get("/tools", response_model=list[ToolRead])
+@router.get("/tools", response_model=list[ToolRead])  # one per route, as the incident's gateway
 async def list_tools(user: CurrentUser, db: Db, page: Page) -> Sequence[Tool]:
     return queries.page(db, Tool, limit=page.limit, offset=page.offset)
 
@@ -118,6 +118,7 @@ async def invoke_tool(
     return {"tool": tool, "invocation": invocation}
 
 
+# fresh.py's, but returning the ORM row: serialised after the handler, its session still open.
 def _tool_or_404(db: Session, tool_id: int) -> Tool:
     tool = queries.get_tool(db, tool_id)
     if tool is None:
