@@ -9,7 +9,7 @@ a categorical column reads the same way in an episode, a finding and a count.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -53,6 +53,17 @@ def category_codes(
         return codes, list(series.cat.categories)
     factorized, uniques = pd.factorize(series.iloc[rows])
     return factorized.astype(np.int64), list(uniques)
+
+
+def empty_frame(dtypes: Mapping[str, Any]) -> pd.DataFrame:
+    """A frame with no rows and these columns, each of its dtype (``"category"``: categorical),
+    so an empty result has the columns and dtypes a full one has."""
+    import pandas as pd
+
+    frame: pd.DataFrame = pd.DataFrame(
+        {name: pd.Series([], dtype=dtype) for name, dtype in dtypes.items()}
+    )
+    return frame
 
 
 def is_missing(value: Any) -> bool:

@@ -28,7 +28,7 @@ from profiler.analysis.activity_rows import (
     worker_pid_series,
     worker_port_series,
 )
-from profiler.analysis.columns import category_codes, column_floats, floats, values_at
+from profiler.analysis.columns import category_codes, column_floats, empty_frame, floats, values_at
 from profiler.model import IDLE_IN_TRANSACTION
 
 if TYPE_CHECKING:
@@ -239,32 +239,29 @@ def _queries(
 
 
 def empty_episodes() -> pd.DataFrame:
-    import pandas as pd
-
-    frame: pd.DataFrame = pd.DataFrame(
+    return empty_frame(
         {
-            "episode_id": pd.Series([], dtype="int64"),
-            "pid": pd.Series([], dtype="int64"),
-            "backend_start": pd.Series([], dtype="float64"),
-            "xact_start": pd.Series([], dtype="float64"),
-            "owner_pid": pd.Series([], dtype="Int64"),
-            "owner_cmdline": pd.Series([], dtype="object"),
-            "owner_via": pd.Series([], dtype="object"),
-            "owner_port": pd.Series([], dtype="Int64"),
-            "owner_label": pd.Series([], dtype="object"),
-            "start": pd.Series([], dtype="float64"),
-            "first_seen": pd.Series([], dtype="float64"),
-            "last_seen": pd.Series([], dtype="float64"),
-            "end": pd.Series([], dtype="float64"),
-            "open": pd.Series([], dtype="bool"),
-            "duration": pd.Series([], dtype="float64"),
-            "duration_max": pd.Series([], dtype="float64"),
-            "idle_seconds": pd.Series([], dtype="float64"),
-            "max_idle_age": pd.Series([], dtype="float64"),
-            "queries": pd.Series([], dtype="object"),
-            "last_query": pd.Series([], dtype="object"),
-            "application_name": pd.Series([], dtype="object"),
-            "samples": pd.Series([], dtype="int64"),
+            "episode_id": "int64",
+            "pid": "int64",
+            "backend_start": "float64",
+            "xact_start": "float64",
+            "owner_pid": "Int64",
+            "owner_cmdline": "object",
+            "owner_via": "object",
+            "owner_port": "Int64",
+            "owner_label": "object",
+            "start": "float64",
+            "first_seen": "float64",
+            "last_seen": "float64",
+            "end": "float64",
+            "open": "bool",
+            "duration": "float64",
+            "duration_max": "float64",
+            "idle_seconds": "float64",
+            "max_idle_age": "float64",
+            "queries": "object",
+            "last_query": "object",
+            "application_name": "object",
+            "samples": "int64",
         }
     )
-    return frame

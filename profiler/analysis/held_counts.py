@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from profiler.analysis.activity_rows import client_backend_rows, snapshot_times, worker_pids
-from profiler.analysis.columns import epoch_seconds, floats
+from profiler.analysis.columns import empty_frame, epoch_seconds, floats
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -110,27 +110,21 @@ def memory_alignment(held: pd.DataFrame, rss: pd.DataFrame) -> pd.DataFrame:
 
 
 def empty_held() -> pd.DataFrame:
-    import pandas as pd
-
-    frame: pd.DataFrame = pd.DataFrame(
+    return empty_frame(
         {
-            "taken_at": pd.Series([], dtype="float64"),
-            "owner_pid": pd.Series([], dtype="Int64"),
-            "held": pd.Series([], dtype="int64"),
+            "taken_at": "float64",
+            "owner_pid": "Int64",
+            "held": "int64",
         }
     )
-    return frame
 
 
 def empty_alignment() -> pd.DataFrame:
-    import pandas as pd
-
-    frame: pd.DataFrame = pd.DataFrame(
+    return empty_frame(
         {
-            "taken_at": pd.Series([], dtype="float64"),
-            "worker_pid": pd.Series([], dtype="int64"),
-            "rss_bytes": pd.Series([], dtype="int64"),
-            "held": pd.Series([], dtype="Int64"),
+            "taken_at": "float64",
+            "worker_pid": "int64",
+            "rss_bytes": "int64",
+            "held": "Int64",
         }
     )
-    return frame

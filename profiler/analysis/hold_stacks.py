@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from profiler.analysis.columns import empty_frame
 from profiler.analysis.sample_pairs import pair_samples
 from profiler.errors import UsageError
 
@@ -159,14 +160,11 @@ def hold_attribution(
 
 
 def empty_stacks_during() -> pd.DataFrame:
-    import pandas as pd
-
-    frame: pd.DataFrame = pd.DataFrame(
+    return empty_frame(
         {
-            "episode_id": pd.Series([], dtype="int64"),
-            "stack": pd.Categorical([]),
-            "samples": pd.Series([], dtype="int64"),
-            "share": pd.Series([], dtype="float64"),
+            "episode_id": "int64",
+            "stack": "category",
+            "samples": "int64",
+            "share": "float64",
         }
     )
-    return frame

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from profiler.analysis.columns import epoch_seconds
+from profiler.analysis.columns import empty_frame, epoch_seconds
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -57,15 +57,14 @@ def named_long(tasks: pd.DataFrame, column: str) -> pd.DataFrame:
     import pandas as pd
 
     if column not in tasks.columns:
-        empty: pd.DataFrame = pd.DataFrame(
+        return empty_frame(
             {
-                "worker_pid": pd.Series([], dtype="Int64"),
-                "taken_at": pd.Series([], dtype="float64"),
-                "task_id": pd.Series([], dtype="int64"),
-                "value": pd.Series([], dtype="int64"),
+                "worker_pid": "Int64",
+                "taken_at": "float64",
+                "task_id": "int64",
+                "value": "int64",
             }
         )
-        return empty
     long = tasks[column].explode().dropna()
     rows = long.index.to_numpy()
     task_id = (

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+
+from profiler.capture.ptrace import read_access
+from profiler.errors import AttachError
 
 
 class ProcessDidNotStart(RuntimeError):
@@ -97,3 +102,29 @@ def is_running(pid: int, create_time: float | None = None) -> bool:
 
 def create_time(pid: int) -> float:
     return float(psutil.Process(pid).create_time())
+
+
+@contextlib.contextmanager
+def readable_process(pid: int) -> Iterator[psutil.Process]:
+    """``pid``'s psutil handle, for a block that reads it before attaching: psutil's
+    "no such process" and "access denied" raised in the block become an
+    :class:`AttachError` (exit 3) with the next step."""
+    try:
+        yield psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        raise AttachError(
+            f"no process with PID {pid}", hint="list the workers with `profiler workers`"
+        ) from None
+    except psutil.AccessDenied:
+        access = read_access()
+        raise AttachError(
+            f"permission denied reading PID {pid}: {access.explain()}", hint=access.hint()
+        ) from None
+
+
+def executable(pid: int) -> str:
+    """What ``pid`` runs (``/proc/PID/exe``), for messages; ``executable unknown`` if unreadable."""
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return "executable unknown"

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from profiler.errors import AttachError
+
 PTRACE_HINT = (
     "run as root or as the target's user with CAP_SYS_PTRACE "
     "(containers: --cap-add SYS_PTRACE), or lower kernel.yama.ptrace_scope to 0 "
@@ -93,6 +95,17 @@ def read_access(
         seccomp=seccomp,
         in_container=in_container(),
     )
+
+
+def require_ptrace(pid: int) -> None:
+    """Raise :class:`AttachError` (exit 3), with the fix for where we run, unless this
+    process may ptrace ``pid`` (Yama's scope and CAP_SYS_PTRACE allow it, or we are root)."""
+    access = read_access()
+    if not access.can_attach_any_own_process and not access.is_root:
+        raise AttachError(
+            f"ptrace is not allowed here ({access.explain()}): cannot attach to PID {pid}",
+            hint=access.hint(),
+        )
 
 
 def in_container(cgroup_file: Path = Path("/proc/1/cgroup")) -> bool:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from profiler.capture.processes import is_running
+from profiler.capture.processes import executable, is_running
 from profiler.capture.ptrace import PTRACE_HINT, read_access
 from profiler.capture.tools import find_tool
 from profiler.errors import AttachError, ToolMissingError
@@ -380,20 +380,13 @@ def diagnose(pid: int, output: str, returncode: int) -> AttachError:
         )
     if "python" in lowered and ("failed to find" in lowered or "not a python" in lowered):
         return AttachError(
-            f"PID {pid} is not a Python process ({_exe(pid)}; py-spy: {said})",
+            f"PID {pid} is not a Python process ({executable(pid)}; py-spy: {said})",
             hint="point at a gateway worker; `profiler workers` lists them",
         )
     return AttachError(
         f"py-spy dump of PID {pid} failed with exit code {returncode}: {said}",
         hint="retry; if it persists, run the command with -v to see py-spy's full output",
     )
-
-
-def _exe(pid: int) -> str:
-    try:
-        return os.readlink(f"/proc/{pid}/exe")
-    except OSError:
-        return "executable unknown"
 
 
 def _sample(

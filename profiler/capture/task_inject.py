@@ -31,7 +31,6 @@ replaces it with a copy.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import subprocess
 import sys
@@ -40,7 +39,8 @@ from pathlib import Path
 import psutil
 
 from profiler.capture import task_payload
-from profiler.capture.ptrace import PTRACE_HINT, read_access
+from profiler.capture.processes import executable, readable_process
+from profiler.capture.ptrace import PTRACE_HINT, read_access, require_ptrace
 from profiler.capture.task_control import LEASE_SECONDS, LEASE_SUFFIX, STOP_SUFFIX
 from profiler.capture.tools import debugger_first_on_path
 from profiler.capture.writable import check_writable
@@ -75,6 +75,8 @@ sys.stdout.write(recvall(client))
 """
 
 
+# Same parameters as task_payload.start on purpose: the payload runs in the worker with
+# the stdlib only, so it cannot share a signature or a record with this side.
 def payload_source(
     path: Path,
     *,
@@ -125,7 +127,8 @@ def inject(
         raise UsageError(
             f"{path} already exists", hint="the sampler never overwrites: pick a new path"
         )
-    _require_process(pid)
+    with readable_process(pid) as proc:
+        proc.status()
     space = namespaces_of(pid)
     if space.isolated:
         _inject_isolated(space, path, method, interval, duration, max_tasks, lease_seconds)
@@ -136,12 +139,7 @@ def inject(
             f"the task sampler is injected through {method}, which is not installed here",
             hint=f"install {method} (apt install {method} / dnf install {method})",
         )
-    access = read_access()
-    if not access.can_attach_any_own_process and not access.is_root:
-        raise AttachError(
-            f"ptrace is not allowed here ({access.explain()}): cannot attach to PID {pid}",
-            hint=PTRACE_HINT,
-        )
+    require_ptrace(pid)
     source = payload_source(
         path,
         interval=interval,
@@ -172,7 +170,7 @@ def _inject_isolated(
             "through it, run inside the container",
             hint=f"add {method} to the image (apt-get install -y {method}), or pass --no-tasks",
         )
-    _require_ptrace(pid)
+    require_ptrace(pid)
     inside: Path = path
     if space.other_filesystem:
         proc = psutil.Process(pid)
@@ -230,29 +228,7 @@ def _channel_python(space: Namespaces) -> tuple[str, dict[str, str]]:
     )
 
 
-def _require_ptrace(pid: int) -> None:
-    access = read_access()
-    if not access.can_attach_any_own_process and not access.is_root:
-        raise AttachError(
-            f"ptrace is not allowed here ({access.explain()}): cannot attach to PID {pid}",
-            hint=access.hint(),
-        )
-
-
 # -- injecting -----------------------------------------------------------------------------
-
-
-def _require_process(pid: int) -> None:
-    try:
-        psutil.Process(pid).status()
-    except psutil.NoSuchProcess:
-        raise AttachError(
-            f"no process with PID {pid}", hint="list the workers with `profiler workers`"
-        ) from None
-    except psutil.AccessDenied:
-        raise AttachError(
-            f"permission denied reading PID {pid}: {read_access().explain()}", hint=PTRACE_HINT
-        ) from None
 
 
 def _send(pid: int, method: str, source: str) -> tuple[str, str]:
@@ -290,7 +266,7 @@ def _channel_failure(pid: int, said: str) -> AttachError:
         )
     if "does not seem to be running Python" in text or "Failed to execute our" in text:
         return AttachError(
-            f"PID {pid} is not a Python process the sampler can run in ({_exe(pid)}): {text}",
+            f"PID {pid} is not a Python process the sampler can run in ({executable(pid)}): {text}",
             hint="point at a Python gateway worker; `profiler workers` lists them",
         )
     if "permission" in text.lower() or "different user" in text:
@@ -324,10 +300,3 @@ def _payload_failure(pid: int, path: Path, error: str) -> AttachError:
     else:
         hint = "the worker's Python may be too old (3.8+ is needed); nothing keeps running there"
     return AttachError(f"the task sampler did not start in PID {pid}: {text}", hint=hint)
-
-
-def _exe(pid: int) -> str:
-    try:
-        return os.readlink(f"/proc/{pid}/exe")
-    except OSError:
-        return "executable unknown"

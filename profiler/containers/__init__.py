@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,34 +96,30 @@ def pids_in_cgroup(container_id: str, *, proc: Path = Path("/proc")) -> list[int
     """Host PIDs whose ``/proc/PID/cgroup`` names ``container_id`` (Docker, containerd,
     CRI-O and Podman all put the full id in the cgroup path), sorted."""
     wanted = bare_id(container_id)
-    found = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = (entry / "cgroup").read_text()
-        except OSError:
-            continue
-        if wanted in text:
-            found.append(int(entry.name))
-    return sorted(found)
+    return sorted(pid for pid, text in _each_process(proc, "cgroup") if wanted in text)
 
 
 def descendants(pid: int, *, proc: Path = Path("/proc")) -> list[int]:
     """``pid`` and every process below it, from ``/proc/*/stat`` (host numbering), sorted."""
     children: dict[int, list[int]] = {}
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
+    for child, stat in _each_process(proc, "stat"):
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
+        children.setdefault(ppid, []).append(child)
     found, pending = [], [pid]
     while pending:
         current = pending.pop()
         found.append(current)
         pending.extend(children.get(current, ()))
     return sorted(found)
+
+
+def _each_process(proc: Path, name: str) -> Iterator[tuple[int, str]]:
+    """(PID, text of ``/proc/PID/<name>``) for every process whose file is readable."""
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / name).read_text()
+        except OSError:
+            continue
+        yield int(entry.name), text

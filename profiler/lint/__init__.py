@@ -18,6 +18,7 @@ comes out.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from profiler.errors import InputError
@@ -114,12 +115,10 @@ def _merge_endpoint(old: Endpoint | None, new: Endpoint) -> Endpoint:
     """One handler registered on several routes is one endpoint with all its routes."""
     if old is None:
         return new
-    return Endpoint(
-        new.file,
-        new.line,
-        new.handler,
-        tuple(sorted({*old.routes, *new.routes})),
-        tuple(dict.fromkeys((*old.dependencies, *new.dependencies))),
+    return replace(
+        new,
+        routes=tuple(sorted({*old.routes, *new.routes})),
+        dependencies=tuple(dict.fromkeys((*old.dependencies, *new.dependencies))),
     )
 
 
@@ -127,12 +126,9 @@ def _merge_finding(old: Finding | None, new: Finding) -> Finding:
     if old is None:
         return new
     reasons = sorted({*old.reasons, *new.reasons}, key=lambda r: (r.line, r.kind, r.detail))
-    return Finding(
-        new.file,
-        new.line,
-        new.handler,
-        tuple(sorted({*old.routes, *new.routes})),
-        tuple(dict.fromkeys((*old.dependencies, *new.dependencies))),
-        tuple(reasons),
-        new.column,
+    return replace(
+        new,
+        routes=tuple(sorted({*old.routes, *new.routes})),
+        dependencies=tuple(dict.fromkeys((*old.dependencies, *new.dependencies))),
+        reasons=tuple(reasons),
     )

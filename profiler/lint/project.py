@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import ast
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 
 FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef
 
@@ -44,6 +45,33 @@ SKIPPED_DIRS = frozenset(
 """Folders never read: virtualenvs, caches and build output hold other people's code."""
 
 MAX_RESOLVE_DEPTH = 24
+
+T = TypeVar("T")
+
+
+class FunctionMemo(Generic[T]):
+    """One answer per function (by node identity), computed once and cycle-safe: a function
+    asked about again while its own answer is being computed (a call cycle) gets ``empty()``
+    for that inner question, and the outer answer is kept."""
+
+    def __init__(self, empty: Callable[[], T]) -> None:
+        self._empty = empty
+        self._done: dict[int, T] = {}
+        self._busy: set[int] = set()
+
+    def get(self, function: FunctionNode, compute: Callable[[], T]) -> T:
+        key = id(function)
+        if key in self._done:
+            return self._done[key]
+        if key in self._busy:
+            return self._empty()
+        self._busy.add(key)
+        try:
+            answer = compute()
+        finally:
+            self._busy.discard(key)
+        self._done[key] = answer
+        return answer
 
 
 @dataclass(eq=False)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 
-from profiler.lint.project import FunctionNode, Module, Project, Resolved, terminal
+from profiler.lint.project import (
+    FunctionMemo,
+    FunctionNode,
+    Module,
+    Project,
+    Resolved,
+    terminal,
+)
 from profiler.lint.settings import Settings
 from profiler.lint.syntax import (
     depends_scope,
@@ -52,8 +59,9 @@ class Sessions:
     def __init__(self, project: Project, settings: Settings) -> None:
         self.project = project
         self.session_names = frozenset(settings.session_dependencies)
-        self._chains: dict[int, list[tuple[tuple[str, ...], tuple[ChainEntry, ...]]]] = {}
-        self._busy_chains: set[int] = set()
+        self._chains: FunctionMemo[list[tuple[tuple[str, ...], tuple[ChainEntry, ...]]]] = (
+            FunctionMemo(list)
+        )
 
     def parameter_dependencies(self, module: Module, function: FunctionNode) -> list[Dependency]:
         """Each ``Depends``/``Security`` a parameter declares, by default or ``Annotated``."""
@@ -132,25 +140,20 @@ class Sessions:
             function = method(found.klass, dunder)
         if function is None:
             return []
-        key = id(function)
-        if key in self._chains:
-            return self._chains[key]
-        if key in self._busy_chains:
-            return []
-        self._busy_chains.add(key)
-        try:
-            label = found.name or function.name
-            entry = (found.module, function)
-            result: list[tuple[tuple[str, ...], tuple[ChainEntry, ...]]] = []
-            if self.provides_session(found.module, function):
-                result.append(((label,), (entry,)))
-            else:
-                for dependency in self.parameter_dependencies(found.module, function):
-                    for names, functions in self.chains_for(dependency.module, dependency.target):
-                        result.append(((label, *names), (entry, *functions)))
-        finally:
-            self._busy_chains.discard(key)
-        self._chains[key] = result
+        module, label = found.module, found.name or function.name
+        return self._chains.get(function, lambda: self._chains_through(module, function, label))
+
+    def _chains_through(
+        self, module: Module, function: FunctionNode, label: str
+    ) -> list[tuple[tuple[str, ...], tuple[ChainEntry, ...]]]:
+        entry = (module, function)
+        result: list[tuple[tuple[str, ...], tuple[ChainEntry, ...]]] = []
+        if self.provides_session(module, function):
+            result.append(((label,), (entry,)))
+        else:
+            for dependency in self.parameter_dependencies(module, function):
+                for names, functions in self.chains_for(dependency.module, dependency.target):
+                    result.append(((label, *names), (entry, *functions)))
         return result
 
     def provides_session(self, module: Module, function: FunctionNode) -> bool:

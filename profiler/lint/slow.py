@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from profiler.lint.calls import Callee, Callees
 from profiler.lint.model import DOWNSTREAM, KIND_ORDER, SLEEP, SLOW_CALL
-from profiler.lint.project import FunctionNode, Module, Project, dotted, terminal
+from profiler.lint.project import FunctionMemo, FunctionNode, Module, Project, dotted, terminal
 from profiler.lint.release import releases
 from profiler.lint.settings import Settings
 from profiler.lint.syntax import opens_session, own_nodes, short
@@ -69,8 +69,7 @@ class SlowWork:
         self.project = project
         self.settings = settings
         self.callees = Callees(project)
-        self._effects: dict[int, list[Effect]] = {}
-        self._busy_effects: set[int] = set()
+        self._effects: FunctionMemo[list[Effect]] = FunctionMemo(list)
 
     def scan(
         self, module: Module, function: FunctionNode, *, blocks_only: bool = False
@@ -286,24 +285,16 @@ class SlowWork:
 
     def function_effects(self, module: Module, function: FunctionNode) -> list[Effect]:
         """The slow work of a project function, following its calls (memoised, cycle-safe)."""
-        key = id(function)
-        if key in self._effects:
-            return self._effects[key]
-        if key in self._busy_effects:
-            return []
-        self._busy_effects.add(key)
-        try:
-            shortest: dict[str, Effect] = {}  # per kind, the chain of fewest calls
-            for line, hit, _ in self.scan(module, function):
-                where = hit.where or f"{module.rel}:{line}"
-                known = shortest.get(hit.kind)
-                if hit.hops < self.settings.max_depth and (known is None or hit.hops < known.hops):
-                    shortest[hit.kind] = Effect(hit.kind, hit.detail, where, hit.hops)
-            effects = list(shortest.values())
-        finally:
-            self._busy_effects.discard(key)
-        self._effects[key] = effects
-        return effects
+        return self._effects.get(function, lambda: self._effects_of(module, function))
+
+    def _effects_of(self, module: Module, function: FunctionNode) -> list[Effect]:
+        shortest: dict[str, Effect] = {}  # per kind, the chain of fewest calls
+        for line, hit, _ in self.scan(module, function):
+            where = hit.where or f"{module.rel}:{line}"
+            known = shortest.get(hit.kind)
+            if hit.hops < self.settings.max_depth and (known is None or hit.hops < known.hops):
+                shortest[hit.kind] = Effect(hit.kind, hit.detail, where, hit.hops)
+        return list(shortest.values())
 
 
 def _label(callee: Callee) -> str:

@@ -30,7 +30,8 @@ from pathlib import Path, PurePosixPath
 
 import psutil
 
-from profiler.capture.ptrace import read_access
+from profiler.capture.processes import readable_process
+from profiler.capture.ptrace import require_ptrace
 from profiler.capture.tools import DEBUGGERS, find_debugger
 from profiler.errors import AttachError, ProfilerError, ToolMissingError
 from profiler.targets.interpreter import InterpreterFacts, interpreter_of, probe_interpreter
@@ -110,7 +111,7 @@ def check(pid: int, *, lend: bool = False) -> Ready:
             f"memray attaches through gdb or lldb, and neither is installed{where}",
             hint="install gdb (apt install gdb / dnf install gdb), or point PROFILER_GDB at it",
         )
-    _require_ptrace(pid)
+    require_ptrace(pid)
     facts = _facts(pid, interpreter)
     if lend and not facts.memray_importable:
         _require_same_python(pid, facts)
@@ -132,7 +133,7 @@ def _check_isolated(pid: int, interpreter: str, space: Namespaces, *, lend: bool
             "one, run inside the container",
             hint=NO_DEBUGGER_INSIDE_HINT,
         )
-    _require_ptrace(pid)
+    require_ptrace(pid)
     facts = _facts(pid, interpreter)
     lent = lend and not facts.memray_importable
     if lent:
@@ -152,15 +153,6 @@ def _check_isolated(pid: int, interpreter: str, space: Namespaces, *, lend: bool
         uids, gids = _ids(pid)
         scratch = scratch_dir(space, uids, gids)
     return Ready(pid, interpreter, facts.python_version, version, debugger, lent, space, scratch)
-
-
-def _require_ptrace(pid: int) -> None:
-    access = read_access()
-    if not access.can_attach_any_own_process and not access.is_root:
-        raise AttachError(
-            f"ptrace is not allowed here ({access.explain()}): cannot attach to PID {pid}",
-            hint=access.hint(),
-        )
 
 
 def _facts(pid: int, interpreter: str) -> InterpreterFacts:
@@ -198,17 +190,8 @@ def check_all(
 
 
 def _interpreter(pid: int) -> str:
-    try:
-        return interpreter_of(psutil.Process(pid))
-    except psutil.NoSuchProcess:
-        raise AttachError(
-            f"no process with PID {pid}", hint="list the workers with `profiler workers`"
-        ) from None
-    except psutil.AccessDenied:
-        raise AttachError(
-            f"permission denied reading PID {pid}: {read_access().explain()}",
-            hint=read_access().hint(),
-        ) from None
+    with readable_process(pid) as proc:
+        return interpreter_of(proc)
 
 
 def _same_python(facts: InterpreterFacts) -> bool:

@@ -14,7 +14,7 @@ import contextlib
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 from profiler.errors import InputError, ToolMissingError
 from profiler.memory.lz4_frame import lz4_frame_state
-from profiler.memory.stacks import Frame, Site, Stack, StackUsage, sites, stack_usages
+from profiler.memory.stacks import (
+    Frame,
+    Site,
+    Stack,
+    StackUsage,
+    frame_label,
+    sites,
+    stack_usages,
+)
 
 if TYPE_CHECKING:
     from memray import FileReader
@@ -114,6 +122,41 @@ def open_reader(path: Path) -> FileReader:
         raise InputError(
             f"{path} is not a readable memray capture ({_reason(exc)})", hint=CAPTURE_HINT
         ) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class CollapsedPeak:
+    """A capture's high-water mark as collapsed stacks: what a flamegraph and a peak file read."""
+
+    pid: int
+    peak_bytes: int
+    stacks: dict[str, list[int]]
+    """``outer (file:line);...;inner (file:line)`` (empty: no Python frame) to
+    ``[bytes, allocations]`` live at the peak, in the order memray gave the stacks."""
+
+
+def collapsed_peak(
+    path: Path, sys_path: Callable[[int], Sequence[str]] | None = None
+) -> CollapsedPeak:
+    """Read the high-water mark of ``path`` (one pass, threads merged), each stack's frames
+    labelled by :func:`~profiler.memory.stacks.frame_label`, files shortened by
+    ``sys_path(pid)`` (the worker's ``sys.path``, longest first, for the capture's pid).
+    ``InputError`` (exit 7) when the file is not a capture; memray's own exceptions on a
+    capture cut short are left to the caller."""
+    reader = open_reader(path)
+    with reader:
+        pid = int(reader.metadata.pid)
+        prefixes = sys_path(pid) if sys_path is not None else ()
+        stacks: dict[str, list[int]] = {}
+        labels: dict[tuple[str, str, int], str] = {}
+        for record in reader.get_high_watermark_allocation_records(merge_threads=True):
+            frames = record.stack_trace()  # innermost first
+            key = ";".join(frame_label(frame, labels, prefixes) for frame in reversed(frames))
+            entry = stacks.setdefault(key, [0, 0])
+            entry[0] += int(record.size)
+            entry[1] += int(record.n_allocations)
+        peak = int(reader.metadata.peak_memory)
+    return CollapsedPeak(pid, peak, stacks)
 
 
 def read_capture(path: Path) -> CaptureSummary:

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from profiler.errors import InputError
-from profiler.memory.stacks import frame_label
+from profiler.errors import InputError, ProfilerError
 
 if TYPE_CHECKING:
     from profiler.memory.rss import HeapPoint
@@ -43,25 +42,19 @@ class MemoryProfile:
 def read_memory_profile(path: Path) -> MemoryProfile:
     """Read ``path`` (``mem/memray-PID.bin``); :class:`InputError` (exit 7) when it is
     unreadable, :class:`~profiler.errors.ToolMissingError` (exit 5) without memray."""
-    from profiler.memory.reader import open_reader
+    from profiler.memory.reader import collapsed_peak
     from profiler.memory.rss import from_capture
 
-    reader = open_reader(path)
     try:
-        with reader:
-            pid = int(reader.metadata.pid)
-            peak = int(reader.metadata.peak_memory)
-            profile: Counter[str] = Counter()
-            labels: dict[tuple[str, str, int], str] = {}
-            for record in reader.get_high_watermark_allocation_records(merge_threads=True):
-                frames = record.stack_trace()  # innermost first
-                stack = ";".join(frame_label(frame, labels) for frame in reversed(frames))
-                profile[stack or NO_PYTHON_FRAME] += int(record.size)
-    except InputError:
+        read = collapsed_peak(path)
+    except ProfilerError:  # not a capture (exit 7), or no memray here (exit 5)
         raise
     except Exception as exc:  # memray raises OSError, ValueError, RuntimeError, ...
         raise InputError(
             f"{path}: memray cannot read its allocation records ({type(exc).__name__}: {exc})",
             hint="a capture cut short may be unreadable; the rest of the session still is",
         ) from exc
-    return MemoryProfile(path, pid, profile, peak, from_capture(path))
+    profile: Counter[str] = Counter()
+    for stack, (size, _) in read.stacks.items():
+        profile[stack or NO_PYTHON_FRAME] += size
+    return MemoryProfile(path, read.pid, profile, read.peak_bytes, from_capture(path))

@@ -131,6 +131,9 @@ def publish_session(
     return _finish(site, target, entry, files, scrubbed, policy, replaced=replaced)
 
 
+# Alike publish_session on purpose: the same options (one set of flags for both verbs) and
+# the same steps in the same order; the steps themselves are shared (_check_target, _stage,
+# _finish), and what lies between them (the sessions, the slug, the page) differs.
 def publish_comparison(
     before_dir: Path,
     after_dir: Path,

@@ -48,6 +48,8 @@ class LoadResult:
 class LoadRecord:
     """What drove the session: successful requests per second, latency, errors."""
 
+    # Repeats LoadResult's fields on purpose: this is ``load.json``'s versioned format,
+    # which must not change when the load generator measures more (by_status, unfinished).
     started_at: float  # epoch seconds, our clock
     ended_at: float
     url: str

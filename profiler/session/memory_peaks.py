@@ -22,7 +22,6 @@ from typing import Any
 
 from profiler.analysis.memory_cause import WorkerPeak
 from profiler.capture.task_log import sys_path_prefixes
-from profiler.memory.stacks import frame_label
 
 PEAK_GLOB = "peak-*.json"
 TOP_STACKS = 200
@@ -42,22 +41,11 @@ def record_peak(capture: Path, tasks_dir: Path) -> PeakFile:
     is an error to note, not a failure of the session."""
     from profiler.errors import InputError
     from profiler.memory.lz4_frame import lz4_frame_state
-    from profiler.memory.reader import open_reader
+    from profiler.memory.reader import collapsed_peak
 
     try:
-        reader = open_reader(capture)
-        with reader:
-            pid = int(reader.metadata.pid)
-            peak = int(reader.metadata.peak_memory)
-            stacks: dict[str, list[int]] = {}
-            prefixes = _sys_path(tasks_dir / f"tasks-{pid}.jsonl")
-            labels: dict[tuple[str, str, int], str] = {}
-            for record in reader.get_high_watermark_allocation_records(merge_threads=True):
-                frames = record.stack_trace()  # innermost first
-                key = ";".join(frame_label(f, labels, prefixes) for f in reversed(frames))
-                entry = stacks.setdefault(key, [0, 0])
-                entry[0] += int(record.size)
-                entry[1] += int(record.n_allocations)
+        read = collapsed_peak(capture, lambda pid: _sys_path(tasks_dir / f"tasks-{pid}.jsonl"))
+        pid, peak, stacks = read.pid, read.peak_bytes, read.stacks
         closed = lz4_frame_state(capture) == "whole"
     except InputError as exc:
         return PeakFile(None, exc.message)

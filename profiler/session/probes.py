@@ -343,6 +343,8 @@ class TasksProbe(WorkerSamplingProbe):
     name = "tasks"
     attaches = True
 
+    # Opens like MemProbe's on purpose: both attach a debugger to the same workers and
+    # share one ``debugger_free`` event (set here, waited on there).
     def __init__(
         self,
         directory: Path,

@@ -239,6 +239,8 @@ def _describe(
 
 
 def _process(pid: int) -> psutil.Process:
+    # Not capture.processes.readable_process: targets sit below capture, and opening a
+    # process reads nothing protected, so "gone" is the only failure here.
     try:
         return psutil.Process(pid)
     except psutil.NoSuchProcess:

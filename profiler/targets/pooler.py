@@ -25,13 +25,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from pathlib import Path
 
 from profiler.model import Owner
-from profiler.targets.backend_clients import BackendClient, ClientSide
+from profiler.targets.backend_clients import BackendClient, ClientSide, address_forms
 from profiler.targets.ownership import OwnershipResolver
-from profiler.targets.sockets import canonical_address
 
 # What PgBouncer shows in addr for a Unix-socket peer.
 _UNIX = "unix"
@@ -112,9 +110,9 @@ class SeeThrough:
             if server.remote_pid:
                 by_pid[server.remote_pid] = server
             if not server.over_unix_socket and server.local_addr:
-                address = _canonical(server.local_addr)
-                if address is not None:
-                    by_socket[(address, server.local_port)] = server
+                forms = address_forms(server.local_addr)
+                if forms is not None:
+                    by_socket[(forms[0], server.local_port)] = server
         clients = {client.ptr: client for client in state.clients if client.ptr}
         client_owners = self._client_owners(state.clients)
         result = dict(owners)
@@ -187,8 +185,8 @@ class SeeThrough:
         """
         port = backend.client_port
         if port is not None and port >= 0 and backend.client_addr:
-            address = _canonical(backend.client_addr)
-            return None if address is None else by_socket.get((address, port))
+            forms = address_forms(backend.client_addr)
+            return None if forms is None else by_socket.get((forms[0], port))
         if port == -1:
             return by_pid.get(backend.pid)
         return None
@@ -245,12 +243,3 @@ class SeeThrough:
     def resolvers(self) -> Mapping[int, OwnershipResolver]:
         """The client-socket resolvers by PgBouncer listen port (benchmarks read their stats)."""
         return self._resolvers
-
-
-@lru_cache(maxsize=4096)
-def _canonical(address: str) -> str | None:
-    """canonical_address, cached: a handful of addresses recur in every snapshot."""
-    try:
-        return canonical_address(address)
-    except ValueError:
-        return None

@@ -116,8 +116,7 @@ class Evidence:
     @classmethod
     def empty(cls, *, session_start: float = 0.0, session_end: float = 0.0) -> Evidence:
         """No rows anywhere: a base to :func:`dataclasses.replace` parts into."""
-        import pandas as pd
-
+        from profiler.analysis.columns import empty_frame
         from profiler.analysis.episodes import empty_episodes
         from profiler.analysis.held_counts import empty_held
 
@@ -125,30 +124,30 @@ class Evidence:
             episodes=empty_episodes(),
             held=empty_held(),
             hold_profile=Counter(),
-            wait_samples=pd.DataFrame(
+            wait_samples=empty_frame(
                 {
-                    "worker_pid": pd.Series([], dtype="int64"),
-                    "taken_at": pd.Series([], dtype="float64"),
-                    "stack": pd.Series([], dtype="object"),
-                    "active": pd.Series([], dtype="bool"),
+                    "worker_pid": "int64",
+                    "taken_at": "float64",
+                    "stack": "object",
+                    "active": "bool",
                 }
             ),
-            rss=pd.DataFrame(
+            rss=empty_frame(
                 {
-                    "taken_at": pd.Series([], dtype="float64"),
-                    "worker_pid": pd.Series([], dtype="int64"),
-                    "rss_bytes": pd.Series([], dtype="int64"),
+                    "taken_at": "float64",
+                    "worker_pid": "int64",
+                    "rss_bytes": "int64",
                 }
             ),
-            workers=pd.DataFrame(
+            workers=empty_frame(
                 {
-                    "time": pd.Series([], dtype="float64"),
-                    "pid": pd.Series([], dtype="int64"),
-                    "event": pd.Series([], dtype="object"),
-                    "exit": pd.Series([], dtype="object"),
-                    "oom_evidence": pd.Series([], dtype="object"),
-                    "replacement_pid": pd.Series([], dtype="Int64"),
-                    "last_rss_bytes": pd.Series([], dtype="Int64"),
+                    "time": "float64",
+                    "pid": "int64",
+                    "event": "object",
+                    "exit": "object",
+                    "oom_evidence": "object",
+                    "replacement_pid": "Int64",
+                    "last_rss_bytes": "Int64",
                 }
             ),
             memory_limits={},

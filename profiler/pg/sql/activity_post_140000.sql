@@ -1,4 +1,6 @@
 /* profiler */
+-- Alike on purpose: each version file is the whole query, not a diff; pg/queries.load
+-- picks one file per server version, so a reader sees exactly what that server runs.
 -- Every backend but our own, one row each, with the server's clock taken in the
 -- same statement (clock_timestamp(); now() would be the transaction's start), so
 -- ages are computed on the server's clock. Times are epoch seconds (float8,
