@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -25,6 +26,14 @@ TEST_DSN_ENV = "PROFILER_TEST_DSN"
 # As the CLI does (profiler.cli.main): a debugger crashing on a worker that exits
 # mid-attach must not leave a core file in the repository.
 resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
+
+# The Ctrl-C tests signal the commands they start as a terminal's Ctrl-C would. A shell
+# starts a background job (`scripts/test &`, `nohup`) with SIGINT ignored, an ignore is
+# inherited through exec, and Python keeps it: started that way, every Ctrl-C test timed
+# out. A handled SIGINT is reset to the default in a child, so pytest handles it (as Python
+# does when started from a terminal) and the commands start with Ctrl-C working.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
