@@ -92,12 +92,10 @@ def pair_samples(
         a, b = segment_start[segment[group[0]]], segment_end[segment[group[0]]]
         low[group] = a + np.searchsorted(when[a:b], begin[group], side="left")
         high[group] = a + np.searchsorted(when[a:b], finish[group], side="right")
-    counts = np.maximum(high - low, 0)
-    total = int(counts.sum())
-    if total == 0:
+    counts, index = _expand_runs(low, high)
+    if index.size == 0:
         return nothing
     episode = np.repeat(ids, counts)
-    index = np.arange(total, dtype=np.int64) + np.repeat(low - (np.cumsum(counts) - counts), counts)
     weight = share[index]
     dump = _dump_ids(dump_start, worker.size)[index]
     if by_task and "backends" in samples.columns:
@@ -154,13 +152,21 @@ def window_pairs(
     after = np.searchsorted(
         ordered, episode_key * span + np.searchsorted(times, high[usable]), side="right"
     )
-    counts = np.maximum(after - first, 0)
-    total = int(counts.sum())
-    if total == 0:
+    counts, run = _expand_runs(first, after)
+    if run.size == 0:
         return none
-    episode = np.repeat(usable, counts)
-    run = np.arange(total, dtype=np.int64) + np.repeat(first - (np.cumsum(counts) - counts), counts)
-    return episode.astype(np.int64), order[run].astype(np.int64)
+    return np.repeat(usable, counts).astype(np.int64), order[run].astype(np.int64)
+
+
+def _expand_runs(
+    first: npt.NDArray[np.int64], after: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Each run ``[first[i], after[i])`` of a sorted array, as the length of each run and
+    every position of every run in order: one ``repeat``, so the cost is the pairs."""
+    counts = np.maximum(after - first, 0)
+    starts = np.repeat(first - (np.cumsum(counts) - counts), counts)
+    positions: npt.NDArray[np.int64] = np.arange(int(counts.sum()), dtype=np.int64) + starts
+    return counts, positions
 
 
 def _dump_ids(dump_start: npt.NDArray[np.int64], size: int) -> npt.NDArray[np.int64]:
