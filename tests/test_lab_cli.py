@@ -8,6 +8,8 @@ import socket
 import pytest
 
 from profiler.capture.processes import is_running
+from profiler.errors import UsageError
+from profiler.lab.load import run_load
 from tests.helpers import retry
 
 
@@ -65,6 +67,18 @@ def test_load_refuses_targets_off_loopback(run_cli) -> None:
     result = run_cli("lab", "load", "--url", "http://10.1.2.3:8000", "--seconds", "1")
     assert result.exit_code == 2, result.output
     assert "loopback" in _one_error_line(result.stderr)
+
+
+def test_load_on_a_gateway_that_accepts_but_never_answers_says_so() -> None:
+    # GIVEN a listener that accepts connections and never answers (a wedged worker's socket)
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        # WHEN load starts on it
+        with pytest.raises(UsageError) as raised:
+            run_load(url, users=1, seconds=1, request_timeout=0.5)
+    # THEN the error names the silence, not a gateway to start
+    assert "accepted GET /tools but did not answer it in 0.5 s (ReadTimeout)" in str(raised.value)
+    assert "wedged" in (raised.value.hint or "")
 
 
 @pytest.mark.slow

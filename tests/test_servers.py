@@ -41,10 +41,15 @@ def lab(
         workers=2,
         port=free_port(),
         dsn=postgres_dsn,
-        # Enough connections for the tests' load: an exhausted pool blocks the event loop in
-        # the checkout (the lab's sync Session), and an injection waits for the loop's thread.
+        # Enough connections for the tests' load on one worker: an exhausted pool blocks the
+        # event loop in the checkout (the lab's sync Session) for up to its 30 s timeout, and
+        # an injection waits for the loop's thread. A held request takes 2 connections, the
+        # server may hand every client connection to one worker, and a load cut off leaves
+        # its requests running while the next test's begin: 2 x (8 + 4) = 24 at worst. At
+        # 10 a worker, one worker in ~4 runs wedged so long that the next load's first
+        # request timed out (CI, 2026-12-04).
         pool_size=5,
-        max_overflow=5,
+        max_overflow=20,
         # Longer than the 1 s idle-in-transaction threshold, so that every transaction held
         # across the call crosses it, on a fast machine as on a slow one.
         downstream_latency=1.5,

@@ -148,9 +148,16 @@ async def _tool_ids(client: httpx.AsyncClient) -> list[int]:
     headers = {"Authorization": f"Bearer {api_token(0)}"}
     try:
         response = await client.get("/tools", params={"limit": 500}, headers=headers)
+    except httpx.ReadTimeout as exc:
+        # Up but silent: a worker's event loop blocked (the held gateway's pool checkout).
+        raise UsageError(
+            f"the gateway at {client.base_url} accepted GET /tools but did not answer it in"
+            f" {client.timeout.read:g} s ({type(exc).__name__})",
+            hint="a worker may be wedged; see what holds it with: profiler session run",
+        ) from None
     except httpx.HTTPError as exc:
         raise UsageError(
-            f"the gateway at {client.base_url} does not answer: {exc}",
+            f"the gateway at {client.base_url} does not answer: {type(exc).__name__}: {exc}",
             hint="start it with: profiler lab up",
         ) from None
     if response.status_code != 200:
