@@ -29,6 +29,10 @@ from tests.helpers import connections_to, retry
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
+SESSION_USERS = 8  # the load under the task-sampler session
+LOAD_USERS = 4  # the load under the CPU capture, and the load asked to stop
+POOL_SIZE = 5
+
 
 @pytest.fixture(scope="module", params=["granian", "uvicorn"])
 def lab(
@@ -45,11 +49,10 @@ def lab(
         # event loop in the checkout (the lab's sync Session) for up to its 30 s timeout, and
         # an injection waits for the loop's thread. A held request takes 2 connections, the
         # server may hand every client connection to one worker, and a load cut off leaves
-        # its requests running while the next test's begin: 2 x (8 + 4) = 24 at worst. At
-        # 10 a worker, one worker in ~4 runs wedged so long that the next load's first
-        # request timed out (CI, 2026-12-04).
-        pool_size=5,
-        max_overflow=20,
+        # its requests running while the next test's begin. At 10 a worker, a worker wedged
+        # so long that the next load's first request timed out (CI, 2026-12-04).
+        pool_size=POOL_SIZE,
+        max_overflow=2 * (SESSION_USERS + LOAD_USERS) - POOL_SIZE,
         # Longer than the 1 s idle-in-transaction threshold, so that every transaction held
         # across the call crosses it, on a fast machine as on a slow one.
         downstream_latency=1.5,
@@ -126,7 +129,9 @@ def test_cpu_dump_and_record_cover_each_worker(run_cli, lab: LabState, tmp_path:
     master = _master(lab)
     workers = worker_pids(master)
     # GIVEN light load while every worker is recorded (idle threads included)
-    loader = threading.Thread(target=run_load, args=(lab.url,), kwargs={"users": 4, "seconds": 3})
+    loader = threading.Thread(
+        target=run_load, args=(lab.url,), kwargs={"users": LOAD_USERS, "seconds": 3}
+    )
     loader.start()
     try:
         recorded = _json(
@@ -187,7 +192,9 @@ def test_a_session_names_the_code_holding_connections_through_the_task_sampler(
     # (on until the session ends: the injection before its window takes 1-3 s, more on a busy host)
     done = threading.Event()
     loader = threading.Thread(
-        target=run_load, args=(lab.url,), kwargs={"users": 8, "seconds": 60, "stop": done}
+        target=run_load,
+        args=(lab.url,),
+        kwargs={"users": SESSION_USERS, "seconds": 60, "stop": done},
     )
     loader.start()
     try:
@@ -260,7 +267,7 @@ def test_load_ends_when_asked_before_its_bound(lab: LabState) -> None:
     stopper.start()
     try:
         # WHEN it runs
-        result = run_load(lab.url, users=4, seconds=60, stop=done)
+        result = run_load(lab.url, users=LOAD_USERS, seconds=60, stop=done)
     finally:
         done.set()
         stopper.join()

@@ -148,11 +148,11 @@ async def _tool_ids(client: httpx.AsyncClient) -> list[int]:
     headers = {"Authorization": f"Bearer {api_token(0)}"}
     try:
         response = await client.get("/tools", params={"limit": 500}, headers=headers)
-    except httpx.ReadTimeout as exc:
+    except httpx.ReadTimeout:
         # Up but silent: a worker's event loop blocked (the held gateway's pool checkout).
         raise UsageError(
             f"the gateway at {client.base_url} accepted GET /tools but did not answer it in"
-            f" {client.timeout.read:g} s ({type(exc).__name__})",
+            f" {client.timeout.read:g} s (ReadTimeout)",
             hint="a worker may be wedged; see what holds it with: profiler session run",
         ) from None
     except httpx.HTTPError as exc:
